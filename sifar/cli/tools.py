@@ -1,0 +1,23 @@
+"""``sifar-tools``: preprocessing and model utilities, one click group."""
+
+from __future__ import annotations
+
+import click
+
+from sifar import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sifar-tools")
+def main() -> None:
+    """SIFAR toolkit: shard datasets, inspect shards, list models and their FLOPs."""
+
+
+def _register_commands() -> None:
+    from sifar.cli import model_commands
+
+    for command in model_commands.COMMANDS:
+        main.add_command(command)
+
+
+_register_commands()

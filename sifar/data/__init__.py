@@ -1,0 +1,1 @@
+"""Data: datasets' shipped formats, shard writing, frame sampling, transforms and the streaming loader."""

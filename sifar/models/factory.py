@@ -1,0 +1,81 @@
+"""``create_model``: the one door from a name to a video classifier."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from sifar.layout import Layout, parse_layout
+from sifar.models.registry import ModelConfig, get_builder, get_config, register_family
+from sifar.models.super_image import SuperImageClassifier
+
+TIMM_PREFIX = "timm:"
+
+
+@register_family("timm")
+def build_timm(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
+               frame_embed: bool | None = None, fused_attn: bool = True, **overrides: Any):
+    """Any timm image classifier, sized for the super image where the model takes an input size."""
+    if frame_embed:
+        raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
+    name = config.arch["timm_name"]
+    if not timm.is_model(name):
+        raise KeyError(f"timm has no model named {name!r}")
+    super_size = (grid[0] * frame_size, grid[1] * frame_size)
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=super_size, **overrides)
+    except TypeError:  # convolutional models take any input size and no img_size argument
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **overrides)
+
+
+def resolve_config(name: str) -> ModelConfig:
+    """A registered config, or an ad-hoc one for ``timm:<model>`` (8 frames, 3x3, 224 by default)."""
+    if name.startswith(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX):]
+        return ModelConfig(name=name, family="timm", num_frames=8, frame_size=224, arch={"timm_name": timm_name})
+    return get_config(name)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    num_frames: int | None = None,
+    pretrained: str | os.PathLike | None = None,
+    *,
+    layout: str | Layout | None = None,
+    frame_size: int | None = None,
+    frame_embed: bool | None = None,
+    fused_attn: bool = True,
+    grad_checkpointing: bool = False,
+    **overrides: Any,
+) -> SuperImageClassifier:
+    """Build the model registered as ``name`` (or ``timm:<any timm classifier>``).
+
+    ``num_frames``, ``layout`` and ``frame_size`` default to the config's; a layout of None follows the
+    paper's grid rule. ``frame_embed`` adds the per-frame position embedding (Swin only; the paper uses it
+    for SSV2). ``pretrained`` is a checkpoint file in any format ``sifar.models.load_pretrained`` reads.
+    Other keyword arguments reach the backbone (e.g. ``drop_path_rate``, ``window_size``).
+    """
+    config = resolve_config(name)
+    num_frames = num_frames or config.num_frames
+    if layout is None and num_frames == config.num_frames:
+        layout = config.layout
+    grid = parse_layout(layout, num_frames)
+    frame_size = frame_size or config.frame_size
+    backbone = get_builder(config.family)(
+        config, num_classes, grid=grid, frame_size=frame_size, frame_embed=frame_embed, fused_attn=fused_attn,
+        **overrides,
+    )
+    mean = tuple(getattr(backbone, "pretrained_cfg", {}).get("mean", IMAGENET_DEFAULT_MEAN))
+    std = tuple(getattr(backbone, "pretrained_cfg", {}).get("std", IMAGENET_DEFAULT_STD))
+    model = SuperImageClassifier(backbone, num_frames, grid, frame_size, name=config.name, mean=mean, std=std)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if pretrained:
+        from sifar.models.weights import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model

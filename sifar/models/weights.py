@@ -1,0 +1,162 @@
+"""Reading checkpoints into SIFAR models: pure conversion functions, then one strict load.
+
+Formats read: Microsoft's Swin release (a dict with "model"; downsample at the end of stage i), timm's
+Swin state dicts (downsample at the start of stage i+1), the official SIFAR release (Microsoft keys plus
+``frame_pos_embed`` (1, T_padded, C)), any timm classifier's state dict, and this project's checkpoints
+(keys under ``backbone.``, possibly inside a training checkpoint). Relative-position tables are resized
+bicubically to the model's windows, a head of another class count is dropped, and a frame embedding of
+another frame count is interpolated. Anything else that does not fit is an error naming the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
+from torch import nn
+
+from sifar.models.super_image import SuperImageClassifier
+
+_logger = logging.getLogger(__name__)
+StateDict = dict[str, torch.Tensor]
+WRAPPER_KEYS = ("model", "state_dict", "module")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model; the message names the file and keys."""
+
+
+@dataclass
+class LoadReport:
+    """What loading did: the file, and the parameters left at their fresh initialisation (and why)."""
+
+    source: str
+    fresh: dict[str, str] = field(default_factory=dict)
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """The tensors of a checkpoint file, unwrapped from training-checkpoint dicts and DDP's ``module.``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"no checkpoint file at {path}") from err
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    return unwrap_state_dict(obj, str(path))
+
+
+def unwrap_state_dict(obj: object, source: str = "checkpoint") -> StateDict:
+    """Find the state dict inside common wrappers ({"model": ...}, {"state_dict": ...})."""
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{source} holds no state dict of tensors")
+    return strip_prefix(obj, "module.")
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """Drop ``prefix`` from keys that all carry it (DDP's ``module.``, this project's ``backbone.``)."""
+    if all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def resize_frame_embed(embed: torch.Tensor, cells: int) -> torch.Tensor:
+    """Linearly interpolate a (1, T, C) frame embedding to (1, cells, C)."""
+    if embed.shape[1] == cells:
+        return embed
+    resized = F.interpolate(embed.transpose(1, 2), size=cells, mode="linear", align_corners=True)
+    return resized.transpose(1, 2).contiguous()
+
+
+def backbone_filter(backbone: nn.Module):
+    """The timm conversion function for the backbone's family (key renames, table and patch resizing)."""
+    if isinstance(backbone, SwinTransformer):
+        return swin_filter_fn
+    return getattr(sys.modules[type(backbone).__module__], "checkpoint_filter_fn", None)
+
+
+def classifier_keys(backbone: nn.Module) -> set[str]:
+    """State-dict keys of the classification head."""
+    head = backbone.get_classifier()
+    ids = {id(p) for p in head.parameters()}
+    return {n for n, p in backbone.named_parameters() if id(p) in ids}
+
+
+def convert_state_dict(state_dict: StateDict, model: SuperImageClassifier) -> tuple[StateDict, dict[str, str]]:
+    """Map a checkpoint of any supported format onto ``model``'s keys and shapes (pure: no loading).
+
+    Returns the converted state dict (keys under ``backbone.``) and the keys dropped with the reason.
+    """
+    backbone = model.backbone
+    sd = strip_prefix(state_dict, "backbone.")
+    own = backbone.state_dict()
+    dropped: dict[str, str] = {}
+    if "frame_pos_embed" in sd and "frame_pos_embed" in own:
+        sd["frame_pos_embed"] = resize_frame_embed(sd["frame_pos_embed"], own["frame_pos_embed"].shape[1])
+    filter_fn = backbone_filter(backbone)
+    if filter_fn is not None:
+        sd = filter_fn(sd, backbone)
+    for key in classifier_keys(backbone):
+        if key in sd and sd[key].shape != own[key].shape:
+            dropped[key] = f"class count differs ({tuple(sd[key].shape)} in checkpoint, {tuple(own[key].shape)} here)"
+            del sd[key]
+    return {f"backbone.{k}": v for k, v in sd.items()}, {f"backbone.{k}": v for k, v in dropped.items()}
+
+
+def allowed_missing(model: SuperImageClassifier, key: str, dropped: dict[str, str]) -> str | None:
+    """Why ``key`` may stay freshly initialised when absent from a checkpoint, or None if it may not."""
+    if key in dropped:
+        return dropped[key]
+    if key.endswith("frame_pos_embed"):
+        return "the checkpoint has no frame embedding"
+    if key.startswith(model.new_module_prefixes()):
+        return "a module image checkpoints do not have"
+    return None
+
+
+def load_pretrained(model: SuperImageClassifier, path: str | os.PathLike) -> LoadReport:
+    """Load a checkpoint file into ``model``; raise CheckpointError naming missing/unexpected keys."""
+    converted, dropped = convert_state_dict(read_state_dict(path), model)
+    missing, unexpected = _load(model, converted, str(path))
+    report = LoadReport(source=str(path))
+    bad_missing = []
+    for key in missing:
+        reason = allowed_missing(model, key, dropped)
+        if reason is None:
+            bad_missing.append(key)
+        else:
+            report.fresh[key] = reason
+    if bad_missing or unexpected:
+        hint = " (a frame embedding needs frame_embed=True)" if any("frame_pos_embed" in k for k in unexpected) else ""
+        raise CheckpointError(
+            f"{path} does not fit {model.name}{hint}: missing keys {_short(bad_missing)}; "
+            f"unexpected keys {_short(unexpected)}"
+        )
+    for key, reason in report.fresh.items():
+        _logger.info("%s: %s left at its initialisation: %s", path, key, reason)
+    return report
+
+
+def _load(model: nn.Module, state_dict: StateDict, source: str) -> tuple[list[str], list[str]]:
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"{source} does not fit {getattr(model, 'name', 'the model')}: {err}") from err
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _short(keys: list[str], limit: int = 12) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
