@@ -78,6 +78,33 @@ def resize_frame_embed(embed: torch.Tensor, cells: int) -> torch.Tensor:
     return resized.transpose(1, 2).contiguous()
 
 
+def resize_rel_pos_table(table: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resize a square (2s-1)^2 x heads relative-position table to ``window``'s (2h-1)(2w-1) x heads."""
+    target = (2 * window[0] - 1, 2 * window[1] - 1)
+    if table.shape[0] == target[0] * target[1]:
+        return table
+    side = round(table.shape[0] ** 0.5)
+    if side * side != table.shape[0]:
+        raise CheckpointError(f"a relative-position table of {table.shape[0]} rows is not square")
+    grid = table.T.reshape(1, -1, side, side).float()
+    resized = F.interpolate(grid, size=target, mode="bicubic", align_corners=False)
+    return resized.reshape(table.shape[1], -1).T.to(table.dtype).contiguous()
+
+
+def resize_swin_windows(state_dict: StateDict, backbone: nn.Module) -> StateDict:
+    """Resize every relative-position table to the window of the block it loads into."""
+    suffix = ".relative_position_bias_table"
+    resized = dict(state_dict)
+    for key, table in state_dict.items():
+        if key.endswith(suffix):
+            try:
+                attn = backbone.get_submodule(key[: -len(suffix)])
+            except AttributeError:
+                continue  # not in this model: reported as unexpected by the strict load
+            resized[key] = resize_rel_pos_table(table, attn.window_size)
+    return resized
+
+
 def backbone_filter(backbone: nn.Module):
     """The timm conversion function for the backbone's family (key renames, table and patch resizing)."""
     if isinstance(backbone, SwinTransformer):
@@ -103,6 +130,8 @@ def convert_state_dict(state_dict: StateDict, model: SuperImageClassifier) -> tu
     dropped: dict[str, str] = {}
     if "frame_pos_embed" in sd and "frame_pos_embed" in own:
         sd["frame_pos_embed"] = resize_frame_embed(sd["frame_pos_embed"], own["frame_pos_embed"].shape[1])
+    if isinstance(backbone, SwinTransformer):
+        sd = resize_swin_windows(sd, backbone)  # bicubic, before timm's filter sees the tables
     filter_fn = backbone_filter(backbone)
     if filter_fn is not None:
         sd = filter_fn(sd, backbone)

@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from sifar.models import create_model, get_config, list_configs
+from sifar.models.swin import SifarSwin
+
+SMALL = {"frame_size": 32}  # CPU-sized frames for the CNN configs
+
+
+def test_aliases_and_official_names_resolve_to_the_same_config():
+    assert get_config("SIFAR-B-12").name == "sifar_base_patch4_window12_192_3x3"
+    assert get_config("sifar-b-12") is get_config("sifar_base_patch4_window12_192_3x3")
+    assert get_config("SIFAR-R50-C21-11").arch["large_kernels"] == (21, 11)
+
+
+def test_unknown_name_lists_the_registered_models():
+    with pytest.raises(KeyError, match="sifar_base_patch4_window12_192_3x3"):
+        create_model("sifar_huge", num_classes=10)
+
+
+@pytest.mark.parametrize("config", list_configs(), ids=lambda c: c.name)
+def test_every_config_builds_with_the_papers_geometry(config):
+    with torch.device("meta"):
+        model = create_model(config.name, num_classes=174)
+        logits = model(torch.empty(2, config.num_frames, 3, config.frame_size, config.frame_size))
+    assert logits.shape == (2, 174)
+    if config.family == "swin":
+        windows = [stage.blocks[0].window_size for stage in model.backbone.layers]
+        last_grid = config.grid[0] * config.frame_size // 32
+        expected_last = last_grid if config.arch["global_last"] else config.arch["window_size"][-1]
+        assert windows[-1] == (expected_last, expected_last)  # the last stage attends globally
+        assert [w[0] for w in windows[:3]] == list(config.arch["window_size"][:3])
+
+
+@pytest.mark.parametrize("name, params_m", [("SIFAR-B-12", 87), ("SIFAR-B-14-16f", 87), ("SIFAR-L-14", 196)])
+def test_parameter_counts(name, params_m):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=400)
+    assert int(sum(p.numel() for p in model.parameters()) / 1e6) == params_m  # the paper truncates
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SIFAR-N-6", {}),
+    ("SIFAR-N-6", {"frame_embed": True, "num_frames": 4, "layout": "2x2"}),
+    ("SIFAR-N-6", {"num_frames": 12}),  # 3x4, non-square windows in the last stage
+    ("SIFAR-R18", SMALL),
+    ("SIFAR-R50-C7", SMALL),
+    ("timm:resnet18", SMALL),
+    ("timm:vit_tiny_patch16_224", {"frame_size": 32, "num_frames": 4}),
+])
+def test_small_models_train_on_cpu(name, kwargs):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, **kwargs)
+    frames = torch.randn(2, model.num_frames, 3, model.frame_size, model.frame_size)
+    logits = model(frames)
+    assert logits.shape == (2, 5)
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_frame_embedding_is_added_per_frame_cell():
+    model = create_model("SIFAR-N-6", num_classes=3, frame_embed=True).eval()
+    backbone = model.backbone
+    assert isinstance(backbone, SifarSwin)
+    assert backbone.frame_pos_embed.shape == (1, 9, 32)
+    frames = torch.randn(1, 8, 3, 64, 64)
+    with torch.no_grad():
+        backbone.frame_pos_embed.zero_()
+        before = model(frames)
+        backbone.frame_pos_embed[0, 4] = torch.linspace(-1, 1, 32)  # only the centre cell (frame 5) moves
+        after = model(frames)
+    offsets = backbone.frame_pos_embed.detach()[0, backbone.frame_index][..., -1]  # (48, 48) tokens, 16x16 a frame
+    assert offsets[16:32, 16:32].eq(1).all() and offsets.sum() == 16 * 16
+    assert not torch.allclose(before, after)
+
+
+def test_fused_and_explicit_attention_agree():
+    torch.manual_seed(0)
+    fused = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2)).eval()
+    plain = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2), fused_attn=False).eval()
+    plain.load_state_dict(fused.state_dict())
+    frames = torch.randn(2, 8, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(frames), plain(frames), atol=1e-5, rtol=1e-5)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", num_classes=4, drop_path_rate=0.0)  # no random drop path
+    checkpointed = create_model("SIFAR-N-6", num_classes=4, drop_path_rate=0.0, grad_checkpointing=True)
+    checkpointed.load_state_dict(model.state_dict())
+    frames = torch.randn(2, 8, 3, 64, 64)
+    model(frames).sum().backward()
+    checkpointed(frames).sum().backward()
+    for (name, a), b in zip(model.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_wrong_clip_shape_is_a_clear_error():
+    model = create_model("SIFAR-N-6", num_classes=4)
+    with pytest.raises(ValueError, match="expects 8 frames of 64x64, got 4 frames of 64x64"):
+        model(torch.zeros(1, 4, 3, 64, 64))
+    with pytest.raises(ValueError, match="B, T, C, H, W"):
+        model(torch.zeros(1, 3, 64, 64))
+
+
+def test_frame_embedding_only_for_swin():
+    with pytest.raises(ValueError, match="Swin models only"):
+        create_model("SIFAR-R18", num_classes=4, frame_embed=True)
+
+
+def test_large_kernel_blocks_are_appended_to_the_last_stage():
+    model = create_model("SIFAR-R50-C21-11", num_classes=4, frame_size=32)
+    layer4 = model.backbone.layer4
+    assert [layer4[-2].conv2.kernel_size, layer4[-1].conv2.kernel_size] == [(21, 21), (11, 11)]
+    assert model.new_module_prefixes() == ("backbone.layer4.3.", "backbone.layer4.4.")
+
+
+def test_no_weight_decay_names_exist():
+    model = create_model("SIFAR-N-6", num_classes=4, frame_embed=True)
+    names = dict(model.named_parameters())
+    skip = model.no_weight_decay()
+    assert "backbone.frame_pos_embed" in skip
+    assert any("relative_position_bias_table" in n for n in skip)
+    assert skip <= set(names)
