@@ -1,0 +1,83 @@
+"""Training checkpoints: one dict with everything needed to resume, written atomically.
+
+A checkpoint is written to a temporary file and renamed into place, so a crash or a full disk while
+saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sifar.io import atomic_write
+
+
+class CheckpointWriteError(OSError):
+    """Saving failed (e.g. the disk is full); the previous checkpoint under that name is untouched."""
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator a training step draws from (Python, NumPy for timm's Mixup, torch)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomically write ``state``; raise CheckpointWriteError naming the file if the write fails."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            torch.save(state, handle)
+    except OSError as err:
+        raise CheckpointWriteError(err.errno, f"could not write checkpoint {path} ({err.strerror or err}); "
+                                              f"the previous one is intact") from err
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False):
+    """(model, class names) rebuilt from a sifar training checkpoint (``last.pt`` / ``best.pt``)."""
+    from sifar.models import create_model
+    from sifar.models.weights import CheckpointError
+
+    try:
+        checkpoint = load_checkpoint(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # not a torch file, or not one of ours
+        raise CheckpointError(f"{path} is not a readable sifar checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict) or "model_info" not in checkpoint or "classes" not in checkpoint:
+        raise CheckpointError(f"{path} is not a sifar training checkpoint (no model_info and classes)")
+    info, classes = checkpoint["model_info"], checkpoint["classes"]
+    model = create_model(info["name"], len(classes), num_frames=info["num_frames"], layout=tuple(info["grid"]),
+                         frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,
+                         drop_path_rate=0.0)
+    weights = checkpoint["ema"] if use_ema and checkpoint.get("ema") is not None else checkpoint["model"]
+    model.load_state_dict(weights)
+    return model, classes

@@ -1,0 +1,110 @@
+"""Multi-view evaluation: softmax averaged over clips x crops, top-1/top-5, per-class accuracy, confusion.
+
+Every sample is counted exactly once whatever the number of ranks: the loader gives each rank a disjoint
+part of the data, and the ranks sum their confusion matrices (no padding duplicates in the totals).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import torch
+
+from sifar.data.transforms import normalize
+from sifar.distributed import all_reduce_sum
+from sifar.precision import autocast_for
+
+FrameOrder = Literal["normal", "reverse", "shuffle"]
+
+
+@dataclass
+class EvalResult:
+    """Totals over the whole evaluation set (all ranks)."""
+
+    confusion: torch.Tensor  # (classes, classes) int64, rows: true class, columns: top-1 prediction
+    top5_correct: int
+    unlabeled: int
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * float(self.confusion.diag().sum()) / max(self.num_samples, 1)
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.top5_correct / max(self.num_samples, 1)
+
+    def per_class(self) -> list[float | None]:
+        totals = self.confusion.sum(1)
+        return [None if t == 0 else 100.0 * float(self.confusion[i, i]) / float(t) for i, t in enumerate(totals)]
+
+    def summary(self) -> dict[str, Any]:
+        return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "num_samples": self.num_samples,
+                "unlabeled": self.unlabeled}
+
+
+def reorder_frames(frames: torch.Tensor, order: FrameOrder, generator: torch.Generator | None = None
+                   ) -> torch.Tensor:
+    """Reverse or shuffle the time axis (dim -4) of (..., T, C, H, W) clips (paper Table 9)."""
+    if order == "normal":
+        return frames
+    time_dim = frames.ndim - 4
+    if order == "reverse":
+        return frames.flip(time_dim)
+    permutation = torch.randperm(frames.shape[time_dim], generator=generator)
+    return frames.index_select(time_dim, permutation.to(frames.device))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num_classes: int,
+             precision: str = "auto", order: FrameOrder = "normal", seed: int = 0) -> EvalResult:
+    """Evaluate ``model`` over ``loader`` (frames (B, V, T, C, H, W) or (B, T, C, H, W)); sums over ranks."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # top-5 correct, unlabeled
+    generator = torch.Generator().manual_seed(seed)
+    for frames, labels, _keys in loader:
+        if frames.ndim == 5:
+            frames = frames.unsqueeze(1)
+        batch, views = frames.shape[:2]
+        frames = reorder_frames(frames, order, generator)
+        clips = normalize(frames.to(device, non_blocking=True).flatten(0, 1), model.mean, model.std)
+        with autocast_for(device, precision):
+            logits = model(clips)
+        probs = logits.float().softmax(-1).view(batch, views, -1).mean(1)
+        labels = labels.to(device)
+        labeled = labels >= 0
+        counts[1] += int((~labeled).sum())
+        probs, labels = probs[labeled], labels[labeled]
+        if labels.numel() == 0:
+            continue
+        if int(labels.max()) >= num_classes:
+            raise ValueError(f"label {int(labels.max())} is outside the model's {num_classes} classes")
+        confusion.index_put_((labels, probs.argmax(-1)), torch.ones_like(labels), accumulate=True)
+        top5 = probs.topk(min(5, num_classes), dim=-1).indices
+        counts[0] += int((top5 == labels[:, None]).any(-1).sum())
+    all_reduce_sum(confusion)
+    all_reduce_sum(counts)
+    return EvalResult(confusion=confusion.cpu(), top5_correct=int(counts[0]), unlabeled=int(counts[1]))
+
+
+def write_eval_report(result: EvalResult, classes: list[str], output: Path, prefix: str = "",
+                      extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``<prefix>report.json`` (totals, per-class accuracy, confusion) and ``<prefix>confusion.png``."""
+    from sifar.plots import plot_confusion
+
+    output.mkdir(parents=True, exist_ok=True)
+    report = {**result.summary(), **(extra or {}),
+              "per_class": {name: acc for name, acc in zip(classes, result.per_class())},
+              "confusion": result.confusion.tolist(), "classes": classes}
+    paths = {"report": output / f"{prefix}report.json", "confusion": output / f"{prefix}confusion.png"}
+    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    plot_confusion(result.confusion.numpy(), classes, paths["confusion"],
+                   title=f"top-1 {result.top1:.1f}% on {result.num_samples} clips")
+    return paths

@@ -1,0 +1,13 @@
+"""Numeric precision per device: bf16 autocast on GPUs by default, fp32 on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``precision`` is "auto" (bf16 on CUDA, fp32 elsewhere), "bf16" or "fp32"."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()

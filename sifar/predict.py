@@ -1,0 +1,53 @@
+"""Classify video files directly: decode once with ffmpeg, sample and crop as evaluation does, average views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sifar.data.ffmpeg import DecodeSettings, decode_video
+from sifar.data.loader import JpegDecoder
+from sifar.data.sampling import eval_indices
+from sifar.data.transforms import eval_transform, normalize
+from sifar.models import SuperImageClassifier
+from sifar.precision import autocast_for
+
+
+@dataclass
+class Prediction:
+    video: str
+    classes: list[str]
+    probabilities: list[float]
+
+    def as_dict(self) -> dict:
+        return {"video": self.video, "top": [{"class": c, "probability": round(p, 6)}
+                                             for c, p in zip(self.classes, self.probabilities)]}
+
+
+def video_views(path: str | Path, num_frames: int, frame_size: int, clips: int, crops: int) -> torch.Tensor:
+    """(clips*crops, T, C, H, W) uint8 views of a video file, exactly as evaluation samples them."""
+    decoded = decode_video(path, DecodeSettings(short_side=frame_size))
+    if not decoded.frames:
+        raise ValueError(f"{path}: no video frames could be decoded")
+    decoder = JpegDecoder()
+    views = []
+    for indices in eval_indices(len(decoded.frames), num_frames, clips):
+        frames = torch.from_numpy(np.stack([decoder.decode(decoded.frames[i]) for i in indices]))
+        views.append(eval_transform(frames, frame_size, crops))
+    return torch.cat(views)
+
+
+@torch.no_grad()
+def predict(model: SuperImageClassifier, classes: list[str], path: str | Path, device: torch.device,
+            topk: int = 5, clips: int = 1, crops: int = 3, precision: str = "auto") -> Prediction:
+    """Top-k classes of one video, softmax averaged over its views."""
+    views = video_views(path, model.num_frames, model.frame_size, clips, crops)
+    model.eval()
+    with autocast_for(device, precision):
+        logits = model(normalize(views.to(device), model.mean, model.std))
+    probs = logits.float().softmax(-1).mean(0)
+    top = probs.topk(min(topk, probs.numel()))
+    return Prediction(str(path), [classes[i] for i in top.indices.tolist()], top.values.tolist())

@@ -1,0 +1,384 @@
+"""The SIFAR trainer: one file, top to bottom. ``torchrun --nproc_per_node=G -m sifar.train ...`` or ``sifar-train``.
+
+The paper's recipe is the default: AdamW (weight decay 0.05, none on norms, biases, position embeddings
+and relative-position tables), LR 1e-4 unscaled, cosine schedule with 5 warm-up epochs, 30 epochs, drop
+path 0.1, label smoothing 0.1, Mixup 0.8 / CutMix 1.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sifar.cli.options import help_field
+from sifar.data import build_loader
+from sifar.data.mixup import VideoMixup
+from sifar.data.transforms import normalize
+from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
+from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.metrics_log import MetricsLog
+from sifar.models import SuperImageClassifier, create_model
+from sifar.precision import autocast_for
+
+LR_REFERENCE_BATCH = 512
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; written to ``<output>/config.json`` and into each checkpoint."""
+
+    shards: str = help_field(None, "Training shards: folder, manifest, brace pattern or s3/gs/http URL.")
+    output: str = help_field(None, "Output folder (checkpoints, metrics, plots). Re-running into it resumes.")
+    val_shards: str | None = help_field(None, "Validation shards (same forms as --shards).")
+    model: str = help_field("SIFAR-B-12", "Registered model name or alias, or timm:<any timm classifier>.")
+    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).")
+    layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the paper's rule).")
+    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).")
+    frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
+    num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).")
+    pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
+    epochs: int = help_field(30, "Training epochs.")
+    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.")
+    batch_size: int = help_field(32, "Clips per GPU (per process) per step.")
+    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).")
+    scale_lr: bool = help_field(False, f"Scale the LR linearly by global batch / {LR_REFERENCE_BATCH}.")
+    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.")
+    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.")
+    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).")
+    drop_path: float = help_field(0.1, "Stochastic depth rate.")
+    smoothing: float = help_field(0.1, "Label smoothing.")
+    mixup: float = help_field(0.8, "Mixup alpha (0 disables).")
+    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).")
+    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.")
+    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.")
+    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).")
+    compile: bool = help_field(False, "torch.compile the model.")
+    grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
+    fused_attn: bool = help_field(True, "Fused attention (scaled_dot_product_attention).")
+    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
+    sampling: Literal["uniform", "dense"] = help_field("uniform", "Frame sampling (the paper: uniform).")
+    flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
+    workers: int = help_field(4, "Loader worker processes per GPU.")
+    steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).")
+    max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.")
+    val_clips: int = help_field(1, "Temporal clips per video when validating.")
+    val_crops: int = help_field(1, "Spatial crops per clip when validating (1 or 3).")
+    save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).")
+    resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
+    seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
+    device: str = help_field("auto", "auto, cpu or cuda.")
+
+
+@dataclass
+class TrainState:
+    """Where training is: epoch, optimizer steps taken, batches of the current epoch consumed, best top-1."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    best_top1: float = -1.0
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+
+
+# Model checks that must happen before any work ----------------------------------------------------------
+
+def resolve_num_classes(config: TrainConfig, manifest_classes: int | None) -> int:
+    """The manifest is the truth; a --num-classes that disagrees with it is an error, not a silent choice."""
+    if manifest_classes is None and config.num_classes is None:
+        raise ValueError(f"{config.shards} has no manifest: pass --num-classes")
+    if manifest_classes is not None and config.num_classes not in (None, manifest_classes):
+        raise ValueError(f"--num-classes {config.num_classes} disagrees with the manifest of {config.shards}, "
+                         f"which lists {manifest_classes} classes")
+    return manifest_classes or config.num_classes
+
+
+def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
+    return create_model(
+        config.model, num_classes, num_frames=config.num_frames, pretrained=config.pretrained,
+        layout=config.layout, frame_size=config.frame_size, frame_embed=config.frame_embed or None,
+        fused_attn=config.fused_attn, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
+    )
+
+
+def prepare_output(folder: str) -> Path:
+    """Create the output folder and prove it is writable now, not after an hour of training."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"output folder {path} is not writable: {err.strerror or err}") from err
+    return path
+
+
+# Optimisation ---------------------------------------------------------------------------------------------
+
+def effective_lr(config: TrainConfig, world_size: int) -> float:
+    if not config.scale_lr:
+        return config.lr
+    return config.lr * config.batch_size * config.accum_steps * world_size / LR_REFERENCE_BATCH
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, lr: float, device: torch.device):
+    # timm's param groups put 1-D parameters (norms, biases) and model.no_weight_decay() (relative-position
+    # tables, frame embedding) in a group without weight decay.
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=config.weight_decay, **extra)
+
+
+def build_scheduler(optimizer, config: TrainConfig, updates_per_epoch: int) -> CosineLRScheduler:
+    return CosineLRScheduler(
+        optimizer, t_initial=max(1, config.epochs * updates_per_epoch), lr_min=config.min_lr,
+        warmup_t=round(config.warmup_epochs * updates_per_epoch), warmup_lr_init=config.warmup_lr,
+        warmup_prefix=True, t_in_epochs=False,
+    )
+
+
+def build_criterion(config: TrainConfig, mixing: bool) -> nn.Module:
+    if mixing:  # mixup produces soft targets with the label smoothing already in them
+        return SoftTargetCrossEntropy()
+    return LabelSmoothingCrossEntropy(config.smoothing) if config.smoothing > 0 else nn.CrossEntropyLoss()
+
+
+# Checkpoints --------------------------------------------------------------------------------------------
+
+def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config: TrainConfig,
+                     classes: list[str]) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "state": dataclasses.asdict(state),
+        "config": dataclasses.asdict(config),
+        "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
+                       "frame_size": model.frame_size, "frame_embed": config.frame_embed},
+        "classes": classes,
+        "rng": rng_state(),
+    }
+
+
+RESUME_MUST_MATCH = ("model", "num_frames", "layout", "frame_size", "frame_embed", "batch_size", "accum_steps")
+
+
+def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    changed = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(config, k)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise ValueError(f"cannot resume from {path}: the run was started with other settings ({details}); "
+                         f"use another --output or --no-resume")
+
+
+def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:
+    checkpoint = load_checkpoint(path)
+    check_resume_config(checkpoint["config"], config, path)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    if ema is not None and checkpoint["ema"] is not None:
+        ema.module.load_state_dict(checkpoint["ema"])
+    return TrainState(**checkpoint["state"]), checkpoint["rng"]
+
+
+# The loop ----------------------------------------------------------------------------------------------
+
+@dataclass
+class StepTimer:
+    """Clips per second and the share of time spent waiting for the loader."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    waited: float = 0.0
+    clips: int = 0
+
+    def snapshot(self) -> tuple[float, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return self.clips / elapsed, self.waited / elapsed
+
+
+def timed(iterator: Iterator, timer: StepTimer) -> Iterator:
+    """Yield from ``iterator``, adding the time spent waiting for each item to ``timer.waited``."""
+    while True:
+        began = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        timer.waited += time.perf_counter() - began
+        yield item
+
+
+def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion, mixup, ema, state: TrainState,
+                    config: TrainConfig, dist_info: DistInfo, log: MetricsLog, save) -> bool:
+    """One epoch (or its remainder after a resume). Returns False when --max-steps stopped the run."""
+    device = dist_info.device
+    model.train()
+    timer = StepTimer()
+    batches = tqdm(total=len(loader), initial=0, disable=not dist_info.is_main, desc=f"epoch {state.epoch}",
+                   dynamic_ncols=True)
+    for micro, (frames, labels, _keys) in enumerate(timed(iter(loader), timer)):
+        frames = normalize(frames.to(device, non_blocking=True), model.mean, model.std)
+        labels = labels.to(device, non_blocking=True)
+        targets = labels
+        if mixup is not None:
+            frames, targets = mixup(frames, labels)
+        last_micro = (micro + 1) % config.accum_steps == 0
+        sync = contextlib.nullcontext() if last_micro or not hasattr(train_model, "no_sync") else train_model.no_sync()
+        with sync:
+            with autocast_for(device, config.precision):
+                loss = criterion(train_model(frames), targets)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss is {loss.item()} at epoch {state.epoch}, step {state.step}; "
+                                         f"stopping with the last good checkpoint kept")
+            (loss / config.accum_steps).backward()
+        state.batch_in_epoch += 1
+        timer.clips += frames.shape[0] * dist_info.world_size
+        batches.update(1)
+        if not last_micro:
+            continue
+        if config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        scheduler.step_update(state.step)
+        if ema is not None:
+            ema.update(model, step=state.step)
+        clips_per_s, wait = timer.snapshot()
+        lr = optimizer.param_groups[0]["lr"]
+        batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
+                            wait=f"{100 * wait:.0f}%")
+        log.step(step=state.step, epoch=state.epoch, loss=loss.item(), lr=lr, clips_per_s=clips_per_s,
+                 data_wait=wait)
+        if state.step % config.save_every == 0:
+            save()
+        if config.max_steps is not None and state.step >= config.max_steps:
+            batches.close()
+            return False
+    batches.close()
+    return True
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a training job; returns the final summary (also written to summary.json)."""
+    dist_info = init_distributed(config.device)
+    try:
+        return _train(config, dist_info)
+    finally:
+        cleanup()
+
+
+def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+    output = prepare_output(config.output)
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    flip = {"auto": None, "on": True, "off": False}[config.flip]
+    train_loader = build_loader(
+        config.shards, split="train", num_frames=_frames(config), frame_size=_frame_size(config),
+        batch_size=config.batch_size, num_workers=config.workers, seed=config.seed, rank=dist_info.rank,
+        world_size=dist_info.world_size, sampling=config.sampling, flip=flip, steps_per_epoch=config.steps_per_epoch,
+    )
+    num_classes = resolve_num_classes(config, train_loader.num_classes)
+    classes = train_loader.classes or [str(i) for i in range(num_classes)]
+    model = build_model(config, num_classes).to(dist_info.device)
+    if dist_info.is_main:
+        (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    updates_per_epoch = max(1, train_loader.steps_per_epoch // config.accum_steps)
+    optimizer = build_optimizer(model, config, effective_lr(config, dist_info.world_size), dist_info.device)
+    scheduler = build_scheduler(optimizer, config, updates_per_epoch)
+    mixing = config.mixup > 0 or config.cutmix > 0
+    mixup = VideoMixup(num_classes, config.mixup, config.cutmix, config.smoothing) if mixing else None
+    criterion = build_criterion(config, mixing)
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
+    state, saved_rng = TrainState(), None
+    last = output / "last.pt"
+    if config.resume and last.exists():
+        state, saved_rng = restore(last, model, optimizer, scheduler, ema, config)
+    torch.manual_seed(config.seed + 1000 * (dist_info.rank + 1))  # per-rank dropout / drop-path streams
+    train_model = model
+    if dist_info.world_size > 1:
+        train_model = DistributedDataParallel(model, device_ids=[dist_info.local_rank]
+                                              if dist_info.device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    val_loader = _val_loader(config, dist_info) if config.val_shards else None
+    log = MetricsLog(output, enabled=dist_info.is_main)
+
+    def save(name: str = "last.pt") -> None:
+        if dist_info.is_main:
+            save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, state, config, classes), output / name)
+        barrier()
+
+    best: EvalResult | None = None
+    finished = True
+    while state.epoch < config.epochs:
+        train_loader.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+        if saved_rng is not None:  # continue the random streams exactly where the checkpoint left them
+            set_rng_state(saved_rng)
+            saved_rng = None
+        finished = train_one_epoch(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema,
+                                   state, config, dist_info, log, save)
+        if not finished:
+            save()
+            break
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        result = None
+        if val_loader is not None:
+            result = evaluate(ema.module if ema is not None else model, val_loader, dist_info.device,
+                              num_classes, config.precision)
+            log.epoch(epoch=state.epoch, **result.summary())
+            if result.top1 > state.best_top1:
+                state.best_top1, best = result.top1, result
+                save("best.pt")
+        save()
+    summary = {"epochs_done": state.epoch, "steps": state.step, "best_top1": state.best_top1,
+               "stopped_early": not finished, "loader": train_loader.stats}
+    if dist_info.is_main:
+        if best is not None:
+            write_eval_report(best, classes, output, prefix="best_")
+        log.finish(summary)
+    return summary
+
+
+def _frames(config: TrainConfig) -> int:
+    from sifar.models import resolve_config
+
+    return config.num_frames or resolve_config(config.model).num_frames
+
+
+def _frame_size(config: TrainConfig) -> int:
+    from sifar.models import resolve_config
+
+    return config.frame_size or resolve_config(config.model).frame_size
+
+
+def _val_loader(config: TrainConfig, dist_info: DistInfo):
+    return build_loader(
+        config.val_shards, split="val", num_frames=_frames(config), frame_size=_frame_size(config),
+        batch_size=config.batch_size, num_workers=config.workers, clips=config.val_clips, crops=config.val_crops,
+        seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size, sampling=config.sampling,
+    )
+
+
+if __name__ == "__main__":
+    from sifar.cli.train import main
+
+    main()
