@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+import numpy as np
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -289,7 +291,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
-    torch.manual_seed(config.seed)  # same initial weights on every rank
+    seed_everything(config.seed)  # same initial weights on every rank
     flip = {"auto": None, "on": True, "off": False}[config.flip]
     train_loader = build_loader(
         config.shards, split="train", num_frames=_frames(config), frame_size=_frame_size(config),
@@ -312,7 +314,7 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     last = output / "last.pt"
     if config.resume and last.exists():
         state, saved_rng = restore(last, model, optimizer, scheduler, ema, config)
-    torch.manual_seed(config.seed + 1000 * (dist_info.rank + 1))  # per-rank dropout / drop-path streams
+    seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams
     train_model = model
     if dist_info.world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[dist_info.local_rank]
@@ -356,6 +358,13 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
             write_eval_report(best, classes, output, prefix="best_")
         log.finish(summary)
     return summary
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a step draws from: Python, NumPy (timm's Mixup) and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _frames(config: TrainConfig) -> int:

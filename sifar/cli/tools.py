@@ -14,14 +14,14 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from sifar.cli import model_commands
+    from sifar.cli import data_commands, demo, model_commands
 
-    for command in model_commands.COMMANDS:
-        main.add_command(command)
+    for module in (data_commands, model_commands, demo):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register_commands()
-
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,195 @@
+"""Trainer, evaluator and predictor end to end on tiny real shards (synth -> shard), on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sifar.checkpoint import CheckpointWriteError, save_checkpoint
+from sifar.cli.evaluate import main as eval_main
+from sifar.cli.predict import main as predict_main
+from sifar.cli.train import main as train_main
+from sifar.data.ffmpeg import DecodeSettings
+from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.synth import SynthConfig, make_dataset
+
+TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
+        "--warmup-epochs", "0.5", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    synth = SynthConfig(out=root / "synth", videos=30, frames=12, width=48, height=48, workers=2, val_fraction=0.3)
+    make_dataset(synth, progress=False)
+    shards = root / "shards"
+    for split in ("train", "val"):
+        shard_dataset(ShardJob(dataset="csv", src=synth.out, out=shards, split=split, workers=2, progress=False,
+                               decode=DecodeSettings(short_side=0)))
+    return {"shards": shards, "videos": synth.out / "videos"}
+
+
+def run_train(args: list[str]):
+    return CliRunner().invoke(train_main, args, catch_exceptions=False)
+
+
+def step_losses(output: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(l) for l in (output / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if r["kind"] == "step"]
+
+
+def test_train_writes_checkpoints_metrics_and_plots(data, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(["--shards", str(data["shards"]), "--val-shards", str(data["shards"]), "--output", str(out),
+                        "--epochs", "1", "--ema-decay", "0.9", *TINY])
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "best.pt", "config.json", "metrics.jsonl", "curves.png", "best_confusion.png",
+                 "best_report.json", "summary.json"):
+        assert (out / name).exists(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 1e-3 and config["model"] == "SIFAR-N-6"
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all({"loss", "lr", "clips_per_s", "data_wait"} <= set(r) for r in steps)
+    epoch = next(r for r in records if r["kind"] == "epoch")
+    assert epoch["num_samples"] == json.loads((data["shards"] / "val.json").read_text())["num_samples"]
+
+
+def test_resume_continues_the_loss_curve_step_for_step(data, tmp_path):
+    common = ["--shards", str(data["shards"]), "--epochs", "2", "--steps-per-epoch", "3", "--save-every", "100",
+              *TINY]
+    straight = tmp_path / "straight"
+    assert run_train([*common, "--output", str(straight)]).exit_code == 0
+    broken = tmp_path / "broken"
+    first = run_train([*common, "--output", str(broken), "--max-steps", "4"])  # stops mid-epoch 2
+    assert first.exit_code == 0, first.output
+    assert len(step_losses(broken)) == 4
+    second = run_train([*common, "--output", str(broken)])
+    assert second.exit_code == 0, second.output
+    expected, resumed = step_losses(straight), step_losses(broken)
+    assert [s for s, _ in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [l for _, l in resumed] == pytest.approx([l for _, l in expected], rel=1e-5, abs=1e-6)
+
+
+def test_eval_reports_and_frame_order_options(data, tmp_path):
+    out = tmp_path / "run"
+    assert run_train(["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", *TINY]).exit_code == 0
+    for flag in ([], ["--reverse-frames"], ["--shuffle-frames"]):
+        result = CliRunner().invoke(eval_main, ["--shards", str(data["shards"]), "--checkpoint", str(out / "last.pt"),
+                                                "--crops", "3", "--clips", "2", "--workers", "0", *flag])
+        assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["num_samples"] == json.loads((data["shards"] / "val.json").read_text())["num_samples"]
+    assert report["clips"] == 2 and report["crops"] == 3
+    assert (out / "eval" / "reverse_report.json").exists() and (out / "eval" / "shuffle_confusion.png").exists()
+
+
+def test_predict_prints_classes_and_rejects_non_videos(data, tmp_path):
+    out = tmp_path / "run"
+    assert run_train(["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", *TINY]).exit_code == 0
+    video = next(data["videos"].rglob("*.mp4"))
+    result = CliRunner().invoke(predict_main, [str(video), "--checkpoint", str(out / "last.pt"), "--json",
+                                               "--topk", "3"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output.strip().splitlines()[-1])["top"]
+    assert len(top) == 3 and sum(t["probability"] for t in top) <= 1.0 + 1e-6
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    bad = CliRunner().invoke(predict_main, [str(text), "--checkpoint", str(out / "last.pt")])
+    assert bad.exit_code == 1 and "notes.mp4 is not a readable video" in bad.output
+
+
+def test_class_count_that_disagrees_with_the_manifest(data, tmp_path):
+    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path / "r"),
+                                             "--num-classes", "3", *TINY])
+    assert result.exit_code == 1 and "disagrees with the manifest" in result.output
+
+
+def test_layout_that_cannot_hold_the_frames(data, tmp_path):
+    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path / "r"),
+                                             "--layout", "2x2", *TINY])
+    assert result.exit_code == 1 and "layout 2x2 has 4 cells, too few for 8 frames" in result.output
+
+
+def test_unwritable_output_folder(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(blocker / "run"),
+                                             *TINY])
+    assert result.exit_code == 1 and "is not writable" in result.output
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1",
+                                             "--steps-per-epoch", "4", "--save-every", "1", *TINY, "--lr", "1e30",
+                                             "--warmup-epochs", "0", "--mixup", "0", "--cutmix", "0"])
+    assert result.exit_code == 1, result.output
+    assert "loss is" in result.output and "last good checkpoint" in result.output
+    kept = torch.load(out / "last.pt", weights_only=True)
+    losses = step_losses(out)
+    assert kept["state"]["step"] == len(losses) >= 1
+    assert all(torch.isfinite(torch.tensor(l)) for _, l in losses)
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    out = tmp_path / "run"
+    common = ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", "--steps-per-epoch", "1"]
+    assert run_train([*common, *TINY]).exit_code == 0
+    other = [*TINY[:-2], "--lr", "1e-3"]
+    other[other.index("4")] = "2"  # another batch size
+    result = CliRunner().invoke(train_main, [*common, *other])
+    assert result.exit_code == 1 and "cannot resume" in result.output and "batch_size" in result.output
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "weights": torch.zeros(10)}, path)
+    script = (
+        "import resource, signal, torch, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"  # writes past 4 KiB fail like a full disk
+        "from sifar.checkpoint import save_checkpoint, CheckpointWriteError\n"
+        "try:\n"
+        f"    save_checkpoint({{'step': 2, 'weights': torch.zeros(100_000)}}, {str(path)!r})\n"
+        "except CheckpointWriteError as err:\n"
+        "    print(err); sys.exit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert "could not write checkpoint" in result.stdout and "previous one is intact" in result.stdout
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+    assert CheckpointWriteError.__mro__[1] is OSError
+
+
+def _torchrun(nproc: int, module: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port", "0",
+               "-m", module, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_ddp_training_and_evaluation_with_two_processes(data, tmp_path):
+    out = tmp_path / "ddp"
+    trained = _torchrun(2, "sifar.train", ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1",
+                                           "--steps-per-epoch", "2", *TINY])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert len(step_losses(out)) == 2
+    eval_args = ["--shards", str(data["shards"]), "--checkpoint", str(out / "last.pt"), "--workers", "1",
+                 "--batch-size", "3", "--crops", "1"]
+    two = _torchrun(2, "sifar.cli.evaluate", [*eval_args, "--output", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = CliRunner().invoke(eval_main, [*eval_args, "--output", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    report_two = json.loads((tmp_path / "two" / "report.json").read_text())
+    report_one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert report_two["num_samples"] == report_one["num_samples"] > 0
+    assert report_two["confusion"] == report_one["confusion"]
