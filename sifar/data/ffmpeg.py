@@ -1,0 +1,245 @@
+"""Decode a video into JPEG frames with one ffmpeg process, and read its metadata from that same run.
+
+ffmpeg comes from PATH or, failing that, from imageio-ffmpeg's bundled binary (which has no ffprobe), so
+the input's frame rate, size and rotation are parsed from the stream summary ffmpeg prints on stderr.
+Frames leave ffmpeg as one MJPEG stream on a pipe (``-f image2pipe -c:v mjpeg``) and are cut into single
+JPEGs by their markers: no temporary files, no second encode.
+
+Every decoded frame is kept once (``-fps_mode passthrough``), so frame numbers match the source's (trimming
+by frame number depends on it) and variable-frame-rate videos are not padded with duplicates; ``fps``
+resamples to a constant rate instead. ffmpeg's autorotate turns frames upright; scaling works on the
+display aspect (sample aspect ratio applied), so the stored pixels are square.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from sifar.data.jpeg import JpegError, jpeg_size, split_jpeg_stream
+
+_GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "level+info"]
+_LOG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] (.*)")
+_VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
+_SIZE = re.compile(r", (\d+)x(\d+)[ ,\[]")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_ROTATION = re.compile(r"(?:rotation of|rotate\s*:)\s*(-?\d+(?:\.\d+)?)")
+
+
+class DecodeError(RuntimeError):
+    """A video ffmpeg could not decode (or decoded only with errors); the message is the reason."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How frames are stored: the options a shard run was made with (saved in the manifest)."""
+
+    short_side: int = 256
+    """Resize so the shorter side has this many pixels; 0 keeps the original size."""
+    fps: float | None = None
+    """Resample to this constant frame rate; None keeps every decoded frame."""
+    quality: int = 3
+    """ffmpeg's MJPEG quantizer ``-q:v``: 2 (best, largest) to 31 (smallest)."""
+    max_frames: int | None = None
+    """Keep at most this many frames per video (after trimming and resampling)."""
+
+    def __post_init__(self) -> None:
+        if self.short_side < 0:
+            raise ValueError(f"short_side must be >= 0 (0 keeps the original size), got {self.short_side}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if not 2 <= self.quality <= 31:
+            raise ValueError(f"quality is ffmpeg's -q:v, 2 (best) to 31; got {self.quality}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+
+    @property
+    def transforms_frames(self) -> bool:
+        """True when frames must pass through ffmpeg (resize or resample) rather than be copied."""
+        return self.short_side > 0 or self.fps is not None
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames ``start`` (inclusive) to ``end`` (exclusive, None: to the end) of the source."""
+
+    start: int = 0
+    end: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"invalid frame range [{self.start}, {self.end})")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What ffmpeg reported about the input's first video stream (size upright, as displayed)."""
+
+    width: int
+    height: int
+    fps: float | None
+    rotation: int
+
+
+@dataclass
+class DecodedVideo:
+    """JPEG frames of one video, their size and frame rate, and the source's (upright) size."""
+
+    frames: list[bytes]
+    fps: float | None
+    width: int
+    height: int
+    orig_width: int
+    orig_height: int
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: the one on PATH, else imageio-ffmpeg's bundled build."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=None)
+def has_encoder(name: str) -> bool:
+    """Whether this ffmpeg build can encode with ``name`` (e.g. ``libx264``, ``libvpx-vp9``)."""
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True)
+    return any(line.split()[1:2] == [name] for line in listing.stdout.splitlines() if line.strip())
+
+
+def decode_video(path: str | Path, settings: DecodeSettings, frames: FrameRange | None = None,
+                 threads: int = 0) -> DecodedVideo:
+    """Decode ``path`` into JPEG frames per ``settings``; raises :class:`DecodeError` with ffmpeg's reason.
+
+    ``threads`` sets ffmpeg's decoder threads (0: ffmpeg decides); use 1 when many run in parallel.
+    """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    stream = ffmpeg.input(str(path), threads=threads)
+    command = _jpeg_output_command(stream, settings, frames)
+    return _run(command, settings, stdin=None, default_fps=None)
+
+
+def reencode_jpegs(jpegs: list[bytes], fps: float | None, settings: DecodeSettings,
+                   frames: FrameRange | None = None) -> DecodedVideo:
+    """Pass JPEG images (a dataset shipped as frames) through ffmpeg to resize or resample them.
+
+    ``fps`` is the rate the images were taken at (needed only when resampling).
+    """
+    if settings.fps is not None and fps is None:
+        raise DecodeError("cannot resample frames whose frame rate is unknown")
+    stream = ffmpeg.input("pipe:0", format="jpeg_pipe", framerate=fps or 25)
+    command = _jpeg_output_command(stream, settings, frames)
+    return _run(command, settings, stdin=b"".join(jpegs), default_fps=fps)
+
+
+def _jpeg_output_command(stream: ffmpeg.nodes.FilterableStream, settings: DecodeSettings,
+                         frames: FrameRange | None) -> list[str]:
+    video = stream["V:0"]
+    if frames is not None:
+        video = video.filter("trim", start_frame=frames.start, **({"end_frame": frames.end} if frames.end else {}))
+    if settings.fps is not None:
+        video = video.filter("fps", fps=settings.fps)
+    if settings.short_side > 0:
+        video = _scale_short_side(video, settings.short_side)
+    output_options = {"format": "image2pipe", "vcodec": "mjpeg", "pix_fmt": "yuv420p",
+                      "q:v": settings.quality, "fps_mode": "passthrough"}
+    if settings.max_frames is not None:
+        output_options["frames:v"] = settings.max_frames
+    compiled = ffmpeg.output(video, "pipe:1", **output_options).compile(cmd=ffmpeg_exe())
+    return [compiled[0], *_GLOBAL_ARGS, *compiled[1:]]
+
+
+def _scale_short_side(video: ffmpeg.nodes.FilterableStream, short_side: int) -> ffmpeg.nodes.FilterableStream:
+    """Shorter displayed side to ``short_side`` pixels, the other by the display aspect ratio, square pixels."""
+    side = str(short_side)
+    width = f"if(lt(dar,1),{side},max(1,round({side}*dar)))"
+    height = f"if(lt(dar,1),max(1,round({side}/dar)),{side})"
+    return video.filter("scale", w=width, h=height).filter("setsar", "1")
+
+
+def _run(command: list[str], settings: DecodeSettings, stdin: bytes | None, default_fps: float | None) -> DecodedVideo:
+    if stdin is None:
+        process = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
+    else:
+        process = subprocess.run(command, input=stdin, capture_output=True)
+    log = process.stderr.decode("utf-8", errors="replace")
+    info = parse_stream_info(log)
+    problem = first_problem(log)
+    if problem or process.returncode != 0:
+        raise DecodeError(problem or f"ffmpeg exited with status {process.returncode}")
+    try:
+        jpegs = split_jpeg_stream(process.stdout)
+    except JpegError as err:
+        raise DecodeError(f"ffmpeg wrote an unreadable JPEG stream: {err}") from err
+    if not jpegs:
+        raise DecodeError("no video frames decoded")
+    width, height = jpeg_size(jpegs[0])
+    fps = settings.fps if settings.fps is not None else (info.fps or default_fps)
+    return DecodedVideo(jpegs, fps, width, height, info.width, info.height)
+
+
+def first_problem(log: str) -> str | None:
+    """The first sign of damaged input in an ffmpeg log (``-loglevel level+info``), or None.
+
+    Error and fatal messages count, and so do warnings about corrupt packets or frames: a truncated AVI
+    decodes "successfully" with only those.
+    """
+    for line in log.splitlines():
+        match = _LOG_LEVEL.search(line)
+        if not match:
+            continue
+        level, message = match.groups()
+        if level in ("fatal", "error") or (level == "warning" and "corrupt" in message.lower()):
+            return message.strip()
+    return None
+
+
+def parse_stream_info(log: str) -> StreamInfo:
+    """Size (upright), frame rate and rotation of the first non-cover-art video stream of input #0.
+
+    Raises :class:`DecodeError` with ffmpeg's own reason when it could not open the input at all.
+    """
+    if "Input #0" not in log:
+        raise DecodeError(first_problem(log) or "ffmpeg could not open the input")
+    input_part = log.split("Stream mapping:")[0]
+    lines = input_part.splitlines()
+    for i, line in enumerate(lines):
+        match = _VIDEO_STREAM.search(line)
+        if not match or "(attached pic)" in line:
+            continue
+        size = _SIZE.search(match.group(1))
+        if size is None:
+            raise DecodeError(f"ffmpeg reported no frame size for the video stream: {line.strip()}")
+        rotation = _stream_rotation(lines[i + 1:])
+        width, height = int(size.group(1)), int(size.group(2))
+        if rotation % 180 == 90:
+            width, height = height, width
+        return StreamInfo(width, height, _stream_rate(match.group(1)), rotation)
+    raise DecodeError("no video stream (audio-only or not a video)")
+
+
+def _stream_rate(description: str) -> float | None:
+    rates = {kind: float(value) * (1000 if kilo else 1) for value, kilo, kind in _RATE.findall(description)}
+    return rates.get("fps") or rates.get("tbr")
+
+
+def _stream_rotation(following_lines: list[str]) -> int:
+    """Rotation from the stream's side data or metadata lines (up to the next stream), in [0, 360)."""
+    for line in following_lines:
+        if "Stream #" in line:
+            break
+        match = _ROTATION.search(line)
+        if match:
+            return round(float(match.group(1))) % 360
+    return 0

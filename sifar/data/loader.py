@@ -1,0 +1,578 @@
+"""``build_loader``: shards in, batches of uint8 clips out, as webdataset pipelines of small named stages.
+
+One pipeline runs in each DataLoader worker (in the calling process when ``num_workers == 0``)::
+
+    training    ResampledShards     shard URLs drawn with replacement, seeded by (seed, epoch, rank, worker)
+                read_clips          each sample's JSON first, its frame indices sampled, only those JPEGs read
+                shuffle             a sample buffer, seeded the same way
+                decode_train        crop jitter drawn, sampled JPEGs decoded, cropped, resized, flipped
+                batched             full batches only
+                slice               exactly this worker's share of ``steps_per_epoch``
+    evaluation  SimpleShardList     every shard, in order, no shuffle
+                split_for_worker    this rank and worker's shards; with fewer shards than ranks x workers,
+                                    every shard but only every G-th of its samples
+                read_clips          as above, with the deterministic evaluation clips
+                decode_eval         clips x crops views per sample
+                batched             the last batch of each worker may be short
+
+Determinism: every random choice comes from generators seeded by (seed, epoch, rank, worker, stage),
+never from global state, and the DataLoader hands out batches round-robin over its workers. So the same
+arguments give the same batches, and ``start_batch`` resumes mid-epoch exactly: each worker reads its
+share of the skipped batches and draws their random numbers but decodes no JPEG of them. (A skipped
+sample whose JPEGs would have failed to decode is the one thing that shifts the rest by a sample.)
+
+Bad data: a sample whose JSON cannot be used or whose sampled JPEG does not decode is dropped and
+counted as ``bad_samples``; one whose sampled frame is missing as ``missing_frames``; a shard that
+cannot be opened is retried with back-off, then skipped and counted (``failed_shards``); a shard that
+breaks mid-way keeps what was read and is counted (``broken_shards``). Each also warns with
+:class:`BadDataWarning`. Counts of all workers together are in :attr:`VideoLoader.stats`. A training
+stream that finds nothing usable in many shards in a row stops with an error instead of spinning.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from sifar.data.sampling import Mode, eval_indices, train_indices
+from sifar.data.sources import ShardSource, open_shard, resolve_source
+from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
+from sifar.data.transforms import (MULTI_SCALES, default_flip, draw_crop_jitter, resize_short_side,
+                                   spatial_crops, train_transform)
+from sifar.io import is_url
+
+STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
+DECODERS = ("auto", "torchvision", "pillow")
+_INITIAL_SHUFFLE = 100
+
+
+class BadDataWarning(UserWarning):
+    """A sample or a shard was skipped; the loader's ``stats`` count them."""
+
+
+class Batch(NamedTuple):
+    """``frames`` uint8 (B, T, C, H, W), or (B, V, T, C, H, W) when evaluating; ``labels`` int64 (B,)."""
+
+    frames: torch.Tensor
+    labels: torch.Tensor
+    keys: list[str]
+
+
+class Clip(NamedTuple):
+    frames: torch.Tensor
+    label: int
+    key: str
+
+
+class LoaderStats:
+    """Counters shared by all worker processes of a loader (shared memory, so they survive the workers)."""
+
+    def __init__(self) -> None:
+        self._counts = multiprocessing.Array("q", len(STAT_NAMES))
+
+    def add(self, name: str, count: int = 1) -> None:
+        index = STAT_NAMES.index(name)
+        with self._counts.get_lock():
+            self._counts[index] += count
+
+    def report(self, name: str, message: str) -> None:
+        """Count one bad-data event and warn about it."""
+        self.add(name)
+        warnings.warn(message, BadDataWarning, stacklevel=2)
+
+    def as_dict(self) -> dict[str, int]:
+        with self._counts.get_lock():
+            return dict(zip(STAT_NAMES, self._counts[:]))
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything a worker needs to build its pipeline; see :func:`build_loader` for the meanings."""
+
+    num_frames: int = 8
+    frame_size: int = 192
+    batch_size: int = 32
+    num_workers: int = 4
+    training: bool = True
+    clips: int = 1
+    crops: int = 1
+    sampling: Mode = "uniform"
+    stride: int = 4
+    flip: bool | None = None
+    scales: tuple[float, ...] = MULTI_SCALES
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    steps_per_epoch: int = 0
+    shuffle_buffer: int = 500
+    decoder: str = "auto"
+    shard_retries: int = 2
+    retry_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive = ("num_frames", "frame_size", "batch_size", "clips", "stride", "world_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "shuffle_buffer", "shard_retries", "retry_delay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.crops not in (1, 3):
+            raise ValueError(f"crops must be 1 (centre) or 3 (top-left, centre, bottom-right), got {self.crops}")
+        if self.sampling not in ("uniform", "dense"):
+            raise ValueError(f"unknown sampling mode {self.sampling!r} (uniform or dense)")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r} (one of {', '.join(DECODERS)})")
+        if self.training and (self.clips > 1 or self.crops > 1):
+            raise ValueError("clips and crops are evaluation views; training takes one random clip")
+        if self.training and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 for training, got {self.steps_per_epoch}")
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+
+class JpegDecoder:
+    """JPEG bytes -> (H, W, 3) uint8 arrays.
+
+    ``torchvision`` (libjpeg-turbo, no PIL object per frame) measured fastest in tools/bench_loader.py
+    and is what ``auto`` takes when torchvision imports; ``pillow`` is the fallback. When the stored
+    frames are at least twice as large as needed, Pillow's draft mode (DCT-domain downscaling) is used
+    whatever the backend, since it skips most of the decoding work.
+    """
+
+    def __init__(self, backend: str = "auto"):
+        self._torchvision = _torchvision_decode_jpeg() if backend in ("auto", "torchvision") else None
+        if backend == "torchvision" and self._torchvision is None:
+            raise ImportError("decoder='torchvision' but torchvision.io cannot be imported")
+
+    def clip(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int,
+             stored_short_side: int) -> torch.Tensor:
+        """(len(indices), H, W, 3) uint8, each distinct frame decoded once."""
+        draft = 0 < 2 * needed_short_side <= stored_short_side
+        decoded = {i: self.decode(jpegs[i], needed_short_side if draft else 0) for i in dict.fromkeys(indices)}
+        return torch.from_numpy(np.stack([decoded[i] for i in indices]))
+
+    def decode(self, data: bytes, draft_short_side: int = 0) -> np.ndarray:
+        if self._torchvision is not None and not draft_short_side:
+            return self._torchvision(data)
+        return _decode_pillow(data, draft_short_side)
+
+
+def _torchvision_decode_jpeg() -> Callable[[bytes], np.ndarray] | None:
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except (ImportError, RuntimeError, OSError):  # a torchvision built for another torch fails at import
+        return None
+
+    def decode(data: bytes) -> np.ndarray:
+        image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return image.permute(1, 2, 0).numpy()  # torchvision decodes into HWC memory: no copy
+
+    return decode
+
+
+def _decode_pillow(data: bytes, draft_short_side: int = 0) -> np.ndarray:
+    image = Image.open(io.BytesIO(data), formats=("JPEG",))
+    if draft_short_side:
+        scale = draft_short_side / min(image.size)
+        image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+_DECODE_ERRORS = (OSError, RuntimeError, ValueError, SyntaxError)
+
+
+# ---- pipeline stages -------------------------------------------------------------------------------------
+
+
+def _read_clips(shards: Iterable[dict[str, Any]], select: Callable, stats: LoaderStats, retries: int,
+                retry_delay: float, give_up_after: int | None = None) -> Iterator[ShardSample]:
+    """Samples with the JPEG bytes of their sampled frames; bad samples and shards skipped and counted.
+
+    ``give_up_after``: raise once this many shards in a row gave no usable sample (endless training
+    streams only; a finite evaluation list just ends).
+    """
+    dead: set[str] = set()
+    barren = 0
+    for shard in shards:
+        url = shard["url"]
+        stream = None if url in dead else _open_with_retries(url, retries, retry_delay, stats)
+        found = False
+        if stream is None:
+            dead.add(url)
+        else:
+            with stream:
+                for sample in _samples_of_shard(stream, url, select, shard.get("keep"), stats):
+                    found = True
+                    yield sample
+        barren = 0 if found else barren + 1
+        if give_up_after is not None and barren >= give_up_after:
+            raise RuntimeError(f"no usable sample in the last {barren} shards read (last: {url}); "
+                               "is the source readable?")
+
+
+read_clips = wds.pipelinefilter(_read_clips)
+
+
+def _open_with_retries(url: str, retries: int, retry_delay: float, stats: LoaderStats) -> BinaryIO | None:
+    for attempt in range(retries + 1):
+        try:
+            return open_shard(url)
+        except Exception as err:  # noqa: BLE001 - file systems and network libraries raise their own types
+            error = err
+        if attempt < retries:
+            stats.add("shard_retries")
+            time.sleep(retry_delay * 2 ** attempt)
+    stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({error})")
+    return None
+
+
+def _samples_of_shard(stream: BinaryIO, url: str, select: Callable, keep: Callable | None,
+                      stats: LoaderStats) -> Iterator[ShardSample]:
+    reader = TarMemberReader(stream, url, seekable=not is_url(url))
+    try:
+        for item in read_samples(reader, select, keep):
+            if isinstance(item, SampleError):
+                kind = "missing_frames" if item.missing_frames else "bad_samples"
+                stats.report(kind, f"skipping sample {item.key} of {url}: {item.reason}")
+            else:
+                yield item
+    except Exception as err:  # noqa: BLE001 - tar errors, I/O and network errors while streaming
+        stats.report("broken_shards", f"stopped reading shard {url}: {err}")
+
+
+def _split_for_worker(shards: Iterable[dict[str, Any]], worker: int, workers: int,
+                      by_sample: bool) -> Iterator[dict[str, Any]]:
+    """Shard ``i`` to global worker ``i % G``; or, ``by_sample``, sample ``p`` of shard ``i`` to ``(i + p) % G``."""
+    for index, shard in enumerate(shards):
+        if by_sample:
+            yield {**shard, "keep": partial(_owns_sample, index, worker, workers)}
+        elif index % workers == worker:
+            yield shard
+
+
+split_for_worker = wds.pipelinefilter(_split_for_worker)
+
+
+def _owns_sample(shard_index: int, worker: int, workers: int, position: int) -> bool:
+    return (shard_index + position) % workers == worker
+
+
+def _decode_train(samples: Iterable[ShardSample], config: LoaderConfig, rng: random.Random,
+                  stats: LoaderStats, skip: int = 0) -> Iterator[Clip]:
+    """Training clips; the first ``skip`` samples only draw their random numbers (resume)."""
+    decoder = JpegDecoder(config.decoder)
+    for index, sample in enumerate(samples):
+        jitter = draw_crop_jitter(rng, _flip_for(config, sample.meta), config.scales)
+        if index < skip:
+            continue
+        needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
+        frames = _decode_or_report(decoder, sample, sample.clips[0], needed, stats)
+        if frames is not None:
+            stats.add("samples")
+            yield Clip(train_transform(frames, jitter, config.frame_size), sample.meta["label"], sample.key)
+
+
+decode_train = wds.pipelinefilter(_decode_train)
+
+
+def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:
+    """Evaluation views, clip-major: view ``k * crops + c`` is clip k, crop c; frames decoded once."""
+    decoder = JpegDecoder(config.decoder)
+    for sample in samples:
+        distinct = sorted({i for clip in sample.clips for i in clip})
+        frames = _decode_or_report(decoder, sample, distinct, config.frame_size, stats)
+        if frames is None:
+            continue
+        resized = resize_short_side(frames, config.frame_size)
+        row = {index: n for n, index in enumerate(distinct)}
+        views = [spatial_crops(resized[[row[i] for i in clip]], config.frame_size, config.crops)
+                 for clip in sample.clips]
+        stats.add("samples")
+        yield Clip(torch.cat(views), sample.meta["label"], sample.key)
+
+
+decode_eval = wds.pipelinefilter(_decode_eval)
+
+
+def _decode_or_report(decoder: JpegDecoder, sample: ShardSample, indices: Sequence[int], needed: int,
+                      stats: LoaderStats) -> torch.Tensor | None:
+    stored = min(sample.meta.get("width") or 0, sample.meta.get("height") or 0)
+    try:
+        return decoder.clip(sample.jpegs, indices, needed, stored)
+    except _DECODE_ERRORS as err:
+        stats.report("bad_samples", f"skipping sample {sample.key}: a frame does not decode ({err})")
+        return None
+
+
+def collate_clips(clips: list[Clip]) -> Batch:
+    """Stack clips into a batch; frames are copied channels-last and returned as a permuted view."""
+    first = clips[0].frames
+    buffer = torch.empty((len(clips), *first.shape[:-3], *first.shape[-2:], first.shape[-3]), dtype=torch.uint8)
+    for slot, clip in zip(buffer, clips):
+        slot.copy_(clip.frames.movedim(-3, -1))
+    labels = torch.tensor([clip.label for clip in clips], dtype=torch.int64)
+    return Batch(buffer.movedim(-1, -3), labels, [clip.key for clip in clips])
+
+
+# ---- frame selection (called by read_clips with each sample's position and JSON) -------------------------
+
+
+def _train_clip(config: LoaderConfig, rng: random.Random, position: int, meta: dict) -> list[list[int]]:
+    frames = _check_meta(meta)
+    return [train_indices(frames, config.num_frames, rng, config.sampling, config.stride)]
+
+
+def _eval_clips(config: LoaderConfig, position: int, meta: dict) -> list[list[int]]:
+    return eval_indices(_check_meta(meta), config.num_frames, config.clips, config.sampling, config.stride)
+
+
+def _check_meta(meta: dict) -> int:
+    """The video's frame count; raises ValueError for a JSON the loader cannot use."""
+    frames, label = meta.get("num_frames"), meta.get("label", -1)
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise ValueError(f"num_frames must be a positive integer, got {frames!r}")
+    if not isinstance(label, int) or isinstance(label, bool):
+        raise ValueError(f"label must be an integer, got {label!r}")
+    meta["label"] = label
+    return frames
+
+
+def _flip_for(config: LoaderConfig, meta: dict) -> bool:
+    return config.flip if config.flip is not None else default_flip(meta.get("dataset"))
+
+
+# ---- per-worker pipelines ------------------------------------------------------------------------------
+
+
+def _rng(*parts: object) -> random.Random:
+    """A generator seeded by the parts' text (string seeds hash with SHA-512: stable across processes)."""
+    return random.Random(":".join(str(p) for p in parts))
+
+
+def _shard_seed(*parts: object) -> int:
+    return _rng(*parts, "shards").getrandbits(31)
+
+
+def training_pipeline(shards: list[str], config: LoaderConfig, epoch: int, worker: int, workers: int,
+                      start_batch: int, stats: LoaderStats) -> wds.DataPipeline:
+    """Worker ``worker`` of ``workers`` on this rank: its batches ``worker, worker + workers, ...``."""
+    stream = (config.seed, epoch, config.rank, worker)
+    batches = len(range(worker, config.steps_per_epoch, workers))
+    skipped = len(range(worker, start_batch, workers))
+    return wds.DataPipeline(
+        wds.ResampledShards(shards, worker_seed=partial(_shard_seed, *stream), deterministic=True),
+        read_clips(select=partial(_train_clip, config, _rng(*stream, "frames")), stats=stats,
+                   retries=config.shard_retries, retry_delay=config.retry_delay,
+                   give_up_after=max(10, 2 * len(shards))),
+        wds.shuffle(config.shuffle_buffer, initial=min(_INITIAL_SHUFFLE, config.shuffle_buffer),
+                    rng=_rng(*stream, "shuffle")) if config.shuffle_buffer > 1 else None,
+        decode_train(config, _rng(*stream, "augment"), stats, skip=skipped * config.batch_size),
+        wds.batched(config.batch_size, collation_fn=collate_clips, partial=False),
+        wds.slice(batches - skipped),
+    )
+
+
+def evaluation_pipeline(shards: list[str], config: LoaderConfig, worker: int, workers: int,
+                        stats: LoaderStats) -> wds.DataPipeline:
+    """Global worker ``rank * workers + worker`` of ``world_size * workers``: its share, in order."""
+    everyone = config.world_size * workers
+    return wds.DataPipeline(
+        wds.SimpleShardList(shards),
+        split_for_worker(config.rank * workers + worker, everyone, by_sample=len(shards) < everyone),
+        read_clips(select=partial(_eval_clips, config), stats=stats, retries=config.shard_retries,
+                   retry_delay=config.retry_delay),
+        decode_eval(config, stats),
+        wds.batched(config.batch_size, collation_fn=collate_clips, partial=True),
+    )
+
+
+class ClipStream(IterableDataset):
+    """The dataset each DataLoader worker iterates: builds that worker's pipeline for one epoch.
+
+    With ``start_batch = k``, physical worker ``p`` plays the part of worker ``(p + k) % workers`` of the
+    original run, so the round-robin order continues exactly at batch ``k``.
+    """
+
+    def __init__(self, shards: list[str], config: LoaderConfig, epoch: int, start_batch: int,
+                 stats: LoaderStats):
+        super().__init__()
+        self.shards, self.config, self.epoch, self.start_batch, self.stats = shards, config, epoch, start_batch, stats
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.config.training:
+            role = (worker + self.start_batch) % workers
+            pipeline = training_pipeline(self.shards, self.config, self.epoch, role, workers, self.start_batch,
+                                         self.stats)
+        else:
+            pipeline = evaluation_pipeline(self.shards, self.config, worker, workers, self.stats)
+        return iter(pipeline)
+
+
+class VideoLoader:
+    """What :func:`build_loader` returns: iterate it for one epoch of :class:`Batch` es.
+
+    Call ``set_epoch(e)`` before each training epoch (the epoch seeds shard order, shuffle, sampling and
+    augmentation); ``set_epoch(e, start_batch=k)`` makes the next iteration resume epoch ``e`` at batch k.
+    """
+
+    def __init__(self, source: ShardSource, config: LoaderConfig, epoch: int = 0, start_batch: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int = 2):
+        self.source = source
+        self.config = config
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self._stats = LoaderStats()
+        self.set_epoch(epoch, start_batch)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch of the next iteration, and the batch it starts at (training only)."""
+        if start_batch and not self.config.training:
+            raise ValueError("start_batch resumes a training epoch; evaluation always runs whole")
+        if not 0 <= start_batch <= self.config.steps_per_epoch:
+            raise ValueError(f"start_batch must be within 0..{self.config.steps_per_epoch}, got {start_batch}")
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        stream = ClipStream(self.source.shards, self.config, self.epoch, self.start_batch, self._stats)
+        self.start_batch = 0  # a resume point applies to one iteration only
+        workers = self.config.num_workers
+        # A private generator: creating the iterator must not draw from the global torch RNG, or a resumed
+        # run's drop-path and mixup streams would shift by one draw (all the data's randomness is seeded anyway).
+        loader = wds.WebLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+                               prefetch_factor=self.prefetch_factor if workers else None,
+                               generator=torch.Generator().manual_seed(self.config.seed))
+        return iter(loader)
+
+    def __len__(self) -> int:
+        """Batches of the next iteration on this rank (evaluation: from the manifest's sample counts)."""
+        if self.config.training:
+            return self.config.steps_per_epoch - self.start_batch
+        return _evaluation_batches(self.source, self.config)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.config.steps_per_epoch
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts so far, all workers together: samples delivered and every kind of bad data skipped."""
+        return self._stats.as_dict()
+
+    @property
+    def manifest(self):
+        return self.source.manifest
+
+    @property
+    def classes(self) -> list[str] | None:
+        return None if self.source.manifest is None else self.source.manifest.classes
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.source.manifest is None else self.source.manifest.num_classes
+
+    @property
+    def num_samples(self) -> int | None:
+        return self.source.num_samples
+
+
+def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:
+    counts = [source.samples_in(shard) for shard in source.shards]
+    if any(count is None for count in counts):
+        raise TypeError(f"the length of an evaluation over {source.source} needs its manifest")
+    workers = max(1, config.num_workers)
+    everyone = config.world_size * workers
+    total = 0
+    for worker in range(workers):
+        me = config.rank * workers + worker
+        if len(counts) >= everyone:
+            samples = sum(count for i, count in enumerate(counts) if i % everyone == me)
+        else:
+            samples = sum(len(range((me - i) % everyone, count, everyone)) for i, count in enumerate(counts))
+        total += math.ceil(samples / config.batch_size)
+    return total
+
+
+def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values, else the initialized process group, else RANK / WORLD_SIZE, else 0 / 1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        found = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        found = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
+
+
+def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int:
+    if source.num_samples is None:
+        raise ValueError(f"no manifest gives the number of samples of {source.source}; pass steps_per_epoch")
+    return max(1, source.num_samples // (world_size * batch_size))
+
+
+def build_loader(source: str | os.PathLike, split: str = "train", num_frames: int = 8, frame_size: int = 192,
+                 batch_size: int = 32, num_workers: int = 4, clips: int = 1, crops: int = 1,
+                 dataset: str | None = None, seed: int = 0, *, training: bool | None = None,
+                 sampling: Mode = "uniform", stride: int = 4, flip: bool | None = None,
+                 rank: int | None = None, world_size: int | None = None, epoch: int = 0, start_batch: int = 0,
+                 steps_per_epoch: int | None = None, shuffle_buffer: int = 500, decoder: str = "auto",
+                 pin_memory: bool | None = None, prefetch_factor: int = 2, shard_retries: int = 2,
+                 retry_delay: float = 1.0) -> VideoLoader:
+    """Batches ``(frames, labels, keys)`` of clips streamed from shards.
+
+    ``frames`` is uint8: (B, T, C, H, W) when training; (B, V, T, C, H, W) when evaluating, always with
+    the views dimension (V = clips x crops, clip-major, V = 1 included). It is channels-last in memory;
+    normalize on the device (:func:`sifar.data.transforms.normalize`), which returns contiguous floats.
+
+    - ``source``: shard folder, manifest, shard pattern or URL (see :mod:`sifar.data.sources`).
+    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"``.
+    - ``dataset``: dataset name for the flip default (off for ssv2 and jester); default from the manifest,
+      else each sample's JSON. ``flip`` forces it on or off.
+    - ``sampling``/``stride``: "uniform" (TSN segments, the paper's) or "dense" (``stride`` apart).
+    - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
+    - ``steps_per_epoch``: training batches per rank per epoch, the same on every rank; default
+      ``num_samples // (world_size * batch_size)`` from the manifest.
+    - ``epoch``/``start_batch``: the first iteration's epoch and resume point (later: ``set_epoch``).
+    - ``decoder``: "auto" (torchvision if it imports, else Pillow), "torchvision" or "pillow".
+    """
+    shard_source = resolve_source(source, split)
+    rank, world_size = _rank_and_world_size(rank, world_size)
+    training = split == "train" if training is None else training
+    name = dataset or (shard_source.manifest.dataset if shard_source.manifest is not None else None)
+    if flip is None and name is not None:
+        flip = default_flip(name)
+    if training and steps_per_epoch is None:
+        steps_per_epoch = _default_steps(shard_source, world_size, batch_size)
+    config = LoaderConfig(num_frames=num_frames, frame_size=frame_size, batch_size=batch_size,
+                          num_workers=num_workers, training=training, clips=clips, crops=crops,
+                          sampling=sampling, stride=stride, flip=flip, seed=seed, rank=rank,
+                          world_size=world_size, steps_per_epoch=steps_per_epoch or 0,
+                          shuffle_buffer=shuffle_buffer, decoder=decoder, shard_retries=shard_retries,
+                          retry_delay=retry_delay)
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,
+                       prefetch_factor=prefetch_factor)

@@ -1,0 +1,181 @@
+"""Turn the one source string users give (``--shards``) into an ordered shard list and its manifest.
+
+Accepted: a shard folder (its ``<split>.json`` manifest, else its ``<split>-*.tar`` files), a manifest
+path, a single ``.tar``, brace or glob patterns (``train-{000000..000127}.tar``), and the same as
+``http(s)://``, ``s3://`` or ``gs://`` URLs read through fsspec (S3 endpoint and credentials from the
+standard AWS environment variables, e.g. ``AWS_ENDPOINT_URL``). A source that names nothing readable
+fails at once with an error naming it; single shards that vanish later are the loader's business.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import fsspec
+from webdataset.shardlists import expand_urls
+
+from sifar.data.manifest import Manifest, manifest_path, read_manifest
+from sifar.io import is_url
+
+_PATTERN_CHARS = "{*?["
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """A resolved source: shard paths or URLs in order, and the manifest describing them if found."""
+
+    source: str
+    split: str
+    shards: list[str]
+    manifest: Manifest | None = None
+
+    def samples_in(self, shard: str) -> int | None:
+        """Samples in ``shard`` according to the manifest (None when unknown)."""
+        if self.manifest is None:
+            return None
+        counts = {info.name: info.samples for info in self.manifest.shards}
+        return counts.get(posixpath.basename(shard))
+
+    @property
+    def num_samples(self) -> int | None:
+        """Total samples of the listed shards, when the manifest knows every one of them."""
+        counts = [self.samples_in(shard) for shard in self.shards]
+        return None if any(c is None for c in counts) else sum(counts)
+
+
+def resolve_source(source: str | os.PathLike, split: str = "train") -> ShardSource:
+    """Resolve ``source`` (folder, manifest, shard, pattern, or URL of any of these) for ``split``."""
+    text = str(source)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if is_url(text):
+        return _resolve_url(text, split)
+    return _resolve_local(text, split)
+
+
+def open_shard(shard: str) -> BinaryIO:
+    """Open a shard for reading: local files as files, HTTP as a plain stream, object stores via fsspec."""
+    if not is_url(shard):
+        return open(shard.removeprefix("file://"), "rb")
+    if shard.startswith(("http://", "https://")):
+        # block_size=0: one streamed GET, so any HTTP server works (no range requests needed)
+        return fsspec.open(shard, "rb", block_size=0).open()
+    return fsspec.open(shard, "rb").open()
+
+
+def _resolve_local(path: str, split: str) -> ShardSource:
+    if os.path.isdir(path):
+        return _resolve_local_folder(path, split)
+    if path.endswith(".json"):
+        return _from_manifest(path, path, read_manifest(path))
+    if any(c in path for c in _PATTERN_CHARS):
+        shards = _expand_local_pattern(path)
+        return ShardSource(path, split, shards, _manifest_beside(os.path.dirname(path) or ".", split))
+    if os.path.isfile(path):
+        return ShardSource(path, split, [path], _manifest_beside(os.path.dirname(path) or ".", split))
+    raise FileNotFoundError(f"shard source {path!r}: no such folder, manifest or shard file")
+
+
+def _resolve_local_folder(folder: str, split: str) -> ShardSource:
+    manifest_file = manifest_path(folder, split)
+    if os.path.isfile(manifest_file):
+        return _from_manifest(folder, manifest_file, read_manifest(manifest_file))
+    shards = sorted(glob.glob(os.path.join(glob.escape(folder), f"{split}-*.tar")))
+    if not shards:
+        raise FileNotFoundError(f"shard source {folder!r}: the folder has neither {split}.json nor "
+                                f"{split}-*.tar shards")
+    return ShardSource(folder, split, shards, None)
+
+
+def _expand_local_pattern(pattern: str) -> list[str]:
+    shards = []
+    for expanded in expand_urls(pattern):
+        shards.extend(sorted(glob.glob(expanded)) if glob.has_magic(expanded) else [expanded])
+    if not any(os.path.isfile(shard) for shard in shards):
+        raise FileNotFoundError(f"shard source {pattern!r}: no shard file matches")
+    return shards
+
+
+def _manifest_beside(folder: str, split: str) -> Manifest | None:
+    candidate = manifest_path(folder, split)
+    return read_manifest(candidate) if os.path.isfile(candidate) else None
+
+
+def _from_manifest(source: str, manifest_file: str, manifest: Manifest) -> ShardSource:
+    if not manifest.shards:
+        raise FileNotFoundError(f"shard source {source!r}: manifest {manifest_file} lists no shards")
+    base = posixpath.dirname(manifest_file) if is_url(manifest_file) else os.path.dirname(manifest_file)
+    join = posixpath.join if is_url(manifest_file) else os.path.join
+    shards = [join(base, info.name) for info in manifest.shards]
+    return ShardSource(source, manifest.split, shards, manifest)
+
+
+def _resolve_url(url: str, split: str) -> ShardSource:
+    if url.endswith(".json"):
+        return _from_manifest(url, url, _read_remote_manifest(url, url))
+    if url.endswith(".tar") or any(c in url for c in _PATTERN_CHARS):
+        shards = _expand_url_pattern(url)
+        _check_reachable(url, shards[0])
+        return ShardSource(url, split, shards, _optional_remote_manifest(url, posixpath.dirname(url), split))
+    manifest_url = manifest_path(url, split)
+    manifest = _optional_remote_manifest(url, url, split)
+    if manifest is not None:
+        return _from_manifest(url, manifest_url, manifest)
+    shards = _list_remote_shards(url, split)
+    return ShardSource(url, split, shards, None)
+
+
+def _expand_url_pattern(url: str) -> list[str]:
+    shards = []
+    for expanded in expand_urls(url):
+        shards.extend(_remote_glob(url, expanded) if glob.has_magic(expanded) else [expanded])
+    if not shards:
+        raise FileNotFoundError(f"shard source {url!r}: no shard matches")
+    return shards
+
+
+def _remote_glob(source: str, pattern: str) -> list[str]:
+    fs, _, _ = fsspec.get_fs_token_paths(pattern)
+    try:
+        found = fs.glob(pattern)
+    except Exception as err:  # network libraries raise their own types; all mean "cannot list"
+        raise ConnectionError(f"shard source {source!r}: cannot list {pattern}: {err}") from err
+    return sorted(fs.unstrip_protocol(path) for path in found)
+
+
+def _check_reachable(source: str, shard: str) -> None:
+    fs, _, (path,) = fsspec.get_fs_token_paths(shard)
+    try:
+        fs.info(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"shard source {source!r}: {shard} does not exist") from err
+    except Exception as err:  # network libraries raise their own types; all mean "unreachable"
+        raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err}") from err
+
+
+def _read_remote_manifest(source: str, url: str) -> Manifest:
+    try:
+        return read_manifest(url)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # network libraries raise their own types; all mean "unreachable"
+        raise ConnectionError(f"shard source {source!r}: cannot read {url}: {err}") from err
+
+
+def _optional_remote_manifest(source: str, prefix: str, split: str) -> Manifest | None:
+    try:
+        return _read_remote_manifest(source, manifest_path(prefix, split))
+    except FileNotFoundError:
+        return None
+
+
+def _list_remote_shards(url: str, split: str) -> list[str]:
+    shards = _remote_glob(url, f"{url.rstrip('/')}/{split}-*.tar")
+    if not shards:
+        raise FileNotFoundError(f"shard source {url!r}: found neither {manifest_path(url, split)} nor "
+                                f"{split}-*.tar shards there")
+    return shards

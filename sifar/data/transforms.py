@@ -1,0 +1,131 @@
+"""Clip augmentation on CPU workers (uint8, whole clips at once) and normalization on the device.
+
+Training (TSN's multi-scale crop, as SIFAR trains): a crop whose width and height are each one of
+``scales`` times the short side (at most one scale step apart, so aspect ratios stay moderate), at a
+random place, resized to ``size x size``, optionally flipped; one crop and one flip for all frames of a
+clip, so motion stays intact. Evaluation: the short side scaled to ``size``, then one centre crop or
+three crops (top-left, centre, bottom-right along the long side).
+
+Clips are ``(T, H, W, C)`` uint8 tensors in and ``(T, C, size, size)`` uint8 tensors out; the outputs
+are channels-last in memory (a permuted view), which keeps the resize on torch's fast uint8 path and
+saves a copy per clip; :func:`normalize` on the device returns contiguous float tensors.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
+NO_FLIP_DATASETS = frozenset({"ssv2", "jester"})
+
+
+@dataclass(frozen=True)
+class CropJitter:
+    """One clip's training augmentation: crop size as fractions of the short side, crop place as
+    fractions of the free room (0 = left/top, 1 = right/bottom), and whether to flip."""
+
+    scale_w: float
+    scale_h: float
+    x: float
+    y: float
+    flip: bool
+
+
+def default_flip(dataset: str | None) -> bool:
+    """Horizontal flips are on except where left and right are part of the label (SSV2, Jester)."""
+    return (dataset or "").lower() not in NO_FLIP_DATASETS
+
+
+def draw_crop_jitter(rng: random.Random, flip: bool, scales: Sequence[float] = MULTI_SCALES,
+                     max_distort: int = 1) -> CropJitter:
+    """Draw one clip's augmentation; always five draws from ``rng``, whatever the clip looks like."""
+    pairs = [(w, h) for w in range(len(scales)) for h in range(len(scales)) if abs(w - h) <= max_distort]
+    w, h = pairs[rng.randrange(len(pairs))]
+    x, y, flip_draw = rng.random(), rng.random(), rng.random()
+    return CropJitter(scales[w], scales[h], x, y, flip and flip_draw < 0.5)
+
+
+def jitter_box(jitter: CropJitter, width: int, height: int) -> tuple[int, int, int, int]:
+    """The crop ``(left, top, crop_width, crop_height)`` of a ``width x height`` frame."""
+    short = min(width, height)
+    crop_w = min(width, max(1, round(short * jitter.scale_w)))
+    crop_h = min(height, max(1, round(short * jitter.scale_h)))
+    left = int(jitter.x * (width - crop_w + 1)) if width > crop_w else 0
+    top = int(jitter.y * (height - crop_h + 1)) if height > crop_h else 0
+    return min(left, width - crop_w), min(top, height - crop_h), crop_w, crop_h
+
+
+def train_transform(frames: torch.Tensor, jitter: CropJitter, size: int) -> torch.Tensor:
+    """(T, H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame."""
+    _check_clip(frames)
+    left, top, crop_w, crop_h = jitter_box(jitter, frames.shape[2], frames.shape[1])
+    crop = frames[:, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2)
+    out = _resize(crop, (size, size))
+    return out.flip(-1) if jitter.flip else out
+
+
+def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, H, W, C) uint8 -> (T, C, H', W') uint8 with min(H', W') == size, aspect kept."""
+    _check_clip(frames)
+    height, width = frames.shape[1:3]
+    scale = size / min(height, width)
+    target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    return _resize(frames.permute(0, 3, 1, 2), target)
+
+
+def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
+    """(T, C, H, W) -> (crops, T, C, size, size): centre crop, or top-left / centre / bottom-right."""
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 (centre) or 3 (top-left, centre, bottom-right), got {crops}")
+    height, width = frames.shape[-2:]
+    if min(height, width) < size:
+        raise ValueError(f"frames of {height}x{width} are smaller than the {size}x{size} crop")
+    places = (0.5,) if crops == 1 else (0.0, 0.5, 1.0)
+    views = []
+    for place in places:
+        top, left = round((height - size) * place), round((width - size) * place)
+        views.append(frames[..., top:top + size, left:left + size])
+    return torch.stack(views)
+
+
+def eval_transform(frames: torch.Tensor, size: int, crops: int = 1) -> torch.Tensor:
+    """(T, H, W, C) uint8 -> (crops, T, C, size, size) uint8: short side to ``size``, then the crops."""
+    return spatial_crops(resize_short_side(frames, size), size, crops)
+
+
+def normalize(frames: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> contiguous float ``(x / 255 - mean) / std``, ImageNet mean/std by default.
+
+    Meant for the device: move the uint8 batch first (4x fewer bytes), then normalize there.
+    """
+    if mean is None or std is None:
+        # timm is imported here, not at module level: workers and data tools need only the CPU part
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        mean = IMAGENET_DEFAULT_MEAN if mean is None else mean
+        std = IMAGENET_DEFAULT_STD if std is None else std
+    if frames.ndim < 3 or frames.shape[-3] != len(mean) or len(mean) != len(std):
+        raise ValueError(f"expected (..., {len(mean)}, H, W) frames for {len(mean)} channel means, "
+                         f"got {tuple(frames.shape)}")
+    shape = (len(mean), 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=dtype, device=frames.device).view(shape) * 255
+    std_t = torch.as_tensor(std, dtype=dtype, device=frames.device).view(shape) * 255
+    out = torch.empty(frames.shape, dtype=dtype, device=frames.device)
+    return torch.sub(frames.to(dtype), mean_t, out=out).div_(std_t)
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(frames.shape[-2:]) == size:
+        return frames
+    return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _check_clip(frames: torch.Tensor) -> None:
+    if frames.ndim != 4 or frames.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 clip shaped (T, H, W, C), got {frames.dtype} {tuple(frames.shape)}")

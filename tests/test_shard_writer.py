@@ -1,0 +1,59 @@
+import tarfile
+
+import pytest
+
+from sifar.data.shard_reader import ShardFormatError, read_shard
+from sifar.data.shard_writer import ShardLimits, ShardWriter, parse_size, shard_name, tar_member_bytes
+
+
+@pytest.mark.parametrize("text, size", [("500MB", 500 * 10**6), ("1GB", 10**9), ("2GiB", 2 * 2**30),
+                                        ("64kb", 64_000), ("1.5 MB", 1_500_000), ("123", 123), ("10M", 10**7)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MB", "1XB", "-5MB", "0"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def frames(n: int, size: int = 100) -> list[bytes]:
+    return [bytes([i]) * size for i in range(n)]
+
+
+def test_rollover_by_samples_and_by_bytes(tmp_path):
+    with ShardWriter(tmp_path, "val", ShardLimits(max_samples=2)) as writer:
+        for i in range(5):
+            writer.add(f"s{i}", b"{}", frames(1))
+    assert [(s.name, s.samples, s.frames) for s in writer.finished] == [
+        ("val-000000.tar", 2, 2), ("val-000001.tar", 2, 2), ("val-000002.tar", 1, 1)]
+    sample_bytes = tar_member_bytes(2) + 3 * tar_member_bytes(100)
+    with ShardWriter(tmp_path / "b", "train", ShardLimits(max_bytes=2 * sample_bytes), first_index=7) as writer:
+        for i in range(5):
+            writer.add(f"s{i}", b"{}", frames(3))
+    assert [(s.name, s.samples) for s in writer.finished] == [
+        ("train-000007.tar", 2), ("train-000008.tar", 2), ("train-000009.tar", 1)]
+    assert all(s.bytes == (tmp_path / "b" / s.name).stat().st_size for s in writer.finished)
+
+
+def test_an_exception_leaves_no_partial_shard(tmp_path):
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path, "train", ShardLimits(max_samples=2)) as writer:
+            for i in range(3):
+                writer.add(f"s{i}", b"{}", frames(1))
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shard_name("train", 0)]
+
+
+def test_reader_checks_the_sample_layout(tmp_path):
+    with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
+        writer.add("a", b'{"num_frames": 2}', frames(2))
+        writer.add("b", b'{"num_frames": 3}', frames(2))
+    path = tmp_path / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        assert tar.getnames()[:3] == ["a.json", "a.000000.jpg", "a.000001.jpg"]
+    samples = read_shard(path)
+    assert next(samples).frames == frames(2)
+    with pytest.raises(ShardFormatError, match="sample b has 2 frames, its json says 3"):
+        next(samples)
