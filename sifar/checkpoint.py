@@ -6,6 +6,7 @@ saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -45,9 +46,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically write ``state``; raise CheckpointWriteError naming the file if the write fails."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialise first: torch's zip writer turns a failed write into a RuntimeError
     try:
         with atomic_write(path, "wb") as handle:
-            torch.save(state, handle)
+            handle.write(buffer.getbuffer())
     except OSError as err:
         raise CheckpointWriteError(err.errno, f"could not write checkpoint {path} ({err.strerror or err}); "
                                               f"the previous one is intact") from err

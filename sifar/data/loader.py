@@ -51,8 +51,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, default_flip, draw_crop_jitter, resize_short_side,
-                                   spatial_crops, train_transform)
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter,
+                                   resize_short_side, spatial_crops, train_transform)
 from sifar.io import is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
@@ -163,40 +163,41 @@ class JpegDecoder:
         if backend == "torchvision" and self._torchvision is None:
             raise ImportError("decoder='torchvision' but torchvision.io cannot be imported")
 
-    def clip(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int,
-             stored_short_side: int) -> torch.Tensor:
-        """(len(indices), H, W, 3) uint8, each distinct frame decoded once."""
+    def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int,
+               stored_short_side: int) -> list[torch.Tensor]:
+        """(H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
         draft = 0 < 2 * needed_short_side <= stored_short_side
         decoded = {i: self.decode(jpegs[i], needed_short_side if draft else 0) for i in dict.fromkeys(indices)}
-        return torch.from_numpy(np.stack([decoded[i] for i in indices]))
+        return [decoded[i] for i in indices]
 
-    def decode(self, data: bytes, draft_short_side: int = 0) -> np.ndarray:
+    def decode(self, data: bytes, draft_short_side: int = 0) -> torch.Tensor:
+        """One (H, W, 3) uint8 frame; with ``draft_short_side``, Pillow's draft mode keeps at least that."""
         if self._torchvision is not None and not draft_short_side:
             return self._torchvision(data)
         return _decode_pillow(data, draft_short_side)
 
 
-def _torchvision_decode_jpeg() -> Callable[[bytes], np.ndarray] | None:
+def _torchvision_decode_jpeg() -> Callable[[bytes], torch.Tensor] | None:
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except (ImportError, RuntimeError, OSError):  # a torchvision built for another torch fails at import
         return None
 
-    def decode(data: bytes) -> np.ndarray:
+    def decode(data: bytes) -> torch.Tensor:
         image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        return image.permute(1, 2, 0).numpy()  # torchvision decodes into HWC memory: no copy
+        return image.permute(1, 2, 0)  # torchvision decodes into HWC memory: this is a view, no copy
 
     return decode
 
 
-def _decode_pillow(data: bytes, draft_short_side: int = 0) -> np.ndarray:
+def _decode_pillow(data: bytes, draft_short_side: int = 0) -> torch.Tensor:
     image = Image.open(io.BytesIO(data), formats=("JPEG",))
     if draft_short_side:
         scale = draft_short_side / min(image.size)
         image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image)
+    return torch.from_numpy(np.array(image))
 
 
 _DECODE_ERRORS = (OSError, RuntimeError, ValueError, SyntaxError)
@@ -284,45 +285,63 @@ def _decode_train(samples: Iterable[ShardSample], config: LoaderConfig, rng: ran
     decoder = JpegDecoder(config.decoder)
     for index, sample in enumerate(samples):
         jitter = draw_crop_jitter(rng, _flip_for(config, sample.meta), config.scales)
-        if index < skip:
-            continue
-        needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
-        frames = _decode_or_report(decoder, sample, sample.clips[0], needed, stats)
-        if frames is not None:
-            stats.add("samples")
-            yield Clip(train_transform(frames, jitter, config.frame_size), sample.meta["label"], sample.key)
+        if index >= skip:
+            clip = _clip_or_report(sample, stats, partial(_train_frames, decoder, sample, jitter, config))
+            if clip is not None:
+                yield clip
 
 
 decode_train = wds.pipelinefilter(_decode_train)
 
 
+def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter, config: LoaderConfig) -> torch.Tensor:
+    # Pillow's draft mode may shrink frames as long as the smaller crop side still covers frame_size
+    needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
+    frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta))
+    return train_transform(frames, jitter, config.frame_size)
+
+
 def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:
-    """Evaluation views, clip-major: view ``k * crops + c`` is clip k, crop c; frames decoded once."""
+    """Evaluation clips with their views; samples whose frames do not decode are skipped and counted."""
     decoder = JpegDecoder(config.decoder)
     for sample in samples:
-        distinct = sorted({i for clip in sample.clips for i in clip})
-        frames = _decode_or_report(decoder, sample, distinct, config.frame_size, stats)
-        if frames is None:
-            continue
-        resized = resize_short_side(frames, config.frame_size)
-        row = {index: n for n, index in enumerate(distinct)}
-        views = [spatial_crops(resized[[row[i] for i in clip]], config.frame_size, config.crops)
-                 for clip in sample.clips]
-        stats.add("samples")
-        yield Clip(torch.cat(views), sample.meta["label"], sample.key)
+        clip = _clip_or_report(sample, stats, partial(_eval_views, decoder, sample, config))
+        if clip is not None:
+            yield clip
 
 
 decode_eval = wds.pipelinefilter(_decode_eval)
 
 
-def _decode_or_report(decoder: JpegDecoder, sample: ShardSample, indices: Sequence[int], needed: int,
-                      stats: LoaderStats) -> torch.Tensor | None:
-    stored = min(sample.meta.get("width") or 0, sample.meta.get("height") or 0)
+def _eval_views(decoder: JpegDecoder, sample: ShardSample, config: LoaderConfig) -> torch.Tensor:
+    """(clips * crops, T, C, S, S), clip-major: view ``k * crops + c`` is clip k, crop c."""
+    distinct = sorted({i for clip in sample.clips for i in clip})
+    frames = decoder.frames(sample.jpegs, distinct, config.frame_size, _stored_short_side(sample.meta))
+    resized = resize_short_side(frames, config.frame_size)
+    row = {index: n for n, index in enumerate(distinct)}
+    return torch.cat([spatial_crops(resized[[row[i] for i in clip]], config.frame_size, config.crops)
+                      for clip in sample.clips])
+
+
+def _stored_short_side(meta: dict) -> int:
+    return min(meta.get("width") or 0, meta.get("height") or 0)
+
+
+def _clip_or_report(sample: ShardSample, stats: LoaderStats, make_frames: Callable[[], torch.Tensor]) -> Clip | None:
     try:
-        return decoder.clip(sample.jpegs, indices, needed, stored)
+        return Clip(make_frames(), sample.meta["label"], sample.key)
     except _DECODE_ERRORS as err:
-        stats.report("bad_samples", f"skipping sample {sample.key}: a frame does not decode ({err})")
+        stats.report("bad_samples", f"skipping sample {sample.key}: its frames do not decode ({err})")
         return None
+
+
+def _count_samples(batches: Iterable[Batch], stats: LoaderStats) -> Iterator[Batch]:
+    for batch in batches:
+        stats.add("samples", len(batch.keys))
+        yield batch
+
+
+count_samples = wds.pipelinefilter(_count_samples)
 
 
 def collate_clips(clips: list[Clip]) -> Batch:
@@ -390,6 +409,7 @@ def training_pipeline(shards: list[str], config: LoaderConfig, epoch: int, worke
         decode_train(config, _rng(*stream, "augment"), stats, skip=skipped * config.batch_size),
         wds.batched(config.batch_size, collation_fn=collate_clips, partial=False),
         wds.slice(batches - skipped),
+        count_samples(stats),
     )
 
 
@@ -404,6 +424,7 @@ def evaluation_pipeline(shards: list[str], config: LoaderConfig, worker: int, wo
                    retry_delay=config.retry_delay),
         decode_eval(config, stats),
         wds.batched(config.batch_size, collation_fn=collate_clips, partial=True),
+        count_samples(stats),
     )
 
 

@@ -18,6 +18,8 @@ naming the shard and the byte offset.
 from __future__ import annotations
 
 import json
+import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
@@ -25,6 +27,8 @@ BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR_TYPES = (b"0", b"\0", b"7")
 _SKIP_CHUNK = 1 << 20
+_HEADER = struct.Struct("100s24x12s20xc100x6s")  # name, size, typeflag, magic + version's first byte
+_MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 class TarFormatError(ValueError):
@@ -70,14 +74,24 @@ class TarMemberReader:
         pax: dict[str, str] = {}
         while True:
             offset = self._position
-            header = self._read_header()
-            if header is None:
-                return None
-            typeflag, name, size = _parse_header(header, offset, self._name)
+            header = self._file.read(BLOCK)
+            if len(header) != BLOCK:
+                header = self._rest_of_header(header)
+                if header is None:
+                    return None
+            self._position += BLOCK
+            raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(header)
+            if magic[:5] != b"ustar":
+                if header == _ZERO_BLOCK:
+                    return None
+                raise TarFormatError(f"{self._name}: no tar header at byte {offset} "
+                                     "(not a POSIX/GNU tar, or damaged)")
+            size = _parse_number(raw_size, offset, self._name)
             if typeflag in _REGULAR_TYPES:
+                name = long_name or _header_name(raw_name, magic, header)
                 if pax:
                     name, size = pax.get("path", name), _pax_size(pax, size, offset, self._name)
-                self._current = TarMember(long_name or name, size, self._position)
+                self._current = TarMember(name, size, self._position)
                 self._current_header = header
                 self._unread = _padded(size)
                 return self._current
@@ -104,14 +118,12 @@ class TarMemberReader:
         self._unread = 0
         return data
 
-    def _read_header(self) -> bytes | None:
-        header = self._file.read(BLOCK)
-        if len(header) != BLOCK:
-            if not header:
-                return None  # end of stream without end-of-archive blocks: accepted, as tar does
-            header += self._read_exact(BLOCK - len(header))
-        self._position += BLOCK
-        return None if header == _ZERO_BLOCK else header
+    def _rest_of_header(self, start: bytes) -> bytes | None:
+        if not start:
+            return None  # end of stream without end-of-archive blocks: accepted, as tar does
+        rest = self._read_exact(BLOCK - len(start))
+        self._position -= len(rest)  # the caller counts the whole block
+        return start + rest
 
     def _read_exact(self, size: int) -> bytes:
         data = self._file.read(size)
@@ -155,16 +167,11 @@ def _parse_number(field_bytes: bytes, offset: int, source: str) -> int:
                              f"{offset}") from err
 
 
-def _parse_header(header: bytes, offset: int, source: str) -> tuple[bytes, str, int]:
-    """(typeflag, name, size) of a ustar/GNU header."""
-    if header[257:262] != b"ustar":
-        raise TarFormatError(f"{source}: no tar header at byte {offset} (not a POSIX/GNU tar, or damaged)")
-    name = _c_string(header[:100])
-    if header[262] == 0:  # POSIX ustar ("ustar\0"): the prefix field holds leading directories
-        prefix = _c_string(header[345:500])
-        if prefix:
-            name = f"{prefix}/{name}"
-    return header[156:157], name, _parse_number(header[124:136], offset, source)
+def _header_name(raw_name: bytes, magic: bytes, header: bytes) -> str:
+    name = _c_string(raw_name)
+    if magic == b"ustar\0" and header[345]:  # POSIX ustar: the prefix field holds leading directories
+        return f"{_c_string(header[345:500])}/{name}"
+    return name
 
 
 def _check_checksum(header: bytes, offset: int, source: str) -> None:
@@ -256,18 +263,20 @@ def read_samples(reader: TarMemberReader, select: FrameSelector,
     while member is not None:
         position += 1
         prefix, suffix = split_member_name(member.name)
-        wanted = keep is None or keep(position)
-        outcome = _start_sample(reader, member, prefix, suffix, position, select) if wanted else None
-        by_suffix = ({frame_member_suffix(i): i for c in outcome.clips for i in c}
-                     if isinstance(outcome, ShardSample) else {})
+        outcome = None
+        if keep is None or keep(position):
+            outcome = _start_sample(reader, member, prefix, suffix, position, select)
+        wanted = ({f"{prefix}.{frame_member_suffix(i)}": i for clip in outcome.clips for i in clip}
+                  if isinstance(outcome, ShardSample) else {})
+        same_sample = prefix + "."
         member = reader.next_member()
-        while member is not None and (name := split_member_name(member.name))[0] == prefix:
-            index = by_suffix.get(name[1])
+        while member is not None and member.name.startswith(same_sample):
+            index = wanted.get(member.name)
             if index is not None:
                 outcome.jpegs[index] = reader.read(member)
             member = reader.next_member()
         if outcome is not None:
-            yield _check_frames(outcome, by_suffix)
+            yield _check_frames(outcome, wanted)
 
 
 def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffix: str, position: int,
@@ -284,10 +293,10 @@ def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffi
     return ShardSample(str(meta.get("key", prefix)), position, meta, clips)
 
 
-def _check_frames(outcome: ShardSample | SampleError, by_suffix: dict[str, int]) -> ShardSample | SampleError:
+def _check_frames(outcome: ShardSample | SampleError, wanted: dict[str, int]) -> ShardSample | SampleError:
     if isinstance(outcome, SampleError):
         return outcome
-    missing = sorted(set(by_suffix.values()) - outcome.jpegs.keys())
+    missing = sorted(set(wanted.values()) - outcome.jpegs.keys())
     if missing:
         return SampleError(outcome.key, outcome.position,
                            f"frames {missing} missing (JSON says {outcome.meta.get('num_frames')} frames)",

@@ -6,9 +6,10 @@ random place, resized to ``size x size``, optionally flipped; one crop and one f
 clip, so motion stays intact. Evaluation: the short side scaled to ``size``, then one centre crop or
 three crops (top-left, centre, bottom-right along the long side).
 
-Clips are ``(T, H, W, C)`` uint8 tensors in and ``(T, C, size, size)`` uint8 tensors out; the outputs
-are channels-last in memory (a permuted view), which keeps the resize on torch's fast uint8 path and
-saves a copy per clip; :func:`normalize` on the device returns contiguous float tensors.
+Clips come in as T decoded ``(H, W, C)`` uint8 frames (a list, or a (T, H, W, C) tensor) and go out as
+``(T, C, size, size)`` uint8 tensors, channels-last in memory (a permuted view): that keeps the resize on
+torch's fast uint8 path and saves a copy per clip. Training crops each frame before stacking, so only
+the crops are copied. :func:`normalize`, on the device, returns contiguous float tensors.
 """
 
 from __future__ import annotations
@@ -60,22 +61,22 @@ def jitter_box(jitter: CropJitter, width: int, height: int) -> tuple[int, int, i
     return min(left, width - crop_w), min(top, height - crop_h), crop_w, crop_h
 
 
-def train_transform(frames: torch.Tensor, jitter: CropJitter, size: int) -> torch.Tensor:
-    """(T, H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame."""
-    _check_clip(frames)
-    left, top, crop_w, crop_h = jitter_box(jitter, frames.shape[2], frames.shape[1])
-    crop = frames[:, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2)
-    out = _resize(crop, (size, size))
+def train_transform(frames: Sequence[torch.Tensor], jitter: CropJitter, size: int) -> torch.Tensor:
+    """T frames (H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame."""
+    height, width = _check_frames(frames)
+    left, top, crop_w, crop_h = jitter_box(jitter, width, height)
+    crop = torch.stack([frame[top:top + crop_h, left:left + crop_w] for frame in frames])
+    out = _resize(crop.permute(0, 3, 1, 2), (size, size))
     return out.flip(-1) if jitter.flip else out
 
 
-def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, H, W, C) uint8 -> (T, C, H', W') uint8 with min(H', W') == size, aspect kept."""
-    _check_clip(frames)
-    height, width = frames.shape[1:3]
+def resize_short_side(frames: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """T frames (H, W, C) uint8 -> (T, C, H', W') uint8 with min(H', W') == size, aspect kept."""
+    height, width = _check_frames(frames)
     scale = size / min(height, width)
     target = (max(size, round(height * scale)), max(size, round(width * scale)))
-    return _resize(frames.permute(0, 3, 1, 2), target)
+    stacked = frames if isinstance(frames, torch.Tensor) else torch.stack(list(frames))
+    return _resize(stacked.permute(0, 3, 1, 2), target)
 
 
 def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
@@ -93,8 +94,8 @@ def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
     return torch.stack(views)
 
 
-def eval_transform(frames: torch.Tensor, size: int, crops: int = 1) -> torch.Tensor:
-    """(T, H, W, C) uint8 -> (crops, T, C, size, size) uint8: short side to ``size``, then the crops."""
+def eval_transform(frames: Sequence[torch.Tensor], size: int, crops: int = 1) -> torch.Tensor:
+    """T frames (H, W, C) uint8 -> (crops, T, C, size, size) uint8: short side to ``size``, then the crops."""
     return spatial_crops(resize_short_side(frames, size), size, crops)
 
 
@@ -126,6 +127,13 @@ def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
-def _check_clip(frames: torch.Tensor) -> None:
-    if frames.ndim != 4 or frames.dtype != torch.uint8:
-        raise ValueError(f"expected a uint8 clip shaped (T, H, W, C), got {frames.dtype} {tuple(frames.shape)}")
+def _check_frames(frames: Sequence[torch.Tensor]) -> tuple[int, int]:
+    """(height, width) shared by all frames; ValueError for an empty clip or frames that differ."""
+    if len(frames) == 0:
+        raise ValueError("a clip needs at least one frame")
+    shape = frames[0].shape
+    if len(shape) != 3 or frames[0].dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames shaped (H, W, C), got {frames[0].dtype} {tuple(shape)}")
+    if any(frame.shape != shape for frame in frames):
+        raise ValueError(f"the frames of a clip differ in size: {sorted({tuple(f.shape) for f in frames})}")
+    return shape[0], shape[1]
