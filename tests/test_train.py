@@ -172,7 +172,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
 
 def _torchrun(nproc: int, module: str, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", module, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
