@@ -144,8 +144,8 @@ def truncated(path: Path, fraction: float) -> Path:
     (lambda d: _audio_only(d / "audio.m4a"), "no video stream"),
     (lambda d: _mkdir(d / "folder.mp4"), "Is a directory"),
     (lambda d: d / "missing.mp4", "No such file"),
-], ids=["zero-byte", "not-a-video", "corrupt", "truncated-mp4", "truncated-faststart-mp4", "truncated-webm", "truncated-avi",
-        "audio-only", "directory", "missing"])
+], ids=["zero-byte", "not-a-video", "corrupt", "truncated-mp4", "truncated-faststart-mp4", "truncated-webm",
+        "truncated-avi", "audio-only", "directory", "missing"])
 def test_bad_inputs_raise_with_a_reason(tmp_path, make_input, reason):
     path = make_input(tmp_path)
     with pytest.raises(DecodeError, match=reason) as error:

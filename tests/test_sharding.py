@@ -336,19 +336,18 @@ def test_missing_label_file_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def many_videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("many")
-    videos = {f"v{i:02d}.mp4": (f"c{i % 3}", {"frames": 20, "size": (96, 72)}) for i in range(24)}
+    videos = {f"v{i:02d}.mp4": (f"c{i % 3}", {"frames": 20, "size": (96, 72)}) for i in range(20)}
     return csv_dataset(root, videos)
 
 
 def test_resume_after_an_interruption_keeps_finished_shards(many_videos, tmp_path):
     out = tmp_path / "shards"
     command = [sys.executable, "-m", "sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(many_videos),
-               "--out", str(out), "--short-side", "72", "--samples-per-shard", "4", "--workers", "1",
+               "--out", str(out), "--short-side", "72", "--samples-per-shard", "2", "--workers", "1",
                "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = out / "train-000000.tar"
     deadline = time.monotonic() + 60
-    while not (first.exists() and (out / "train-000001.tar").exists()) and process.poll() is None:
+    while not (out / "train-000001.tar").exists() and process.poll() is None:
         assert time.monotonic() < deadline, "the shard run did not produce two shards in time"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
@@ -357,18 +356,18 @@ def test_resume_after_an_interruption_keeps_finished_shards(many_videos, tmp_pat
     kept = sorted(p.name for p in out.glob("train-*.tar"))
     stamps = {name: (out / name).stat().st_mtime_ns for name in kept}
     kept_keys = {key for name in kept for key in samples_in(out / name)}
-    assert len(kept) >= 2 and len(kept_keys) == 4 * len(kept)
+    assert len(kept) >= 2 and len(kept_keys) == 2 * len(kept)
 
     result = run_shard("--dataset", "csv", "--src", str(many_videos), "--out", str(out), "--short-side", "72",
-                       "--samples-per-shard", "4", "--workers", "2", "--resume")
+                       "--samples-per-shard", "2", "--workers", "2", "--resume")
     assert result.exit_code == 0, result.output
     assert f"kept {len(kept_keys)} videos in {len(kept)} finished shards" in result.output
-    assert f"decoded {24 - len(kept_keys)} videos" in result.output
+    assert f"decoded {20 - len(kept_keys)} videos" in result.output
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == stamps      # untouched
     manifest = read_manifest(out / "train.json")
     all_keys = [key for s in manifest.shards for key in samples_in(out / s.name)]
-    assert sorted(all_keys) == [f"v{i:02d}" for i in range(24)]                       # each once
-    assert manifest.num_samples == 24 and [s.name for s in manifest.shards][:len(kept)] == kept
+    assert sorted(all_keys) == [f"v{i:02d}" for i in range(20)]                       # each once
+    assert manifest.num_samples == 20 and [s.name for s in manifest.shards][:len(kept)] == kept
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe  # noqa: E402
-from sifar.data.sharding import ShardJob, available_cores, shard_dataset  # noqa: E402
+from sifar.data.sharding import ShardJob, shard_dataset  # noqa: E402
 from sifar.data.synth import SynthConfig, make_dataset  # noqa: E402
+from sifar.data.workers import available_cores  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,8 +13,9 @@ from sifar.data.formats.source_files import read_lines
 from sifar.data.manifest import read_manifest
 from sifar.data.shard_writer import ShardLimits, parse_size
 from sifar.data.shard_inspect import find_manifests, format_report, inspect_split
-from sifar.data.sharding import ShardJob, ShardReport, available_cores, shard_dataset
+from sifar.data.sharding import ShardJob, ShardReport, shard_dataset
 from sifar.data.synth import CLASSES, SynthConfig, make_dataset
+from sifar.data.workers import available_cores
 from sifar.io import atomic_write
 
 SPLITS = ("train", "val", "test")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import multiprocessing
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,12 +27,8 @@ from sifar.data.frame_folder import read_frame_folder
 from sifar.data.manifest import Manifest, ShardInfo, manifest_path, read_manifest, write_manifest
 from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
+from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -104,22 +98,31 @@ def shard_dataset(job: ShardJob) -> ShardReport:
     done_keys = {key for shard in kept for key in shard.keys}
     todo = [r for r in records if r.key not in done_keys]
     write_run_settings(job, index.classes)
-    failures: list[Failure] = []
-    kept_infos = [shard.info for shard in kept]
-    with ShardWriter(job.out, job.split, job.limits, first_index=len(kept)) as writer:
-        for outcome in _progress(encode_all(todo, job), len(todo), job.progress):
-            if isinstance(outcome, Failure):
-                failures.append(outcome)
-            else:
-                writer.add(outcome.key, json.dumps(outcome.meta).encode("utf-8"), outcome.frames)
+    written, failures = write_shards(job, todo, first_index=len(kept))
     errors_path = job.out / f"{job.split}-errors.jsonl"
     write_errors(errors_path, failures)
-    manifest = Manifest(job.dataset, job.split, index.classes, kept_infos + writer.finished,
+    manifest = Manifest(job.dataset, job.split, index.classes, [shard.info for shard in kept] + written,
                         decode=decode_record(job))
     path = Path(manifest_path(job.out, job.split))
     write_manifest(manifest, path)
     return ShardReport(manifest, path, errors_path, failures, len(records), len(todo) - len(failures),
                        len(kept), len(done_keys), time.monotonic() - started)
+
+
+def write_shards(job: ShardJob, records: list[VideoRecord], first_index: int) -> tuple[list[ShardInfo], list[Failure]]:
+    """Decode ``records`` in parallel and write them, in order, into shards numbered from ``first_index``."""
+    workers = max(1, min(job.workers, len(records)))
+    encode = functools.partial(encode_record, dataset=job.dataset, settings=job.decode,
+                               threads=max(1, available_cores() // workers))
+    failures: list[Failure] = []
+    # The pool is forked before the progress bar starts its thread.
+    with worker_pool(workers) as pool, ShardWriter(job.out, job.split, job.limits, first_index) as writer:
+        for outcome in _progress(pool.imap(encode, records), len(records), job.progress):
+            if isinstance(outcome, Failure):
+                failures.append(outcome)
+            else:
+                writer.add(outcome.key, json.dumps(outcome.meta).encode("utf-8"), outcome.frames)
+    return writer.finished, failures
 
 
 def sibling_classes(job: ShardJob) -> list[str] | None:
@@ -223,28 +226,12 @@ def remove_temporary_files(out: Path, split: str) -> None:
 # --- decoding ---------------------------------------------------------------------------------------------
 
 
-def encode_all(records: list[VideoRecord], job: ShardJob) -> Iterator[EncodedSample | Failure]:
-    """Decode ``records`` in ``job.workers`` processes; outcomes come back in the records' order."""
-    if not records:
-        return
-    workers = max(1, min(job.workers, len(records)))
-    threads = max(1, available_cores() // workers)
-    encode = functools.partial(encode_record, dataset=job.dataset, settings=job.decode, threads=threads)
-    with _worker_context().Pool(workers) as pool:
-        yield from pool.imap(encode, records)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Fork workers from a server that imported this module once (no per-worker import cost, no fork of
-    a process with running threads)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
-
-
 def encode_record(record: VideoRecord, dataset: str, settings: DecodeSettings,
                   threads: int) -> EncodedSample | Failure:
-    """Decode one record into a sample, or say why it failed."""
+    """Decode one record into a sample, or say why it failed (runs in a worker process).
+
+    ``threads`` is ffmpeg's decoder thread count: the cores shared out between the workers.
+    """
     if record.path is None:
         return Failure(record.source, "not found under --src")
     trim = _frame_range(record)

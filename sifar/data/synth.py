@@ -14,18 +14,18 @@ part 2 when the ffmpeg build has no libx264). The output folder gets ``videos/<c
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
 from sifar.data.ffmpeg import ffmpeg_exe, has_encoder
+from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write
 
 Clip = np.ndarray  # (frames, height, width, 3) uint8
@@ -72,7 +72,7 @@ class SynthConfig:
     fps: float = 12.0
     val_fraction: float = 0.2
     seed: int = 0
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=available_cores)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.classes if c not in CLASSES]
@@ -307,20 +307,16 @@ def write_list(path: Path, videos: list[SynthVideo]) -> None:
 def make_dataset(config: SynthConfig, progress: bool = True) -> tuple[Path, Path]:
     """Make every video in ``config.workers`` processes, then the train and val lists; returns their paths."""
     videos = plan_videos(config)
-    with tqdm(total=len(videos), unit="video", disable=not progress) as bar:
-        for _ in _make_all(videos, config):
-            bar.update()
+    tasks = [(video, config) for video in videos]
+    with worker_pool(min(config.workers, len(videos))) as pool:
+        with tqdm(total=len(videos), unit="video", disable=not progress) as bar:
+            for _ in pool.imap_unordered(_make_video_task, tasks):
+                bar.update()
     train, val = split_videos(videos, config.val_fraction, config.seed)
     train_path, val_path = config.out / "train.csv", config.out / "val.csv"
     write_list(train_path, train)
     write_list(val_path, val)
     return train_path, val_path
-
-
-def _make_all(videos: list[SynthVideo], config: SynthConfig) -> Iterator[SynthVideo]:
-    workers = max(1, min(config.workers, len(videos)))
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        yield from pool.imap_unordered(_make_video_task, [(v, config) for v in videos])
 
 
 def _make_video_task(task: tuple[SynthVideo, SynthConfig]) -> SynthVideo:
