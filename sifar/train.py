@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ def prepare_output(folder: str) -> Path:
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"  # one per process: ranks share the folder
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:

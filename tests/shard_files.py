@@ -7,11 +7,16 @@ so a test can read back which frames it got and in which order.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import io
 import json
 import os
 import tarfile
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -95,3 +100,42 @@ def write_split(folder: str | os.PathLike, split: str = "train", shards: int = 2
         write_manifest(Manifest(dataset, split, [f"class{c}" for c in range(classes)], infos),
                        os.path.join(folder, f"{split}.json"))
     return everything
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+class _BreakingHandler(_QuietHandler):
+    """Sends only half of the files named in ``break_once`` the first time each is asked for, then hangs up."""
+
+    def __init__(self, *args, break_once: set[str], **kwargs):
+        self.break_once = break_once
+        super().__init__(*args, **kwargs)
+
+    def copyfile(self, source, outputfile):
+        name = self.path.lstrip("/")
+        if name not in self.break_once:
+            return super().copyfile(source, outputfile)
+        self.break_once.discard(name)
+        data = source.read()
+        outputfile.write(data[:len(data) // 2])
+        self.close_connection = True
+
+
+@contextlib.contextmanager
+def serve_folder(folder: str | os.PathLike, break_once: set[str] = frozenset()) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 (a real server, in a thread); yields its base URL.
+
+    Files named in ``break_once`` are cut off half-way the first time they are downloaded.
+    """
+    handler = functools.partial(_BreakingHandler, directory=str(folder), break_once=set(break_once))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()

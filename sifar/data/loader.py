@@ -23,10 +23,12 @@ sample whose JPEGs would have failed to decode is the one thing that shifts the 
 
 Bad data: a sample whose JSON cannot be used or whose sampled JPEG does not decode is dropped and
 counted as ``bad_samples``; one whose sampled frame is missing as ``missing_frames``; a shard that
-cannot be opened is retried with back-off, then skipped and counted (``failed_shards``); a shard that
-breaks mid-way keeps what was read and is counted (``broken_shards``). Each also warns with
-:class:`BadDataWarning`. Counts of all workers together are in :attr:`VideoLoader.stats`. A training
-stream that finds nothing usable in many shards in a row stops with an error instead of spinning.
+cannot be opened is retried with back-off (``shard_retries``), then skipped and counted
+(``failed_shards``); a streamed shard that breaks off is reopened and read on from the sample where it
+broke, within the same retries; a shard that stays broken keeps what was read and is counted
+(``broken_shards``). Each also warns with :class:`BadDataWarning` (the first 50 of each kind). Counts
+of all workers together are in :attr:`VideoLoader.stats`. A training stream that finds nothing usable
+in many shards in a row stops with an error instead of spinning.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
@@ -57,6 +59,7 @@ from sifar.io import is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
 DECODERS = ("auto", "torchvision", "pillow")
+MAX_WARNINGS = 50
 _INITIAL_SHUFFLE = 100
 
 
@@ -73,6 +76,8 @@ class Batch(NamedTuple):
 
 
 class Clip(NamedTuple):
+    """One sample as the decode stages produce it."""
+
     frames: torch.Tensor
     label: int
     key: str
@@ -84,15 +89,21 @@ class LoaderStats:
     def __init__(self) -> None:
         self._counts = multiprocessing.Array("q", len(STAT_NAMES))
 
-    def add(self, name: str, count: int = 1) -> None:
+    def add(self, name: str, count: int = 1) -> int:
+        """Add to a counter; returns its new value."""
         index = STAT_NAMES.index(name)
         with self._counts.get_lock():
             self._counts[index] += count
+            return self._counts[index]
 
     def report(self, name: str, message: str) -> None:
-        """Count one bad-data event and warn about it."""
-        self.add(name)
-        warnings.warn(message, BadDataWarning, stacklevel=2)
+        """Count one bad-data event and warn about it (the first ``MAX_WARNINGS`` of each kind only)."""
+        count = self.add(name)
+        if count < MAX_WARNINGS:
+            warnings.warn(message, BadDataWarning, stacklevel=2)
+        elif count == MAX_WARNINGS:
+            warnings.warn(f"{message} (further {name} are counted in the loader's stats, not shown)",
+                          BadDataWarning, stacklevel=2)
 
     def as_dict(self) -> dict[str, int]:
         with self._counts.get_lock():
@@ -150,42 +161,53 @@ class LoaderConfig:
 
 
 class JpegDecoder:
-    """JPEG bytes -> (H, W, 3) uint8 arrays.
+    """JPEG bytes -> (H, W, 3) uint8 tensors.
 
-    ``torchvision`` (libjpeg-turbo, no PIL object per frame) measured fastest in tools/bench_loader.py
-    and is what ``auto`` takes when torchvision imports; ``pillow`` is the fallback. When the stored
-    frames are at least twice as large as needed, Pillow's draft mode (DCT-domain downscaling) is used
-    whatever the backend, since it skips most of the decoding work.
+    ``torchvision`` (libjpeg-turbo straight into a tensor, one call per clip) measured fastest in
+    tools/bench_loader.py and is what ``auto`` takes when torchvision imports; ``pillow`` is the fallback
+    and works everywhere. When the stored frames are at least twice as large as needed, Pillow's draft
+    mode (DCT-domain downscaling, which skips most of the decoding work) is used whatever the backend.
     """
 
     def __init__(self, backend: str = "auto"):
-        self._torchvision = _torchvision_decode_jpeg() if backend in ("auto", "torchvision") else None
+        self._torchvision = _torchvision_decode_jpegs() if backend in ("auto", "torchvision") else None
         if backend == "torchvision" and self._torchvision is None:
             raise ImportError("decoder='torchvision' but torchvision.io cannot be imported")
 
-    def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int,
-               stored_short_side: int) -> list[torch.Tensor]:
+    def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
+               stored_short_side: int = 0) -> list[torch.Tensor]:
         """(H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
-        draft = 0 < 2 * needed_short_side <= stored_short_side
-        decoded = {i: self.decode(jpegs[i], needed_short_side if draft else 0) for i in dict.fromkeys(indices)}
+        distinct = list(dict.fromkeys(indices))
+        draft = _draft_size(needed_short_side, stored_short_side)
+        decoded = dict(zip(distinct, self.decode_many([jpegs[i] for i in distinct], draft)))
         return [decoded[i] for i in indices]
 
-    def decode(self, data: bytes, draft_short_side: int = 0) -> torch.Tensor:
-        """One (H, W, 3) uint8 frame; with ``draft_short_side``, Pillow's draft mode keeps at least that."""
+    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0) -> list[torch.Tensor]:
+        """(H, W, 3) uint8 frames; with ``draft_short_side``, Pillow's draft mode keeps at least that."""
         if self._torchvision is not None and not draft_short_side:
-            return self._torchvision(data)
-        return _decode_pillow(data, draft_short_side)
+            return self._torchvision(jpegs)
+        return [_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs]
+
+    def decode(self, jpeg: bytes, draft_short_side: int = 0) -> torch.Tensor:
+        """One (H, W, 3) uint8 frame."""
+        return self.decode_many([jpeg], draft_short_side)[0]
 
 
-def _torchvision_decode_jpeg() -> Callable[[bytes], torch.Tensor] | None:
+def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
+    """The short side to ask Pillow's draft mode for, or 0 when it cannot shrink the frames (< 2x)."""
+    return needed_short_side if 0 < 2 * needed_short_side <= stored_short_side else 0
+
+
+def _torchvision_decode_jpegs() -> Callable[[Sequence[bytes]], list[torch.Tensor]] | None:
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except (ImportError, RuntimeError, OSError):  # a torchvision built for another torch fails at import
         return None
 
-    def decode(data: bytes) -> torch.Tensor:
-        image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        return image.permute(1, 2, 0)  # torchvision decodes into HWC memory: this is a view, no copy
+    def decode(jpegs: Sequence[bytes]) -> list[torch.Tensor]:
+        images = decode_jpeg([torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs],
+                             mode=ImageReadMode.RGB)
+        return [image.permute(1, 2, 0) for image in images]  # decoded into HWC memory: views, no copy
 
     return decode
 
@@ -213,19 +235,15 @@ def _read_clips(shards: Iterable[dict[str, Any]], select: Callable, stats: Loade
     ``give_up_after``: raise once this many shards in a row gave no usable sample (endless training
     streams only; a finite evaluation list just ends).
     """
-    dead: set[str] = set()
+    dead: set[str] = set()  # shards that could not be opened: not tried again by this stream
     barren = 0
     for shard in shards:
         url = shard["url"]
-        stream = None if url in dead else _open_with_retries(url, retries, retry_delay, stats)
         found = False
-        if stream is None:
-            dead.add(url)
-        else:
-            with stream:
-                for sample in _samples_of_shard(stream, url, select, shard.get("keep"), stats):
-                    found = True
-                    yield sample
+        if url not in dead:
+            for sample in _read_shard(url, select, shard.get("keep"), stats, retries, retry_delay, dead):
+                found = True
+                yield sample
         barren = 0 if found else barren + 1
         if give_up_after is not None and barren >= give_up_after:
             raise RuntimeError(f"no usable sample in the last {barren} shards read (last: {url}); "
@@ -235,31 +253,45 @@ def _read_clips(shards: Iterable[dict[str, Any]], select: Callable, stats: Loade
 read_clips = wds.pipelinefilter(_read_clips)
 
 
-def _open_with_retries(url: str, retries: int, retry_delay: float, stats: LoaderStats) -> BinaryIO | None:
+def _read_shard(url: str, select: Callable, keep: Callable | None, stats: LoaderStats, retries: int,
+                retry_delay: float, dead: set[str]) -> Iterator[ShardSample]:
+    """One shard's usable samples. Opening is retried with back-off, and so is a URL whose stream breaks
+    off, from the sample where it broke; after ``retries`` the shard is skipped and reported."""
+    resume_at, opened, error = 0, False, None
     for attempt in range(retries + 1):
+        if attempt:
+            stats.add("shard_retries")
+            time.sleep(retry_delay * 2 ** (attempt - 1))
         try:
-            return open_shard(url)
+            stream = open_shard(url)
         except Exception as err:  # noqa: BLE001 - file systems and network libraries raise their own types
             error = err
-        if attempt < retries:
-            stats.add("shard_retries")
-            time.sleep(retry_delay * 2 ** attempt)
-    stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({error})")
-    return None
+            continue
+        opened = True
+        with stream:
+            try:
+                reader = TarMemberReader(stream, url, seekable=not is_url(url))
+                for item in read_samples(reader, select, partial(_wanted, resume_at, keep)):
+                    resume_at = item.position + 1
+                    if isinstance(item, SampleError):
+                        kind = "missing_frames" if item.missing_frames else "bad_samples"
+                        stats.report(kind, f"skipping sample {item.key} of {url}: {item.reason}")
+                    else:
+                        yield item
+                return
+            except Exception as err:  # noqa: BLE001 - tar errors, I/O and network errors while streaming
+                error = err
+        if not is_url(url):
+            break  # a local file reads the same way the next time
+    if opened:
+        stats.report("broken_shards", f"stopped reading shard {url} after {resume_at} samples: {error}")
+    else:
+        dead.add(url)
+        stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({error})")
 
 
-def _samples_of_shard(stream: BinaryIO, url: str, select: Callable, keep: Callable | None,
-                      stats: LoaderStats) -> Iterator[ShardSample]:
-    reader = TarMemberReader(stream, url, seekable=not is_url(url))
-    try:
-        for item in read_samples(reader, select, keep):
-            if isinstance(item, SampleError):
-                kind = "missing_frames" if item.missing_frames else "bad_samples"
-                stats.report(kind, f"skipping sample {item.key} of {url}: {item.reason}")
-            else:
-                yield item
-    except Exception as err:  # noqa: BLE001 - tar errors, I/O and network errors while streaming
-        stats.report("broken_shards", f"stopped reading shard {url}: {err}")
+def _wanted(first: int, keep: Callable[[int], bool] | None, position: int) -> bool:
+    return position >= first and (keep is None or keep(position))
 
 
 def _split_for_worker(shards: Iterable[dict[str, Any]], worker: int, workers: int,
@@ -345,13 +377,14 @@ count_samples = wds.pipelinefilter(_count_samples)
 
 
 def collate_clips(clips: list[Clip]) -> Batch:
-    """Stack clips into a batch; frames are copied channels-last and returned as a permuted view."""
-    first = clips[0].frames
-    buffer = torch.empty((len(clips), *first.shape[:-3], *first.shape[-2:], first.shape[-3]), dtype=torch.uint8)
-    for slot, clip in zip(buffer, clips):
-        slot.copy_(clip.frames.movedim(-3, -1))
+    """Stack clips into a batch: frames copied once, channels-last, and returned as a permuted view.
+
+    torch's default_collate stacks straight into shared memory inside DataLoader workers, which saves the
+    copy the transfer to the main process would otherwise make.
+    """
+    frames = default_collate([clip.frames.movedim(-3, -1) for clip in clips])
     labels = torch.tensor([clip.label for clip in clips], dtype=torch.int64)
-    return Batch(buffer.movedim(-1, -3), labels, [clip.key for clip in clips])
+    return Batch(frames.movedim(-1, -3), labels, [clip.key for clip in clips])
 
 
 # ---- frame selection (called by read_clips with each sample's position and JSON) -------------------------
@@ -576,8 +609,13 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
     - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
     - ``steps_per_epoch``: training batches per rank per epoch, the same on every rank; default
       ``num_samples // (world_size * batch_size)`` from the manifest.
-    - ``epoch``/``start_batch``: the first iteration's epoch and resume point (later: ``set_epoch``).
+    - ``epoch``/``start_batch``: the first iteration's epoch and resume point (later: ``set_epoch``). The
+      same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
+      k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
+    - ``shuffle_buffer``: samples held for shuffling per worker (only their sampled frames' JPEG bytes).
     - ``decoder``: "auto" (torchvision if it imports, else Pillow), "torchvision" or "pillow".
+    - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
+      waiting ``retry_delay * 2**i`` seconds before each.
     """
     shard_source = resolve_source(source, split)
     rank, world_size = _rank_and_world_size(rank, world_size)

@@ -18,7 +18,7 @@ class VideoMixup:
                  label_smoothing: float = 0.1, prob: float = 1.0, switch_prob: float = 0.5,
                  mode: str = "batch"):
         self.num_classes = num_classes
-        self._mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob,
+        self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob,
                             switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing,
                             num_classes=num_classes)
 
@@ -29,5 +29,5 @@ class VideoMixup:
         if batch % 2:
             raise ValueError(f"mixup pairs each clip with another: the batch size must be even, got {batch}")
         images = frames.reshape(batch, time * channels, height, width)
-        mixed, targets = self._mixup(images, labels)
+        mixed, targets = self.mixup(images, labels)
         return mixed.view(batch, time, channels, height, width), targets

@@ -16,23 +16,23 @@ from typing import Literal
 Mode = Literal["uniform", "dense"]
 
 
-def _segment_bounds(num_frames: int, num_segments: int, i: int) -> tuple[float, float]:
-    return i * num_frames / num_segments, (i + 1) * num_frames / num_segments
-
-
-def _clamp(index: int, num_frames: int) -> int:
-    return min(max(index, 0), num_frames - 1)
+def _segment_bounds(num_frames: int, num_segments: int, i: int) -> tuple[int, int]:
+    """Frames ``[start, end)`` of segment ``i``: integer bounds, so segments never share a frame."""
+    return i * num_frames // num_segments, (i + 1) * num_frames // num_segments
 
 
 def uniform_indices(num_frames: int, num_segments: int, rng: random.Random | None = None,
                     position: float = 0.5) -> list[int]:
-    """One frame per equal segment: random when ``rng`` is given, else at ``position`` (0..1) of each."""
+    """One frame per equal segment: random when ``rng`` is given, else at ``position`` (0..1) of each.
+
+    A segment shorter than one frame (video shorter than the clip) takes the frame it starts in.
+    """
     _check(num_frames, num_segments)
     indices = []
     for i in range(num_segments):
         start, end = _segment_bounds(num_frames, num_segments, i)
         where = rng.random() if rng is not None else position
-        indices.append(_clamp(math.floor(start + where * (end - start)), num_frames))
+        indices.append(start + min(math.floor(where * (end - start)), max(0, end - start - 1)))
     return indices
 
 

@@ -4,7 +4,8 @@ Accepted: a shard folder (its ``<split>.json`` manifest, else its ``<split>-*.ta
 path, a single ``.tar``, brace or glob patterns (``train-{000000..000127}.tar``), and the same as
 ``http(s)://``, ``s3://`` or ``gs://`` URLs read through fsspec (S3 endpoint and credentials from the
 standard AWS environment variables, e.g. ``AWS_ENDPOINT_URL``). A source that names nothing readable
-fails at once with an error naming it; single shards that vanish later are the loader's business.
+fails at once with an error naming it: FileNotFoundError when nothing is there, ConnectionError when the
+server cannot be reached. Single shards that vanish later are the loader's business.
 """
 
 from __future__ import annotations
@@ -153,15 +154,31 @@ def _check_reachable(source: str, shard: str) -> None:
     try:
         fs.info(path)
     except FileNotFoundError as err:
+        if _connection_failed(err):
+            raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err.__cause__}") from err
         raise FileNotFoundError(f"shard source {source!r}: {shard} does not exist") from err
     except Exception as err:  # network libraries raise their own types; all mean "unreachable"
         raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err}") from err
 
 
+def _connection_failed(err: FileNotFoundError) -> bool:
+    """fsspec's HTTP file system reports a refused connection as FileNotFoundError; its cause tells."""
+    cause = err.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def _read_remote_manifest(source: str, url: str) -> Manifest:
     try:
         return read_manifest(url)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError as err:
+        if _connection_failed(err):
+            raise ConnectionError(f"shard source {source!r}: cannot reach {url}") from err
+        raise
+    except ValueError:
         raise
     except Exception as err:  # network libraries raise their own types; all mean "unreachable"
         raise ConnectionError(f"shard source {source!r}: cannot read {url}: {err}") from err

@@ -110,16 +110,20 @@ class TarMemberReader:
 
     def read(self, member: TarMember) -> bytes:
         """The data of ``member``, which must be the member last returned and not read yet."""
-        if member is not self._current or self._unread == 0:
+        if member is not self._current:
             raise ValueError(f"{member.name} is not the current unread member of {self._name}")
         _check_checksum(self._current_header, member.offset - BLOCK, self._name)
         data = self._read_exact(member.size)
         self._skip(self._unread - member.size)
         self._unread = 0
+        self._current = None
         return data
 
     def _rest_of_header(self, start: bytes) -> bytes | None:
         if not start:
+            if self._seekable and self._file.seek(0, 2) < self._position:  # a skip ran past the end
+                raise TarFormatError(f"{self._name} is truncated: it ends inside a member before byte "
+                                     f"{self._position}")
             return None  # end of stream without end-of-archive blocks: accepted, as tar does
         rest = self._read_exact(BLOCK - len(start))
         self._position -= len(rest)  # the caller counts the whole block

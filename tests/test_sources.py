@@ -1,0 +1,106 @@
+import os
+import socket
+
+import pytest
+
+from shard_files import serve_folder, write_split
+from sifar.data.sources import open_shard, resolve_source
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_split(tmp_path, "train", shards=3, per_shard=2, num_frames=3)
+    write_split(tmp_path, "val", shards=1, per_shard=3, num_frames=3)
+    return tmp_path
+
+
+def names(source):
+    return [os.path.basename(shard) for shard in source.shards]
+
+
+def test_folder_uses_the_splits_manifest(folder):
+    source = resolve_source(folder, "train")
+    assert names(source) == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    assert source.manifest.split == "train" and source.num_samples == 6
+    assert all(os.path.isfile(shard) for shard in source.shards)
+    assert resolve_source(folder, "val").num_samples == 3
+
+
+def test_folder_without_manifest_lists_the_splits_shards(folder):
+    os.remove(folder / "train.json")
+    source = resolve_source(str(folder), "train")
+    assert names(source) == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    assert source.manifest is None and source.num_samples is None
+
+
+def test_manifest_path_gives_its_split(folder):
+    source = resolve_source(folder / "val.json", "train")
+    assert source.split == "val" and names(source) == ["val-000000.tar"]
+
+
+def test_brace_pattern_picks_shards_and_the_manifest_beside_them(folder):
+    source = resolve_source(f"{folder}/train-{{000001..000002}}.tar", "train")
+    assert names(source) == ["train-000001.tar", "train-000002.tar"]
+    assert source.samples_in(source.shards[0]) == 2 and source.num_samples == 4
+
+
+def test_glob_pattern_and_single_shard(folder):
+    assert names(resolve_source(f"{folder}/train-*.tar", "train")) == [
+        "train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    assert names(resolve_source(f"file://{folder}/val-000000.tar", "val")) == ["val-000000.tar"]
+
+
+def test_brace_pattern_keeps_missing_shards_for_the_loader_to_report(folder):
+    source = resolve_source(f"{folder}/train-{{000002..000003}}.tar", "train")
+    assert names(source) == ["train-000002.tar", "train-000003.tar"]
+
+
+@pytest.mark.parametrize("make_source, message", [
+    (lambda d: d / "nowhere", "no such folder, manifest or shard file"),
+    (lambda d: d / "empty", "neither test.json nor test-\\*.tar"),
+    (lambda d: f"{d}/train-{{000007..000009}}.tar", "no shard file matches"),
+    (lambda d: f"{d}/nothing-*.tar", "no shard file matches"),
+    (lambda d: d / "missing.json", "no manifest at"),
+])
+def test_wrong_sources_fail_at_once_naming_the_source(folder, make_source, message):
+    (folder / "empty").mkdir()
+    source = make_source(folder)
+    with pytest.raises(FileNotFoundError, match=message) as error:
+        resolve_source(source, "test")
+    assert str(source).split("{")[0].split("*")[0] in str(error.value)
+
+
+def test_a_manifest_without_shards_or_of_the_wrong_kind_is_refused(folder):
+    (folder / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="bad.json is not a sifar manifest"):
+        resolve_source(folder / "bad.json", "train")
+    (folder / "none.json").write_text('{"dataset": "x", "split": "none", "classes": [], "shards": []}')
+    with pytest.raises(FileNotFoundError, match="none.json lists no shards"):
+        resolve_source(folder / "none.json", "none")
+
+
+def test_http_sources_resolve_like_local_ones(folder):
+    with serve_folder(folder) as url:
+        from_manifest = resolve_source(f"{url}/train.json", "train")
+        assert from_manifest.shards == [f"{url}/train-00000{i}.tar" for i in range(3)]
+        assert from_manifest.num_samples == 6
+        assert resolve_source(url, "val").shards == [f"{url}/val-000000.tar"]
+        braces = resolve_source(f"{url}/train-{{000000..000001}}.tar", "train")
+        assert braces.num_samples == 4
+        with open_shard(braces.shards[1]) as stream:
+            assert stream.read() == (folder / "train-000001.tar").read_bytes()
+
+
+def test_missing_and_unreachable_urls_fail_naming_them(folder):
+    with serve_folder(folder) as url:
+        with pytest.raises(FileNotFoundError, match="train-000009.tar does not exist"):
+            resolve_source(f"{url}/train-{{000009..000010}}.tar", "train")
+        with pytest.raises(FileNotFoundError, match="no manifest at .*/gone.json"):
+            resolve_source(f"{url}/gone.json", "train")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"cannot reach http://127.0.0.1:{port}/train-000000.tar"):
+        resolve_source(f"http://127.0.0.1:{port}/train-000000.tar", "train")
+    with pytest.raises(ConnectionError, match=f"cannot reach http://127.0.0.1:{port}/val.json"):
+        resolve_source(f"http://127.0.0.1:{port}", "val")
