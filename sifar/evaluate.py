@@ -78,17 +78,16 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
         with autocast_for(device, precision):
             logits = model(clips)
         probs = logits.float().softmax(-1).view(batch, views, -1).mean(1)
-        labels = labels.to(device)
-        labeled = labels >= 0
-        counts[1] += int((~labeled).sum())
-        probs, labels = probs[labeled], labels[labeled]
-        if labels.numel() == 0:
-            continue
-        if int(labels.max()) >= num_classes:
+        # Label checks and masks are made on the CPU labels: no device-to-host sync per batch.
+        if labels.numel() and int(labels.max()) >= num_classes:
             raise ValueError(f"label {int(labels.max())} is outside the model's {num_classes} classes")
-        confusion.index_put_((labels, probs.argmax(-1)), torch.ones_like(labels), accumulate=True)
+        labeled = labels >= 0  # unlabeled (-1) samples of test splits count in no total
+        counts[1] += int((~labeled).sum())
+        targets = labels.clamp(min=0).to(device, non_blocking=True)
+        weight = labeled.to(device, non_blocking=True).long()
+        confusion.index_put_((targets, probs.argmax(-1)), weight, accumulate=True)
         top5 = probs.topk(min(5, num_classes), dim=-1).indices
-        counts[0] += int((top5 == labels[:, None]).any(-1).sum())
+        counts[0] += ((top5 == targets[:, None]).any(-1).long() * weight).sum()
     all_reduce_sum(confusion)
     all_reduce_sum(counts)
     return EvalResult(confusion=confusion.cpu(), top5_correct=int(counts[0]), unlabeled=int(counts[1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import time
@@ -35,7 +36,7 @@ from sifar.data.transforms import normalize
 from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import EvalResult, evaluate, write_eval_report
 from sifar.metrics_log import MetricsLog
-from sifar.models import SuperImageClassifier, create_model
+from sifar.models import SuperImageClassifier, create_model, resolve_config
 from sifar.precision import autocast_for
 
 LR_REFERENCE_BATCH = 512
@@ -249,8 +250,9 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         with sync:
             with autocast_for(device, config.precision):
                 loss = criterion(train_model(frames), targets)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss is {loss.item()} at epoch {state.epoch}, step {state.step}; "
+            loss_value = loss.item()  # the one host sync of a step, reused for the log line
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"loss is {loss_value} at epoch {state.epoch}, step {state.step}; "
                                          f"stopping with the last good checkpoint kept")
             (loss / config.accum_steps).backward()
         state.batch_in_epoch += 1
@@ -268,9 +270,9 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
             ema.update(model, step=state.step)
         clips_per_s, wait = timer.snapshot()
         lr = optimizer.param_groups[0]["lr"]
-        batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
+        batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
                             wait=f"{100 * wait:.0f}%")
-        log.step(step=state.step, epoch=state.epoch, loss=loss.item(), lr=lr, clips_per_s=clips_per_s,
+        log.step(step=state.step, epoch=state.epoch, loss=loss_value, lr=lr, clips_per_s=clips_per_s,
                  data_wait=wait)
         if state.step % config.save_every == 0:
             save()
@@ -294,8 +296,9 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
     seed_everything(config.seed)  # same initial weights on every rank
     flip = {"auto": None, "on": True, "off": False}[config.flip]
+    num_frames, frame_size = clip_shape(config)
     train_loader = build_loader(
-        config.shards, split="train", num_frames=_frames(config), frame_size=_frame_size(config),
+        config.shards, split="train", num_frames=num_frames, frame_size=frame_size,
         batch_size=config.batch_size, num_workers=config.workers, seed=config.seed, rank=dist_info.rank,
         world_size=dist_info.world_size, sampling=config.sampling, flip=flip, steps_per_epoch=config.steps_per_epoch,
     )
@@ -368,21 +371,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _frames(config: TrainConfig) -> int:
-    from sifar.models import resolve_config
-
-    return config.num_frames or resolve_config(config.model).num_frames
-
-
-def _frame_size(config: TrainConfig) -> int:
-    from sifar.models import resolve_config
-
-    return config.frame_size or resolve_config(config.model).frame_size
+def clip_shape(config: TrainConfig) -> tuple[int, int]:
+    """(frames per clip, frame size): the flags where given, else the model's."""
+    model = resolve_config(config.model)
+    return config.num_frames or model.num_frames, config.frame_size or model.frame_size
 
 
 def _val_loader(config: TrainConfig, dist_info: DistInfo):
+    num_frames, frame_size = clip_shape(config)
     return build_loader(
-        config.val_shards, split="val", num_frames=_frames(config), frame_size=_frame_size(config),
+        config.val_shards, split="val", num_frames=num_frames, frame_size=frame_size,
         batch_size=config.batch_size, num_workers=config.workers, clips=config.val_clips, crops=config.val_crops,
         seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size, sampling=config.sampling,
     )

@@ -178,11 +178,11 @@ def inspect(path: str, decode: bool) -> None:
 @click.option("--layout", default="auto", show_default=True, help="Grid as ROWSxCOLS, or auto (the paper's rule).")
 def preview(path: str, sample: str, out_file: Path, split: str, frames: int, layout: str) -> None:
     """Write the super image a sample becomes (PATH: shard folder, manifest .json, shard .tar or URL)."""
-    from sifar.data.preview import load_sample, locate_sample, split_shards, super_image  # imports torch: slow
+    from sifar.data.preview import find_sample, super_image  # imports torch: slow
 
 
     try:
-        found = load_sample(locate_sample(split_shards(path, split), sample))
+        found = find_sample(path, split, sample)
         image = super_image(found, frames, layout)
     except (KeyError, ValueError, OSError) as err:
         raise click.ClickException(str(err).strip("'\"")) from err

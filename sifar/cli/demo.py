@@ -14,7 +14,7 @@ import torch
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data import build_loader
 from sifar.data.ffmpeg import DecodeSettings
-from sifar.data.preview import load_sample, locate_sample, split_shards, super_image
+from sifar.data.preview import find_sample, super_image
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import evaluate, write_eval_report
@@ -42,7 +42,7 @@ def demo_command(out: str, videos: int, epochs: int, workers: int, seed: int) ->
                                decode=DecodeSettings(short_side=0),
                                workers=workers, seed=seed, progress=True))
     preview = root / "preview.png"
-    super_image(load_sample(locate_sample(split_shards(str(shards), "val"), "0")), num_frames=8).save(preview)
+    super_image(find_sample(str(shards), "val", "0"), num_frames=8).save(preview)
     click.echo(f"super-image preview: {preview}")
     run = root / "run"
     train(TrainConfig(shards=str(shards), val_shards=str(shards), output=str(run), model="SIFAR-N-6",

@@ -1,3 +1,16 @@
 """Data: datasets' shipped formats, shard writing, frame sampling, transforms and the streaming loader."""
 
-from sifar.data.loader import build_loader
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_loader"]
+
+
+def __getattr__(name: str) -> Any:
+    # The loader pulls in torch; shard writing, formats and synth do not need it, so import it on first use.
+    if name == "build_loader":
+        from sifar.data.loader import build_loader
+
+        return build_loader
+    raise AttributeError(f"module 'sifar.data' has no attribute {name!r}")

@@ -61,6 +61,11 @@ def load_sample(location: SampleLocation) -> ShardSample:
     raise KeyError(f"{location.shard} has no sample at position {location.position}")
 
 
+def find_sample(path: str, split: str, sample: str) -> ShardSample:
+    """The sample named by key or index in a shard folder, manifest, shard file or URL."""
+    return load_sample(locate_sample(split_shards(path, split), sample))
+
+
 def super_image(sample: ShardSample, num_frames: int = 8, layout: str | Layout | None = None) -> Image.Image:
     """The sample's evaluation clip of ``num_frames`` frames as one RGB super image."""
     rows, cols = parse_layout(layout, num_frames)

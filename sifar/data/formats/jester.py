@@ -9,9 +9,9 @@ are copied into the shards as they are unless resizing or resampling is asked fo
 from __future__ import annotations
 
 from sifar.data.formats import register_format
-from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord, label_lookup,
+from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord,
                                         sanitize_key, unknown_label_error, with_unique_keys)
-from sifar.data.formats.source_files import SourceTree, read_lines
+from sifar.data.formats.source_files import open_labelled_split, read_lines
 
 LABELS_FILE = "jester-v1-labels.csv"
 SPLIT_FILES = {"train": "jester-v1-train.csv", "val": "jester-v1-validation.csv", "test": "jester-v1-test.csv"}
@@ -21,11 +21,10 @@ FRAME_RATE = 12.0
 @register_format("jester", default_short_side=0)
 def read_jester(request: ReadRequest) -> DatasetIndex:
     """Records (frame folders) of one Jester split."""
-    tree = SourceTree(request.src)
-    labels_file = tree.label_file([LABELS_FILE], None, "jester labels")
-    classes = read_lines(labels_file)
-    lookup = label_lookup(classes, str(labels_file))
-    split_file = tree.label_file([SPLIT_FILES[request.split]], request.annotations, f"jester {request.split} list")
+    split = open_labelled_split(request, LABELS_FILE, "jester labels", [SPLIT_FILES[request.split]],
+                                f"jester {request.split} list", read_lines)
+    tree, labels_file, classes, lookup, split_file = (split.tree, split.labels_file, split.classes, split.lookup,
+                                                      split.split_file)
     records = []
     for line, text in enumerate(read_lines(split_file), start=1):
         video_id, _, name = text.partition(";")

@@ -11,9 +11,9 @@ import csv
 from pathlib import Path, PurePosixPath
 
 from sifar.data.formats import register_format
-from sifar.data.formats.records import (DatasetIndex, ReadRequest, VideoRecord, label_lookup, sanitize_key,
+from sifar.data.formats.records import (DatasetIndex, ReadRequest, VideoRecord, classes_in_index_order, sanitize_key,
                                         unknown_label_error, with_unique_keys)
-from sifar.data.formats.source_files import SourceTree, read_lines
+from sifar.data.formats.source_files import open_labelled_split, read_lines
 
 CATEGORIES_FILE = "moments_categories.txt"
 SPLIT_FILES = {"train": "trainingSet.csv", "val": "validationSet.csv"}
@@ -28,20 +28,16 @@ def read_categories(path: Path) -> list[str]:
         if not name or not index.strip().isdigit():
             raise ValueError(f"{path}: expected 'name,index' lines, got {line!r}")
         by_index.append((int(index), name))
-    by_index.sort()
-    if [i for i, _ in by_index] != list(range(len(by_index))):
-        raise ValueError(f"{path}: class indices are not 0..{len(by_index) - 1}")
-    return [name for _, name in by_index]
+    return classes_in_index_order(by_index, path)
 
 
 @register_format("mit", splits=("train", "val"))
 def read_mit(request: ReadRequest) -> DatasetIndex:
     """Records of one Moments in Time split."""
-    tree = SourceTree(request.src)
-    categories_file = tree.label_file([CATEGORIES_FILE], None, "mit categories")
-    classes = read_categories(categories_file)
-    lookup = label_lookup(classes, str(categories_file))
-    split_file = tree.label_file([SPLIT_FILES[request.split]], request.annotations, f"mit {request.split} list")
+    split = open_labelled_split(request, CATEGORIES_FILE, "mit categories", [SPLIT_FILES[request.split]],
+                                f"mit {request.split} list", read_categories)
+    tree, categories_file, classes, lookup, split_file = (split.tree, split.labels_file, split.classes,
+                                                          split.lookup, split.split_file)
     folder = SPLIT_FOLDERS[request.split]
     records = []
     with open(split_file, newline="", encoding="utf-8-sig") as handle:

@@ -95,3 +95,11 @@ def label_lookup(classes: list[str], source: str) -> dict[str, int]:
 def unknown_label_error(name: str, where: str, labels_file: str | Path) -> ValueError:
     """The error for an annotation whose class is not in the dataset's label file."""
     return ValueError(f"{where}: label {name!r} is not in {labels_file}")
+
+
+def classes_in_index_order(pairs: list[tuple[int, str]], path: str | Path) -> list[str]:
+    """Class names from (index, name) pairs, checking the indices are exactly 0..n-1."""
+    by_index = sorted(pairs)
+    if [i for i, _ in by_index] != list(range(len(by_index))):
+        raise ValueError(f"{path}: class indices are not 0..{len(by_index) - 1}")
+    return [name for _, name in by_index]

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from sifar.data.formats.records import ReadRequest, label_lookup
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ogv", ".ts")
@@ -125,3 +128,24 @@ def read_lines(path: Path) -> list[str]:
 
 def _shallowest(paths: list[Path]) -> Path:
     return min(paths, key=lambda p: (len(p.parts), str(p)))
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    """A split whose labels come from a separate class file: the tree, both files and the class lookup."""
+
+    tree: SourceTree
+    labels_file: Path
+    classes: list[str]
+    lookup: dict[str, int]
+    split_file: Path
+
+
+def open_labelled_split(request: ReadRequest, labels_name: str, labels_what: str, split_names: list[str],
+                        split_what: str, read_classes: Callable[[Path], list[str]]) -> LabelledSplit:
+    """Find the class file and the split's list under ``--src`` (or ``--annotations``) and read the classes."""
+    tree = SourceTree(request.src)
+    labels_file = tree.label_file([labels_name], None, labels_what)
+    classes = read_classes(labels_file)
+    split_file = tree.label_file(split_names, request.annotations, split_what)
+    return LabelledSplit(tree, labels_file, classes, label_lookup(classes, str(labels_file)), split_file)

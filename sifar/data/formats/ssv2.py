@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sifar.data.formats import register_format
-from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord, label_lookup,
+from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord, classes_in_index_order,
                                         sanitize_key, unknown_label_error, with_unique_keys)
-from sifar.data.formats.source_files import SourceTree, read_json
+from sifar.data.formats.source_files import open_labelled_split, read_json
 
 LABELS_FILE = "something-something-v2-labels.json"
 SPLIT_FILES = {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json",
@@ -30,20 +30,16 @@ def read_labels(path: Path) -> list[str]:
     mapping = read_json(path)
     if not isinstance(mapping, dict):
         raise ValueError(f"{path}: expected an object {{template: index}}")
-    by_index = sorted((int(index), name) for name, index in mapping.items())
-    if [i for i, _ in by_index] != list(range(len(by_index))):
-        raise ValueError(f"{path}: class indices are not 0..{len(by_index) - 1}")
-    return [name for _, name in by_index]
+    return classes_in_index_order([(int(index), name) for name, index in mapping.items()], path)
 
 
 @register_format("ssv2")
 def read_ssv2(request: ReadRequest) -> DatasetIndex:
     """Records of one Something-Something V2 split."""
-    tree = SourceTree(request.src)
-    labels_file = tree.label_file([LABELS_FILE], None, "ssv2 labels")
-    classes = read_labels(labels_file)
-    lookup = label_lookup(classes, str(labels_file))
-    split_file = tree.label_file([SPLIT_FILES[request.split]], request.annotations, f"ssv2 {request.split} list")
+    split = open_labelled_split(request, LABELS_FILE, "ssv2 labels", [SPLIT_FILES[request.split]],
+                                f"ssv2 {request.split} list", read_labels)
+    tree, labels_file, classes, lookup, split_file = (split.tree, split.labels_file, split.classes, split.lookup,
+                                                      split.split_file)
     records = []
     for i, entry in enumerate(read_json(split_file)):
         where = f"{split_file} entry {i}"
