@@ -64,8 +64,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False):
-    """(model, class names) rebuilt from a sifar training checkpoint (``last.pt`` / ``best.pt``)."""
+def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False, attention: str = "auto"):
+    """(model, class names) rebuilt from a sifar training checkpoint (``last.pt`` / ``best.pt``).
+
+    ``attention`` picks the Swin attention kernel (see ``create_model``); it changes speed, not weights.
+    """
     from sifar.models import create_model
     from sifar.models.weights import CheckpointError
 
@@ -80,7 +83,7 @@ def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False):
     info, classes = checkpoint["model_info"], checkpoint["classes"]
     model = create_model(info["name"], len(classes), num_frames=info["num_frames"], layout=tuple(info["grid"]),
                          frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,
-                         drop_path_rate=0.0)
+                         frame_average=info.get("frame_average", False), drop_path_rate=0.0, attention=attention)
     weights = checkpoint["ema"] if use_ema and checkpoint.get("ema") is not None else checkpoint["model"]
     model.load_state_dict(weights)
     return model, classes

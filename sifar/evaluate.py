@@ -7,6 +7,7 @@ part of the data, and the ranks sum their confusion matrices (no padding duplica
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -27,6 +28,7 @@ class EvalResult:
     confusion: torch.Tensor  # (classes, classes) int64, rows: true class, columns: top-1 prediction
     top5_correct: int
     unlabeled: int
+    videos_per_s: float = 0.0  # this rank's speed after its first batch (compilation and warm-up excluded)
 
     @property
     def num_samples(self) -> int:
@@ -46,7 +48,7 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "num_samples": self.num_samples,
-                "unlabeled": self.unlabeled}
+                "unlabeled": self.unlabeled, "videos_per_s": round(self.videos_per_s, 2)}
 
 
 def reorder_frames(frames: torch.Tensor, order: FrameOrder, generator: torch.Generator | None = None
@@ -69,6 +71,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # top-5 correct, unlabeled
     generator = torch.Generator().manual_seed(seed)
+    speed = Throughput(device)
     for frames, labels, _keys in loader:
         if frames.ndim == 5:
             frames = frames.unsqueeze(1)
@@ -88,9 +91,38 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
         confusion.index_put_((targets, probs.argmax(-1)), weight, accumulate=True)
         top5 = probs.topk(min(5, num_classes), dim=-1).indices
         counts[0] += ((top5 == targets[:, None]).any(-1).long() * weight).sum()
+        speed.done(batch)
+    videos_per_s = speed.per_second()
     all_reduce_sum(confusion)
     all_reduce_sum(counts)
-    return EvalResult(confusion=confusion.cpu(), top5_correct=int(counts[0]), unlabeled=int(counts[1]))
+    return EvalResult(confusion=confusion.cpu(), top5_correct=int(counts[0]), unlabeled=int(counts[1]),
+                      videos_per_s=videos_per_s)
+
+
+class Throughput:
+    """Items per second from the end of the first batch on, so compilation and warm-up stay out of it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start: float | None = None
+        self.items = 0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def done(self, items: int) -> None:
+        if self.start is None:
+            self._sync()
+            self.start = time.perf_counter()
+        else:
+            self.items += items
+
+    def per_second(self) -> float:
+        if self.start is None or not self.items:
+            return 0.0
+        self._sync()
+        return self.items / (time.perf_counter() - self.start)
 
 
 def write_eval_report(result: EvalResult, classes: list[str], output: Path, prefix: str = "",

@@ -1,4 +1,7 @@
-"""Classify video files directly: decode once with ffmpeg, sample and crop as evaluation does, average views."""
+"""Classify video files directly: decode once with ffmpeg, sample and crop as evaluation does, average views.
+
+:func:`explain` shows what the model looks at in one video (class activation maps, :mod:`sifar.cam`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sifar.cam import ClassActivationMap, class_activation_map
 from sifar.data.ffmpeg import DecodeSettings, decode_video
 from sifar.data.loader import JpegDecoder
 from sifar.data.sampling import eval_indices
@@ -51,3 +55,11 @@ def predict(model: SuperImageClassifier, classes: list[str], path: str | Path, d
     probs = logits.float().softmax(-1).mean(0)
     top = probs.topk(min(topk, probs.numel()))
     return Prediction(str(path), [classes[i] for i in top.indices.tolist()], top.values.tolist())
+
+
+def explain(model: SuperImageClassifier, classes: list[str], path: str | Path, device: torch.device,
+            target: int | None = None, method: str = "ablation", chunk: int = 128) -> ClassActivationMap:
+    """Class activation map of a video's centre view (one clip, one centre crop) for class ``target`` (default: top)."""
+    views = video_views(path, model.num_frames, model.frame_size, clips=1, crops=1)
+    frames = normalize(views.to(device), model.mean, model.std)
+    return class_activation_map(model, frames, classes, target, method, chunk)

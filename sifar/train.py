@@ -37,7 +37,7 @@ from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import EvalResult, evaluate, write_eval_report
 from sifar.metrics_log import MetricsLog
 from sifar.models import SuperImageClassifier, create_model, resolve_config
-from sifar.precision import autocast_for
+from sifar.precision import allow_tf32, autocast_for
 
 LR_REFERENCE_BATCH = 512
 
@@ -54,6 +54,7 @@ class TrainConfig:
     layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the paper's rule).")
     frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).")
     frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
+    frame_average: bool = help_field(False, "Baseline (TSN-style): classify each frame alone, average the scores.")
     num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).")
     pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
     epochs: int = help_field(30, "Training epochs.")
@@ -73,7 +74,9 @@ class TrainConfig:
     ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).")
     compile: bool = help_field(False, "torch.compile the model.")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
-    fused_attn: bool = help_field(True, "Fused attention (scaled_dot_product_attention).")
+    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
+        "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
+        "eager (as the official code).")
     precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
     sampling: Literal["uniform", "dense"] = help_field("uniform", "Frame sampling (the paper: uniform).")
     flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
@@ -118,7 +121,8 @@ def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
     return create_model(
         config.model, num_classes, num_frames=config.num_frames, pretrained=config.pretrained,
         layout=config.layout, frame_size=config.frame_size, frame_embed=config.frame_embed or None,
-        fused_attn=config.fused_attn, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
+        attention=config.attention, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
+        frame_average=config.frame_average,
     )
 
 
@@ -176,13 +180,15 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
         "state": dataclasses.asdict(state),
         "config": dataclasses.asdict(config),
         "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
-                       "frame_size": model.frame_size, "frame_embed": config.frame_embed},
+                       "frame_size": model.frame_size, "frame_embed": config.frame_embed,
+                       "frame_average": config.frame_average},
         "classes": classes,
         "rng": rng_state(),
     }
 
 
-RESUME_MUST_MATCH = ("model", "num_frames", "layout", "frame_size", "frame_embed", "batch_size", "accum_steps")
+RESUME_MUST_MATCH = ("model", "num_frames", "layout", "frame_size", "frame_embed", "frame_average", "batch_size",
+                     "accum_steps")
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -213,6 +219,12 @@ class StepTimer:
     start: float = dataclasses.field(default_factory=time.perf_counter)
     waited: float = 0.0
     clips: int = 0
+    waited_at_last_step: float = 0.0
+
+    def step_wait(self) -> float:
+        """Seconds spent waiting for data since the previous call (this optimizer step's batches)."""
+        wait, self.waited_at_last_step = self.waited - self.waited_at_last_step, self.waited
+        return wait
 
     def snapshot(self) -> tuple[float, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
@@ -273,7 +285,7 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
                             wait=f"{100 * wait:.0f}%")
         log.step(step=state.step, epoch=state.epoch, loss=loss_value, lr=lr, clips_per_s=clips_per_s,
-                 data_wait=wait)
+                 data_wait=wait, wait_s=timer.step_wait())
         if state.step % config.save_every == 0:
             save()
         if config.max_steps is not None and state.step >= config.max_steps:
@@ -294,6 +306,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
+    allow_tf32()
     seed_everything(config.seed)  # same initial weights on every rank
     flip = {"auto": None, "on": True, "off": False}[config.flip]
     num_frames, frame_size = clip_shape(config)

@@ -130,6 +130,22 @@ def test_training_gives_every_rank_the_same_number_of_batches(folder):
         assert counts[0] == counts[1] == [2] * (steps or 12 // (2 * 2))
 
 
+@pytest.mark.parametrize("shards, per_shard, world_size, workers", [
+    (1, 12, 1, 2),  # one shard, two loader workers
+    (1, 12, 2, 0),  # one shard, two ranks
+    (2, 2, 4, 0),   # shards smaller than the workers: split by the sample's place in the split, not in its shard
+])
+def test_training_with_fewer_shards_than_workers_reads_every_sample_once(tmp_path, shards, per_shard, world_size,
+                                                                         workers):
+    """Unsplit, every worker would read the same shard from its start and the shard's tail would never be seen."""
+    samples = write_split(tmp_path, "train", shards=shards, per_shard=per_shard, num_frames=4)
+    keys = []
+    for rank in range(world_size):
+        keys += keys_of(loader_for(tmp_path, rank=rank, world_size=world_size, num_workers=workers,
+                                   batch_size=1, shuffle_buffer=0))
+    assert Counter(keys) == Counter(sample.key for sample in samples)
+
+
 def test_same_arguments_give_the_same_batches_and_epochs_differ(folder):
     first, second = (loader_for(folder, num_workers=2, batch_size=2, steps_per_epoch=6, seed=3) for _ in range(2))
     run_a, run_b = list(first), list(second)

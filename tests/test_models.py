@@ -3,6 +3,7 @@ import torch
 
 from sifar.models import create_model, get_config, list_configs
 from sifar.models.swin import SifarSwin
+from sifar.models.window_attention import window_regions
 
 SMALL = {"frame_size": 32}  # CPU-sized frames for the CNN configs
 
@@ -75,14 +76,34 @@ def test_frame_embedding_is_added_per_frame_cell():
     assert not torch.allclose(before, after)
 
 
-def test_fused_and_explicit_attention_agree():
+@pytest.mark.parametrize("impl", ["auto", "sdpa", "flex"])
+def test_attention_implementations_agree_with_the_explicit_path(impl):
     torch.manual_seed(0)
-    fused = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2)).eval()
-    plain = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2), fused_attn=False).eval()
-    plain.load_state_dict(fused.state_dict())
+    model = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2), attention=impl).eval()
+    plain = create_model("SIFAR-N-6", num_classes=4, depths=(2, 2, 2, 2), attention="eager").eval()
+    for module in model.modules():  # make the relative-position bias matter
+        if hasattr(module, "relative_position_bias_table"):
+            module.relative_position_bias_table.data.normal_(std=1.0)
+    plain.load_state_dict(model.state_dict())
     frames = torch.randn(2, 8, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(fused(frames), plain(frames), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(frames), plain(frames), atol=1e-5, rtol=1e-5)
+
+
+def test_window_regions_follow_the_shift_mask():
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    block = SwinTransformerBlock(dim=8, input_resolution=(12, 12), num_heads=1, window_size=6, shift_size=3)
+    mask = block.attn_mask  # (4 windows, 36, 36): 0 within a region, -100 across
+    regions = window_regions(mask)
+    same = regions[:, :, None] == regions[:, None, :]
+    assert torch.equal(same, mask == 0)
+    assert [len(r.unique()) for r in regions] == [1, 2, 2, 4]
+
+
+def test_unknown_attention_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown attention implementation 'fast'"):
+        create_model("SIFAR-N-6", num_classes=4, attention="fast")
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import socket
 
@@ -5,6 +6,7 @@ import pytest
 
 from shard_files import serve_folder, write_split
 from sifar.data.sources import open_shard, resolve_source
+from sifar.io import storage_error
 
 
 @pytest.fixture
@@ -104,3 +106,22 @@ def test_missing_and_unreachable_urls_fail_naming_them(folder):
         resolve_source(f"http://127.0.0.1:{port}/train-000000.tar", "train")
     with pytest.raises(ConnectionError, match=f"cannot reach http://127.0.0.1:{port}/val.json"):
         resolve_source(f"http://127.0.0.1:{port}", "val")
+
+
+def test_an_object_store_without_its_package_names_the_url_and_the_extra(monkeypatch):
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed: gs:// URLs would be read")
+    with pytest.raises(ValueError, match=r"gs://bucket/shards/: .*gcsfs.*pip install 'sifar\[gcs\]'"):
+        resolve_source("gs://bucket/shards/", "train")
+
+
+def test_storage_errors_name_the_url_keep_their_kind_and_mask_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    denied = storage_error("s3://b/p/train.json", PermissionError("signature of s3cr3t-value does not match"),
+                           "shard source 's3://b/p'")
+    assert isinstance(denied, PermissionError) and "s3cr3t-value" not in str(denied)
+    assert str(denied).startswith("shard source 's3://b/p': access to s3://b/p/train.json denied (signature of ***")
+    assert "AWS_ACCESS_KEY_ID" in str(denied)
+    assert isinstance(storage_error("s3://b/x", FileNotFoundError("The specified bucket does not exist")),
+                      FileNotFoundError)
+    assert str(storage_error("s3://b/x", TimeoutError())) == "cannot reach s3://b/x (TimeoutError)"

@@ -16,7 +16,7 @@ from sifar.data.shard_inspect import find_manifests, format_report, inspect_spli
 from sifar.data.sharding import ShardJob, ShardReport, shard_dataset
 from sifar.data.synth import CLASSES, SynthConfig, make_dataset
 from sifar.data.workers import available_cores
-from sifar.io import atomic_write
+from sifar.io import atomic_write, check_store_access, is_url
 
 SPLITS = ("train", "val", "test")
 
@@ -24,6 +24,13 @@ SPLITS = ("train", "val", "test")
 def load_class_list(path: Path) -> list[str]:
     """Class names from a manifest (``.json``) or a text file with one name a line."""
     return read_manifest(path).classes if path.suffix == ".json" else read_lines(path)
+
+
+def _output_location(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
+    """A local folder as a Path, an object-store URL (s3://bucket/prefix/) as it is."""
+    if is_url(value):
+        return value
+    return click.Path(file_okay=False, path_type=Path).convert(value, param, ctx)
 
 
 def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -37,8 +44,10 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--dataset", type=click.Choice(list_formats()), required=True, help="How the dataset ships.")
 @click.option("--src", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The dataset's root folder (videos may sit in any subfolder).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for <split>-%06d.tar shards, <split>.json and <split>-errors.jsonl.")
+@click.option("--out", required=True, callback=_output_location,
+              help="Folder for <split>-%06d.tar shards, <split>.json and <split>-errors.jsonl; or an object-store "
+                   "prefix (s3://bucket/prefix/, gs://...) to upload each finished shard to (endpoint and "
+                   "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The split's annotation file, instead of the shipped name found under --src.")
@@ -64,7 +73,7 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
               help="Exit with status 1 when more than this fraction of videos fails.")
 @click.option("--resume", is_flag=True, help="Keep the finished shards of an interrupted run; decode the rest.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def shard(dataset: str, src: Path, out: Path, split: str, annotations: Path | None, classes_file: Path | None,
+def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
           short_side: int | None, fps: float | None, quality: int, max_frames: int | None, shard_size: int,
           samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float, resume: bool,
           progress: bool) -> None:
@@ -154,9 +163,10 @@ def synth(out: Path, videos: int, classes: tuple[str, ...], frames: int, size: t
 @click.argument("path")
 @click.option("--decode", is_flag=True, help="Also decode every JPEG (slower).")
 def inspect(path: str, decode: bool) -> None:
-    """Counts, classes, frames per sample and shard sizes of the split(s) at PATH (folder, manifest or URL);
-    exits with status 1 when a shard cannot be read."""
+    """Counts, classes, frames per sample and shard sizes of the split(s) at PATH (folder, manifest or URL:
+    s3://, gs://, http(s)://); exits with status 1 when a shard cannot be read."""
     try:
+        check_store_access(path, context="inspect")
         reports = [inspect_split(m, decode=decode) for m in find_manifests(path)]
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err

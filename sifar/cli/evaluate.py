@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import torch
 
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data import build_loader
 from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import evaluate, write_eval_report
 from sifar.models.weights import CheckpointError
+from sifar.precision import allow_tf32
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,23 +28,29 @@ from sifar.models.weights import CheckpointError
 @click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "bf16", "fp32"]), show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--attention", default="auto", type=click.Choice(["auto", "flex", "sdpa", "eager"]), show_default=True,
+              help="Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (GPU: faster after warm-up).")
 @click.option("--output", default=None, help="Report folder (default: beside the checkpoint).")
 def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch_size, workers, split, ema,
-         precision, device, output) -> None:
+         precision, device, attention, compile_model, output) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix; softmax averaged over clips x crops."""
     if reverse_frames and shuffle_frames:
         raise click.UsageError("--reverse-frames and --shuffle-frames exclude each other")
     order = "reverse" if reverse_frames else "shuffle" if shuffle_frames else "normal"
     info = init_distributed(device)
+    allow_tf32()
     try:
-        model, classes = model_from_checkpoint(checkpoint, use_ema=ema)
+        model, classes = model_from_checkpoint(checkpoint, use_ema=ema, attention=attention)
         loader = build_loader(shards, split=split, num_frames=model.num_frames, frame_size=model.frame_size,
                               batch_size=batch_size, num_workers=workers, clips=clips, crops=int(crops),
                               rank=info.rank, world_size=info.world_size)
         if loader.num_classes not in (None, len(classes)):
             raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on {len(classes)}")
-        result = evaluate(model.to(info.device), loader, info.device, len(classes), precision, order)
-    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as err:
+        model = model.to(info.device)
+        result = evaluate(torch.compile(model) if compile_model else model, loader, info.device, len(classes),
+                          precision, order)
+    except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
     finally:
         cleanup()
@@ -53,7 +61,8 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
                                   extra={"checkpoint": str(checkpoint), "shards": shards, "clips": clips,
                                          "crops": int(crops), "frame_order": order, "loader": loader.stats})
         click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos "
-                   f"({clips} clip(s) x {crops} crop(s), {order} order)")
+                   f"({clips} clip(s) x {crops} crop(s), {order} order); "
+                   f"{result.videos_per_s:.1f} videos/s per process after the first batch")
         click.echo(f"report: {paths['report']}\nconfusion matrix: {paths['confusion']}")
 
 

@@ -1,4 +1,4 @@
-"""``sifar-predict``: top-k classes of video files, decoded directly (no shards needed)."""
+"""``sifar-predict``: top-k classes of video files, decoded directly (no shards needed), and what the model looks at."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import json
 import click
 import torch
 
+from sifar.cam import (
+    METHODS,
+    ClassActivationMap,
+    UnknownClassError,
+    class_index,
+    write_cam,
+)
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data.ffmpeg import DecodeError
 from sifar.models.weights import CheckpointError
-from sifar.predict import predict
+from sifar.predict import explain, predict
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,26 +28,78 @@ from sifar.predict import predict
 @click.option("--crops", default=3, show_default=True, type=click.Choice(["1", "3"]), help="Spatial crops per clip.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per video.")
 @click.option("--device", default="auto", show_default=True)
-def main(videos, checkpoint, topk, clips, crops, as_json, device) -> None:
-    """Classify VIDEOS with the same sampling and views as evaluation."""
+@click.option("--cam", "cam_path", type=click.Path(dir_okay=False),
+              help="Write the super image of the centre view (1 clip x 1 centre crop) with the class activation "
+                   "map over it to this PNG (one video only).")
+@click.option("--cam-frames", type=click.Path(file_okay=False),
+              help="Write one overlaid PNG per frame, cut back out of the grid, to this folder (frame_000.png, ... "
+                   "in time order).")
+@click.option("--cam-method", default="ablation", show_default=True, type=click.Choice(METHODS),
+              help="ablation: Ablation-CAM as in the paper (one backbone pass, then ceil(C/N) head passes for C "
+                   "channels, e.g. 1024/N for Swin-B); gradcam: one backward pass through the head.")
+@click.option("--class", "class_name", help="Class to explain (default: the top class of the centre view).")
+@click.option("--cam-batch", default=128, show_default=True, type=click.IntRange(min=1),
+              help="N: channels ablated per head pass; lower it if memory runs short.")
+def main(videos, checkpoint, topk, clips, crops, as_json, device, cam_path, cam_frames, cam_method, class_name,
+         cam_batch) -> None:
+    """Classify VIDEOS with the same sampling and views as evaluation.
+
+    With --cam / --cam-frames, also show where the model looks (paper Fig. 5). Ablation-CAM runs the backbone
+    once and then only the head (final norm, pooling, classifier) on copies of the last feature map with one
+    channel zeroed each, N copies per pass: ceil(C/N) extra head passes for C channels (Swin-B: 1024 channels,
+    8 passes at N=128). Grad-CAM costs one backward pass through the head.
+    """
+    explaining = cam_path is not None or cam_frames is not None
+    if explaining and len(videos) != 1:
+        raise click.UsageError(f"--cam and --cam-frames explain one video at a time, got {len(videos)}")
+    if class_name is not None and not explaining:
+        raise click.UsageError("--class picks the class to explain: use it with --cam or --cam-frames")
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     try:
         model, classes = model_from_checkpoint(checkpoint)
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
+    try:
+        cam_class = None if class_name is None else class_index(classes, class_name)
+    except UnknownClassError as err:
+        raise click.BadParameter(str(err), param_hint="--class") from err
     model.to(target)
     for video in videos:
         try:
             result = predict(model, classes, video, target, topk=topk, clips=clips, crops=int(crops))
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
+        cam = _explain(model, classes, video, target, cam_class, cam_method, cam_batch) if explaining else None
+        written = _write_cam(cam, cam_path, cam_frames) if cam is not None else []
         if as_json:
-            click.echo(json.dumps(result.as_dict()))
+            record = result.as_dict()
+            if cam is not None:
+                record["cam"] = {"class": cam.class_name, "probability": round(cam.probability, 6),
+                                 "method": cam.method, "files": [str(p) for p in written]}
+            click.echo(json.dumps(record))
             continue
         click.echo(video)
         for name, prob in zip(result.classes, result.probabilities):
             click.echo(f"  {prob:7.2%}  {name}")
+        if cam is not None:
+            click.echo(f"  {cam.method} map of {cam.class_name} ({cam.probability:.2%} on the centre view): "
+                       f"{', '.join(map(str, written[:2]))}{' ...' if len(written) > 2 else ''}")
+
+
+def _explain(model, classes, video, device, cam_class, method, batch) -> ClassActivationMap:
+    try:
+        return explain(model, classes, video, device, cam_class, method, batch)
+    except ValueError as err:
+        raise click.ClickException(f"no class activation map for {video}: {err}") from err
+
+
+def _write_cam(cam: ClassActivationMap, cam_path, cam_frames) -> list:
+    try:
+        return write_cam(cam, cam_path, cam_frames)
+    except OSError as err:
+        raise click.ClickException(f"could not write the class activation map to {cam_path or cam_frames}: {err}") \
+            from err
 
 
 if __name__ == "__main__":

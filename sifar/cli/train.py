@@ -9,7 +9,8 @@ from sifar.cli.options import dataclass_options
 from sifar.models.weights import CheckpointError
 from sifar.train import NonFiniteLossError, TrainConfig, train
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, CheckpointError, CheckpointWriteError,
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
+               CheckpointWriteError,
                NonFiniteLossError)
 
 

@@ -3,6 +3,8 @@
 One pipeline runs in each DataLoader worker (in the calling process when ``num_workers == 0``)::
 
     training    ResampledShards     shard URLs drawn with replacement, seeded by (seed, epoch, rank, worker)
+                own_samples         only with fewer shards than ranks x workers: this worker's samples of
+                                    each shard drawn (else every worker would reread the same shards' heads)
                 read_clips          each sample's JSON first, its frame indices sampled, only those JPEGs read
                 shuffle             a sample buffer, seeded the same way
                 decode_train        crop jitter drawn, sampled JPEGs decoded, cropped, resized, flipped
@@ -40,6 +42,7 @@ import os
 import random
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -48,7 +51,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import IterableDataset, default_collate, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
@@ -73,6 +76,9 @@ class Batch(NamedTuple):
     frames: torch.Tensor
     labels: torch.Tensor
     keys: list[str]
+
+
+Shipment = tuple[Batch, int]  # a batch and the slot of its frames' buffer in the worker's BatchMemory (-1: none)
 
 
 class Clip(NamedTuple):
@@ -311,6 +317,27 @@ def _owns_sample(shard_index: int, worker: int, workers: int, position: int) -> 
     return (shard_index + position) % workers == worker
 
 
+def _own_samples(shards: Iterable[dict[str, Any]], starts: dict[str, int], worker: int,
+                 workers: int) -> Iterator[dict[str, Any]]:
+    """Each drawn shard restricted to global worker ``worker``'s samples: sample ``n`` of the split (counted
+    from ``starts[url]``, the shard's first) belongs to worker ``n % workers``. Together the workers read
+    every sample once per pass; unrestricted, each would read the same shard from its start and, its share
+    of the epoch being smaller than the shard, never reach the shard's tail."""
+    for shard in shards:
+        yield {**shard, "keep": partial(_owns_sample, starts[shard["url"]], worker, workers)}
+
+
+own_samples = wds.pipelinefilter(_own_samples)
+
+
+def first_samples(source: ShardSource) -> list[int]:
+    """Each shard's first sample's index in the split (from the manifest; the shard's index without one)."""
+    counts = [source.samples_in(shard) for shard in source.shards]
+    if any(count is None for count in counts):
+        return list(range(len(counts)))
+    return np.cumsum([0, *counts[:-1]]).tolist()
+
+
 def _decode_train(samples: Iterable[ShardSample], config: LoaderConfig, rng: random.Random,
                   stats: LoaderStats, skip: int = 0) -> Iterator[Clip]:
     """Training clips; the first ``skip`` samples only draw their random numbers (resume)."""
@@ -367,24 +394,64 @@ def _clip_or_report(sample: ShardSample, stats: LoaderStats, make_frames: Callab
         return None
 
 
-def _count_samples(batches: Iterable[Batch], stats: LoaderStats) -> Iterator[Batch]:
-    for batch in batches:
+def _count_samples(shipments: Iterable[Shipment], stats: LoaderStats) -> Iterator[Shipment]:
+    for batch, slot in shipments:
         stats.add("samples", len(batch.keys))
-        yield batch
+        yield batch, slot
 
 
 count_samples = wds.pipelinefilter(_count_samples)
 
 
-def collate_clips(clips: list[Clip]) -> Batch:
-    """Stack clips into a batch: frames copied once, channels-last, and returned as a permuted view.
+class BatchMemory:
+    """Frame buffers reused from batch to batch, so that filling a batch does not touch fresh memory.
 
-    torch's default_collate stacks straight into shared memory inside DataLoader workers, which saves the
-    copy the transfer to the main process would otherwise make.
+    Memory written for the first time costs a page fault per 4 KiB, and without reuse a DataLoader worker
+    gets new shared memory for every batch: in tools/bench_loader.py that cost as much as a third of
+    decoding the clips' JPEGs. Here a worker keeps up to ``slots`` buffers (shared memory in DataLoader
+    workers, so batches reach the main process without a copy). A batch's frames view one of them; the
+    process iterating the loader marks it free again once no tensor views it any more
+    (:func:`_free_when_dropped`), and only then is it refilled. When every buffer is taken (the consumer
+    holds on to many batches), a batch gets fresh memory, as without the pool.
     """
-    frames = default_collate([clip.frames.movedim(-3, -1) for clip in clips])
+
+    def __init__(self, free: Any, first_slot: int, slots: int, shared: bool):
+        self._free, self._slots, self._shared = free, range(first_slot, first_slot + slots), shared
+        self._buffers: dict[int, torch.Tensor] = {}
+
+    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        """An uninitialized uint8 tensor of ``shape`` and its slot (-1: fresh memory, not pooled)."""
+        for slot in self._slots:
+            if self._free[slot]:
+                buffer = self._buffers.get(slot)
+                if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < shape[0]:
+                    buffer = self._buffers[slot] = _new_frames(shape, self._shared)
+                self._free[slot] = 0
+                return buffer[:shape[0]], slot
+        return _new_frames(shape, self._shared), -1
+
+
+def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))  # what default_collate uses in workers
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def _free_when_dropped(shipments: Iterable[Shipment], free: Any) -> Iterator[Batch]:
+    """The batches; a pooled buffer is marked free once the last tensor viewing its memory is gone."""
+    for batch, slot in shipments:
+        if slot >= 0:
+            weakref.finalize(batch.frames.untyped_storage(), free.__setitem__, slot, 1).atexit = False
+        yield batch
+
+
+def collate_clips(memory: BatchMemory, clips: list[Clip]) -> Shipment:
+    """Stack clips into a batch in one of ``memory``'s buffers: channels-last, returned as a permuted view."""
+    frames, slot = memory.take((len(clips), *clips[0].frames.movedim(-3, -1).shape))
+    torch.stack([clip.frames.movedim(-3, -1) for clip in clips], out=frames)
     labels = torch.tensor([clip.label for clip in clips], dtype=torch.int64)
-    return Batch(frames.movedim(-1, -3), labels, [clip.key for clip in clips])
+    return Batch(frames.movedim(-1, -3), labels, [clip.key for clip in clips]), slot
 
 
 # ---- frame selection (called by read_clips with each sample's position and JSON) -------------------------
@@ -426,28 +493,33 @@ def _shard_seed(*parts: object) -> int:
     return _rng(*parts, "shards").getrandbits(31)
 
 
-def training_pipeline(shards: list[str], config: LoaderConfig, epoch: int, worker: int, workers: int,
-                      start_batch: int, stats: LoaderStats) -> wds.DataPipeline:
-    """Worker ``worker`` of ``workers`` on this rank: its batches ``worker, worker + workers, ...``."""
+def training_pipeline(shards: list[str], starts: list[int], config: LoaderConfig, epoch: int, worker: int,
+                      workers: int, start_batch: int, stats: LoaderStats, memory: BatchMemory) -> wds.DataPipeline:
+    """Worker ``worker`` of ``workers`` on this rank: its batches ``worker, worker + workers, ...``.
+
+    ``starts``: each shard's first sample's index in the split (see :func:`first_samples`)."""
     stream = (config.seed, epoch, config.rank, worker)
     batches = len(range(worker, config.steps_per_epoch, workers))
     skipped = len(range(worker, start_batch, workers))
+    everyone = config.world_size * workers
     return wds.DataPipeline(
         wds.ResampledShards(shards, worker_seed=partial(_shard_seed, *stream), deterministic=True),
+        own_samples(dict(zip(shards, starts)), config.rank * workers + worker, everyone)
+        if len(shards) < everyone else None,
         read_clips(select=partial(_train_clip, config, _rng(*stream, "frames")), stats=stats,
                    retries=config.shard_retries, retry_delay=config.retry_delay,
                    give_up_after=max(10, 2 * len(shards))),
         wds.shuffle(config.shuffle_buffer, initial=min(_INITIAL_SHUFFLE, config.shuffle_buffer),
                     rng=_rng(*stream, "shuffle")) if config.shuffle_buffer > 1 else None,
         decode_train(config, _rng(*stream, "augment"), stats, skip=skipped * config.batch_size),
-        wds.batched(config.batch_size, collation_fn=collate_clips, partial=False),
+        wds.batched(config.batch_size, collation_fn=partial(collate_clips, memory), partial=False),
         wds.slice(batches - skipped),
         count_samples(stats),
     )
 
 
 def evaluation_pipeline(shards: list[str], config: LoaderConfig, worker: int, workers: int,
-                        stats: LoaderStats) -> wds.DataPipeline:
+                        stats: LoaderStats, memory: BatchMemory) -> wds.DataPipeline:
     """Global worker ``rank * workers + worker`` of ``world_size * workers``: its share, in order."""
     everyone = config.world_size * workers
     return wds.DataPipeline(
@@ -456,7 +528,7 @@ def evaluation_pipeline(shards: list[str], config: LoaderConfig, worker: int, wo
         read_clips(select=partial(_eval_clips, config), stats=stats, retries=config.shard_retries,
                    retry_delay=config.retry_delay),
         decode_eval(config, stats),
-        wds.batched(config.batch_size, collation_fn=collate_clips, partial=True),
+        wds.batched(config.batch_size, collation_fn=partial(collate_clips, memory), partial=True),
         count_samples(stats),
     )
 
@@ -468,20 +540,22 @@ class ClipStream(IterableDataset):
     original run, so the round-robin order continues exactly at batch ``k``.
     """
 
-    def __init__(self, shards: list[str], config: LoaderConfig, epoch: int, start_batch: int,
-                 stats: LoaderStats):
+    def __init__(self, source: ShardSource, config: LoaderConfig, epoch: int, start_batch: int,
+                 stats: LoaderStats, free: Any, slots: int):
         super().__init__()
-        self.shards, self.config, self.epoch, self.start_batch, self.stats = shards, config, epoch, start_batch, stats
+        self.source, self.config, self.epoch, self.start_batch, self.stats = source, config, epoch, start_batch, stats
+        self.free, self.slots = free, slots  # BatchMemory's flags: ``slots`` per worker
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Shipment]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        memory = BatchMemory(self.free, worker * self.slots, self.slots, shared=info is not None)
         if self.config.training:
             role = (worker + self.start_batch) % workers
-            pipeline = training_pipeline(self.shards, self.config, self.epoch, role, workers, self.start_batch,
-                                         self.stats)
+            pipeline = training_pipeline(self.source.shards, first_samples(self.source), self.config, self.epoch,
+                                         role, workers, self.start_batch, self.stats, memory)
         else:
-            pipeline = evaluation_pipeline(self.shards, self.config, worker, workers, self.stats)
+            pipeline = evaluation_pipeline(self.source.shards, self.config, worker, workers, self.stats, memory)
         return iter(pipeline)
 
 
@@ -511,15 +585,18 @@ class VideoLoader:
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[Batch]:
-        stream = ClipStream(self.source.shards, self.config, self.epoch, self.start_batch, self._stats)
-        self.start_batch = 0  # a resume point applies to one iteration only
         workers = self.config.num_workers
+        # per worker: the batches it may have queued, the one it fills, and two held by the consumer
+        slots = (self.prefetch_factor if workers else 0) + 3
+        free = multiprocessing.RawArray("b", [1] * slots * max(1, workers))
+        stream = ClipStream(self.source, self.config, self.epoch, self.start_batch, self._stats, free, slots)
+        self.start_batch = 0  # a resume point applies to one iteration only
         # A private generator: creating the iterator must not draw from the global torch RNG, or a resumed
         # run's drop-path and mixup streams would shift by one draw (all the data's randomness is seeded anyway).
         loader = wds.WebLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
                                prefetch_factor=self.prefetch_factor if workers else None,
                                generator=torch.Generator().manual_seed(self.config.seed))
-        return iter(loader)
+        return _free_when_dropped(loader, free)
 
     def __len__(self) -> int:
         """Batches of the next iteration on this rank (evaluation: from the manifest's sample counts)."""

@@ -5,18 +5,27 @@ decode them in ``workers`` processes (one ffmpeg each), write samples in shuffle
 are renamed into place when complete, then write ``<split>-errors.jsonl`` and, last, the manifest. A failed
 video is recorded, never fatal. ``resume`` keeps the finished shards of an interrupted run and decodes only
 the videos that are not in them.
+
+``out`` may also be an object-store prefix (``s3://bucket/prefix/``, ``gs://...``; endpoint and credentials
+from the standard environment, see :mod:`sifar.io`): files are then written into a local staging folder
+and each is uploaded as soon as it is finished (shards one by one while decoding goes on, the error list
+and the manifest last), and ``resume`` looks at what the bucket already holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
+import posixpath
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -28,7 +37,7 @@ from sifar.data.manifest import Manifest, ShardInfo, manifest_path, read_manifes
 from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
 from sifar.data.workers import available_cores, worker_pool
-from sifar.io import atomic_write
+from sifar.io import atomic_write, check_store_access, is_http, is_url, storage_error, url_filesystem
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,8 @@ class ShardJob:
 
     dataset: str
     src: Path
-    out: Path
+    out: Path | str
+    """A local folder, or an object-store URL prefix such as ``s3://bucket/prefix/``."""
     split: str = "train"
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     limits: ShardLimits = field(default_factory=ShardLimits)
@@ -72,8 +82,8 @@ class ShardReport:
     """What a run did: the manifest written, failures, and how much came from a previous run."""
 
     manifest: Manifest
-    manifest_path: Path
-    errors_path: Path
+    manifest_path: Path | str
+    errors_path: Path | str
     failures: list[Failure]
     total_videos: int
     decoded_videos: int
@@ -89,48 +99,70 @@ class ShardReport:
 def shard_dataset(job: ShardJob) -> ShardReport:
     """Run a whole shard job; returns its report (the caller decides what failures mean for the exit code)."""
     started = time.monotonic()
-    job.out.mkdir(parents=True, exist_ok=True)
-    classes = job.classes if job.classes is not None else sibling_classes(job)
-    index = formats.read_split(job.dataset, ReadRequest(job.src, job.split, job.annotations, classes))
-    records = shuffled(index.records, job.seed)
-    remove_temporary_files(job.out, job.split)
-    kept = resume_state(job, index.classes) if job.resume else start_fresh(job)
-    done_keys = {key for shard in kept for key in shard.keys}
-    todo = [r for r in records if r.key not in done_keys]
-    write_run_settings(job, index.classes)
-    written, failures = write_shards(job, todo, first_index=len(kept))
-    errors_path = job.out / f"{job.split}-errors.jsonl"
-    write_errors(errors_path, failures)
-    manifest = Manifest(job.dataset, job.split, index.classes, [shard.info for shard in kept] + written,
-                        decode=decode_record(job))
-    path = Path(manifest_path(job.out, job.split))
-    write_manifest(manifest, path)
-    return ShardReport(manifest, path, errors_path, failures, len(records), len(todo) - len(failures),
-                       len(kept), len(done_keys), time.monotonic() - started)
+    with shard_output(job.out) as output:
+        classes = job.classes if job.classes is not None else sibling_classes(job, output)
+        index = formats.read_split(job.dataset, ReadRequest(job.src, job.split, job.annotations, classes))
+        records = shuffled(index.records, job.seed)
+        remove_temporary_files(output.local, job.split)
+        kept = resume_state(job, index.classes, output) if job.resume else start_fresh(job, output)
+        done_keys = {key for shard in kept for key in shard.keys}
+        todo = [r for r in records if r.key not in done_keys]
+        write_run_settings(job, index.classes, output)
+        written, failures = write_shards(job, todo, len(kept), output)
+        write_errors(output.local / errors_name(job.split), failures)
+        output.publish(errors_name(job.split))
+        manifest = Manifest(job.dataset, job.split, index.classes, [shard.info for shard in kept] + written,
+                            decode=decode_record(job))
+        write_manifest(manifest, output.local / manifest_name(job.split))
+        output.publish(manifest_name(job.split))
+        return ShardReport(manifest, output.location(manifest_name(job.split)),
+                           output.location(errors_name(job.split)), failures, len(records),
+                           len(todo) - len(failures), len(kept), len(done_keys), time.monotonic() - started)
 
 
-def write_shards(job: ShardJob, records: list[VideoRecord], first_index: int) -> tuple[list[ShardInfo], list[Failure]]:
-    """Decode ``records`` in parallel and write them, in order, into shards numbered from ``first_index``."""
+def manifest_name(split: str) -> str:
+    """``<split>.json``, the manifest's name in the output folder or prefix."""
+    return posixpath.basename(manifest_path("", split))
+
+
+def errors_name(split: str) -> str:
+    """``<split>-errors.jsonl``, the list of videos that failed."""
+    return f"{split}-errors.jsonl"
+
+
+def write_shards(job: ShardJob, records: list[VideoRecord], first_index: int,
+                 output: ShardOutput) -> tuple[list[ShardInfo], list[Failure]]:
+    """Decode ``records`` in parallel and write them, in order, into shards numbered from ``first_index``;
+    each shard is published as soon as it is finished, while the workers go on decoding."""
     workers = max(1, min(job.workers, len(records)))
     encode = functools.partial(encode_record, dataset=job.dataset, settings=job.decode,
                                threads=max(1, available_cores() // workers))
     failures: list[Failure] = []
+    published = 0
     # The pool is forked before the progress bar starts its thread.
-    with worker_pool(workers) as pool, ShardWriter(job.out, job.split, job.limits, first_index) as writer:
+    with worker_pool(workers) as pool, ShardWriter(output.local, job.split, job.limits, first_index) as writer:
         for outcome in _progress(pool.imap(encode, records), len(records), job.progress):
             if isinstance(outcome, Failure):
                 failures.append(outcome)
             else:
                 writer.add(outcome.key, json.dumps(outcome.meta).encode("utf-8"), outcome.frames)
+                published = _publish_finished(output, writer.finished, published)
+    _publish_finished(output, writer.finished, published)
     return writer.finished, failures
 
 
-def sibling_classes(job: ShardJob) -> list[str] | None:
+def _publish_finished(output: ShardOutput, finished: list[ShardInfo], published: int) -> int:
+    """Publish the shards finished since the first ``published``; returns how many are published now."""
+    for info in finished[published:]:
+        output.publish(info.name)
+    return len(finished)
+
+
+def sibling_classes(job: ShardJob, output: ShardOutput) -> list[str] | None:
     """The training split's class list when it was sharded into the same folder from the same dataset."""
-    train_manifest = Path(manifest_path(job.out, "train"))
-    if job.split == "train" or not train_manifest.is_file():
+    if job.split == "train" or manifest_name("train") not in output.names():
         return None
-    manifest = read_manifest(train_manifest)
+    manifest = read_manifest(output.location(manifest_name("train")))
     return manifest.classes if manifest.dataset == job.dataset else None
 
 
@@ -146,6 +178,79 @@ def decode_record(job: ShardJob) -> dict[str, Any]:
     return {**dataclasses.asdict(job.decode), "seed": job.seed}
 
 
+# --- where the files go: a folder, or a bucket through a local staging folder ---------------------------
+
+
+class ShardOutput:
+    """The place a run's files end up: the ``out`` folder, or an object-store prefix.
+
+    Files are always written locally first, into :attr:`local` (temporary name, then rename). For a
+    folder that is the folder itself and :meth:`publish` has nothing to do; for a URL it is a staging
+    folder, and :meth:`publish` uploads a finished file and deletes the local copy, so local disk holds
+    about one shard. Object stores show an upload only once it is complete, so the bucket, like the
+    folder, never holds part of a file under its final name.
+    """
+
+    def __init__(self, out: Path | str, local: Path):
+        self.out = out
+        self.local = local
+        self.remote = is_url(out)
+        self._fs, self._root = url_filesystem(str(out))
+
+    def location(self, name: str) -> Path | str:
+        """Where file ``name`` ends up: a path, or a URL."""
+        return f"{str(self.out).rstrip('/')}/{name}" if self.remote else Path(self.out) / name
+
+    def names(self) -> list[str]:
+        """Names of the files already at the final place."""
+        found = self._call("list", str(self.out), lambda: self._fs.find(self._root, maxdepth=1))
+        return [posixpath.basename(path) for path in found]
+
+    def publish(self, name: str) -> None:
+        """Make the finished local file ``name`` appear at the final place."""
+        if not self.remote:
+            return
+        local = self.local / name
+        self._call("upload", name, lambda: self._fs.put_file(str(local), self._path(name)))
+        local.unlink()
+
+    def remove(self, name: str) -> None:
+        self._call("remove", name, lambda: self._fs.rm_file(self._path(name)))
+
+    def read_text(self, name: str) -> str:
+        return self._call("read", name, lambda: self._fs.cat_file(self._path(name))).decode("utf-8")
+
+    def size(self, name: str) -> int:
+        return self._call("read", name, lambda: self._fs.size(self._path(name)))
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self._root, name) if self.remote else os.path.join(self._root, name)
+
+    def _call(self, action: str, name: str, call: Callable[[], Any]) -> Any:
+        """Run a storage call; its errors name the file or URL, never a credential."""
+        try:
+            return call()
+        except Exception as err:  # file systems and network libraries raise their own types
+            target = name if name == str(self.out) else str(self.location(name))
+            raise storage_error(target, err, f"shard output: cannot {action}") from err
+
+
+@contextlib.contextmanager
+def shard_output(out: Path | str) -> Iterator[ShardOutput]:
+    """The output of a run. A URL is checked at once (bucket and credentials) and gets a staging folder
+    in the temporary directory, removed afterwards; HTTP(S), being read-only, is refused."""
+    if not is_url(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        yield ShardOutput(Path(out), Path(out))
+        return
+    if is_http(out):
+        raise ValueError(f"cannot write shards to {out}: HTTP(S) is read-only; use a folder or an object store "
+                         "(s3://bucket/prefix/, gs://...)")
+    check_store_access(str(out), context="shard output")
+    with tempfile.TemporaryDirectory(prefix="sifar-shard-") as staging:
+        yield ShardOutput(out, Path(staging))
+
+
 # --- finished shards, fresh starts and resuming -------------------------------------------------------
 
 
@@ -157,61 +262,69 @@ class KeptShard:
     keys: set[str]
 
 
-def run_settings_path(out: Path, split: str) -> Path:
+def run_settings_name(split: str) -> str:
     """Hidden file recording what the split's shards are being made with, checked by ``--resume``."""
-    return out / f".{split}-run.json"
+    return f".{split}-run.json"
 
 
-def write_run_settings(job: ShardJob, classes: list[str]) -> None:
-    with atomic_write(run_settings_path(job.out, job.split), "w") as handle:
+def write_run_settings(job: ShardJob, classes: list[str], output: ShardOutput) -> None:
+    name = run_settings_name(job.split)
+    with atomic_write(output.local / name, "w") as handle:
         json.dump(_run_settings(job, classes), handle)
+    output.publish(name)
 
 
 def _run_settings(job: ShardJob, classes: list[str]) -> dict[str, Any]:
     return {"dataset": job.dataset, "decode": dataclasses.asdict(job.decode), "classes": classes}
 
 
-def resume_state(job: ShardJob, classes: list[str]) -> list[KeptShard]:
-    """Finished shards to keep; refuses to mix them with shards made by different settings."""
-    settings_file = run_settings_path(job.out, job.split)
-    if settings_file.is_file():
-        previous = json.loads(settings_file.read_text())
+def resume_state(job: ShardJob, classes: list[str], output: ShardOutput) -> list[KeptShard]:
+    """Finished shards to keep; refuses to mix them with shards made by different settings.
+
+    Each kept shard is read back (from the bucket, for a URL) to learn its keys: the manifest that would
+    list them is written only at the end of a run.
+    """
+    names = output.names()
+    settings_name = run_settings_name(job.split)
+    if settings_name in names:
+        previous = json.loads(output.read_text(settings_name))
         current = _run_settings(job, classes)
         if previous != current:
             raise ValueError(f"cannot resume in {job.out}: its {job.split} shards were made with {previous}, "
                              f"this run asks for {current}; run without --resume to start over")
-    return [_kept_shard(path) for path in finished_shards(job.out, job.split)]
+    return [_kept_shard(output, name) for name in finished_shards(output, job.split, names)]
 
 
-def shard_files(out: Path, split: str) -> list[tuple[int, Path]]:
-    """(number, path) of the split's complete shards in ``out``, by number."""
+def shard_files(names: list[str], split: str) -> list[tuple[int, str]]:
+    """(number, name) of the split's complete shards among ``names``, by number."""
     pattern = shard_pattern(split)
-    return sorted((int(m.group(1)), p) for p in out.iterdir() if (m := pattern.fullmatch(p.name)))
+    return sorted((int(m.group(1)), name) for name in names if (m := pattern.fullmatch(name)))
 
 
-def finished_shards(out: Path, split: str) -> list[Path]:
+def finished_shards(output: ShardOutput, split: str, names: list[str]) -> list[str]:
     """The split's complete shards, numbered 0.. without gaps (a gap means a foreign folder: error)."""
-    numbered = shard_files(out, split)
-    for expected, (number, path) in enumerate(numbered):
+    numbered = shard_files(names, split)
+    for expected, (number, name) in enumerate(numbered):
         if number != expected:
-            raise ValueError(f"cannot resume: {out / shard_name(split, expected)} is missing but {path.name} exists")
-    return [path for _, path in numbered]
+            raise ValueError(f"cannot resume: {output.location(shard_name(split, expected))} is missing but "
+                             f"{name} exists")
+    return [name for _, name in numbered]
 
 
-def _kept_shard(path: Path) -> KeptShard:
+def _kept_shard(output: ShardOutput, name: str) -> KeptShard:
     keys, frames = set(), 0
-    for sample in read_shard(path, with_frames=False):
+    for sample in read_shard(output.location(name), with_frames=False):
         keys.add(sample.key)
         frames += sample.num_frames
-    return KeptShard(ShardInfo(path.name, len(keys), frames, path.stat().st_size), keys)
+    return KeptShard(ShardInfo(name, len(keys), frames, output.size(name)), keys)
 
 
-def start_fresh(job: ShardJob) -> list[KeptShard]:
+def start_fresh(job: ShardJob, output: ShardOutput) -> list[KeptShard]:
     """Remove the split's shards, manifest and error list from an earlier run (nothing is kept)."""
-    stale = [*(path for _, path in shard_files(job.out, job.split)), Path(manifest_path(job.out, job.split)),
-             job.out / f"{job.split}-errors.jsonl"]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    names = output.names()
+    stale = {*(name for _, name in shard_files(names, job.split)), manifest_name(job.split), errors_name(job.split)}
+    for name in sorted(stale & set(names)):
+        output.remove(name)
     return []
 
 

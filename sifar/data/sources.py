@@ -4,8 +4,9 @@ Accepted: a shard folder (its ``<split>.json`` manifest, else its ``<split>-*.ta
 path, a single ``.tar``, brace or glob patterns (``train-{000000..000127}.tar``), and the same as
 ``http(s)://``, ``s3://`` or ``gs://`` URLs read through fsspec (S3 endpoint and credentials from the
 standard AWS environment variables, e.g. ``AWS_ENDPOINT_URL``). A source that names nothing readable
-fails at once with an error naming it: FileNotFoundError when nothing is there, ConnectionError when the
-server cannot be reached. Single shards that vanish later are the loader's business.
+fails at once with an error naming it (and no secret): FileNotFoundError when nothing is there (a
+missing bucket included), PermissionError when the store refuses the credentials, ConnectionError when
+the server cannot be reached. Single shards that vanish or break later are the loader's business.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import fsspec
 from webdataset.shardlists import expand_urls
 
 from sifar.data.manifest import Manifest, manifest_path, read_manifest
-from sifar.io import is_url
+from sifar.io import check_store_access, is_http, is_url, storage_error, url_filesystem
 
 _PATTERN_CHARS = "{*?["
 
@@ -50,9 +51,7 @@ class ShardSource:
 
 def resolve_source(source: str | os.PathLike, split: str = "train") -> ShardSource:
     """Resolve ``source`` (folder, manifest, shard, pattern, or URL of any of these) for ``split``."""
-    text = str(source)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
+    text = str(source).removeprefix("file://")
     if is_url(text):
         return _resolve_url(text, split)
     return _resolve_local(text, split)
@@ -63,7 +62,7 @@ def open_shard(shard: str) -> BinaryIO:
     if not is_url(shard):
         # a large buffer turns the reader's skips into pointer moves instead of a syscall per member
         return open(shard.removeprefix("file://"), "rb", buffering=1 << 20)
-    if shard.startswith(("http://", "https://")):
+    if is_http(shard):
         # block_size=0: one streamed GET, so any HTTP server works (no range requests needed)
         return fsspec.open(shard, "rb", block_size=0).open()
     return fsspec.open(shard, "rb").open()
@@ -117,6 +116,7 @@ def _from_manifest(source: str, manifest_file: str, manifest: Manifest) -> Shard
 
 
 def _resolve_url(url: str, split: str) -> ShardSource:
+    check_store_access(url, context=f"shard source {url!r}")
     if url.endswith(".json"):
         return _from_manifest(url, url, _read_remote_manifest(url, url))
     if url.endswith(".tar") or any(c in url for c in _PATTERN_CHARS):
@@ -141,24 +141,24 @@ def _expand_url_pattern(url: str) -> list[str]:
 
 
 def _remote_glob(source: str, pattern: str) -> list[str]:
-    fs, _, _ = fsspec.get_fs_token_paths(pattern)
+    fs, path = url_filesystem(pattern)
     try:
-        found = fs.glob(pattern)
-    except Exception as err:  # network libraries raise their own types; all mean "cannot list"
-        raise ConnectionError(f"shard source {source!r}: cannot list {pattern}: {err}") from err
-    return sorted(fs.unstrip_protocol(path) for path in found)
+        found = fs.glob(path)
+    except Exception as err:  # network libraries raise their own types
+        raise storage_error(pattern, err, f"shard source {source!r}") from err
+    return sorted(fs.unstrip_protocol(name) for name in found)
 
 
 def _check_reachable(source: str, shard: str) -> None:
-    fs, _, (path,) = fsspec.get_fs_token_paths(shard)
+    fs, path = url_filesystem(shard)
     try:
         fs.info(path)
     except FileNotFoundError as err:
         if _connection_failed(err):
             raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err.__cause__}") from err
         raise FileNotFoundError(f"shard source {source!r}: {shard} does not exist") from err
-    except Exception as err:  # network libraries raise their own types; all mean "unreachable"
-        raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err}") from err
+    except Exception as err:  # network libraries raise their own types
+        raise storage_error(shard, err, f"shard source {source!r}") from err
 
 
 def _connection_failed(err: FileNotFoundError) -> bool:
@@ -180,8 +180,8 @@ def _read_remote_manifest(source: str, url: str) -> Manifest:
         raise
     except ValueError:
         raise
-    except Exception as err:  # network libraries raise their own types; all mean "unreachable"
-        raise ConnectionError(f"shard source {source!r}: cannot read {url}: {err}") from err
+    except Exception as err:  # network libraries raise their own types
+        raise storage_error(url, err, f"shard source {source!r}") from err
 
 
 def _optional_remote_manifest(source: str, prefix: str, split: str) -> Manifest | None:

@@ -21,11 +21,12 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR_TYPES = (b"0", b"\0", b"7")
+_FIELD_ENDS = (0, 0x20)  # NUL or space after an octal number
 _SKIP_CHUNK = 1 << 20
 _HEADER = struct.Struct("100s24x12s20xc100x6s")  # name, size, typeflag, magic + version's first byte
 _MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
@@ -35,8 +36,7 @@ class TarFormatError(ValueError):
     """The bytes are not a readable tar archive (bad header, truncated member)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TarMember:
+class TarMember(NamedTuple):
     """A regular file in the archive: its name, data size and the stream offset of its data."""
 
     name: str
@@ -79,22 +79,22 @@ class TarMemberReader:
                 header = self._rest_of_header(header)
                 if header is None:
                     return None
-            self._position += BLOCK
+            self._position = offset + BLOCK
             raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(header)
             if magic[:5] != b"ustar":
                 if header == _ZERO_BLOCK:
                     return None
                 raise TarFormatError(f"{self._name}: no tar header at byte {offset} "
                                      "(not a POSIX/GNU tar, or damaged)")
-            size = _parse_number(raw_size, offset, self._name)
+            size = _parse_size(raw_size, offset, self._name)
             if typeflag in _REGULAR_TYPES:
                 name = long_name or _header_name(raw_name, magic, header)
                 if pax:
                     name, size = pax.get("path", name), _pax_size(pax, size, offset, self._name)
-                self._current = TarMember(name, size, self._position)
+                self._current = member = TarMember(name, size, self._position)
                 self._current_header = header
-                self._unread = _padded(size)
-                return self._current
+                self._unread = -(-size // BLOCK) * BLOCK
+                return member
             if typeflag in (b"L", b"x"):
                 _check_checksum(header, offset, self._name)
                 data = self._read_exact(size)
@@ -158,6 +158,16 @@ def _padded(size: int) -> int:
 
 def _c_string(field_bytes: bytes) -> str:
     return field_bytes.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _parse_size(field_bytes: bytes, offset: int, source: str) -> int:
+    """The size field; its usual form (11 octal digits and a NUL or space) parsed without the general rules."""
+    if field_bytes[11] in _FIELD_ENDS:
+        try:
+            return int(field_bytes[:11], 8)
+        except ValueError:
+            pass
+    return _parse_number(field_bytes, offset, source)
 
 
 def _parse_number(field_bytes: bytes, offset: int, source: str) -> int:

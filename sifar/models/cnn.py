@@ -39,7 +39,7 @@ class LargeKernelBottleneck(nn.Module):
 
 @register_family("resnet")
 def build_resnet(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-                 frame_embed: bool | None = None, fused_attn: bool = True, **overrides: Any) -> nn.Module:
+                 frame_embed: bool | None = None, attention: str = "auto", **overrides: Any) -> nn.Module:
     """timm's ResNet with the config's large-kernel blocks appended to its last stage."""
     if frame_embed:
         raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
@@ -64,5 +64,5 @@ def _resnet(depth: int, kernels: tuple[int, ...]) -> None:
 
 
 for _depth, _kernels in [(50, ()), (101, ()), (50, (7,)), (50, (11,)), (50, (21,)), (50, (21, 11)),
-                         (101, (21,)), (101, (21, 11)), (18, ())]:
+                         (101, (21,)), (101, (21, 11)), (18, ()), (18, (7,))]:
     _resnet(_depth, _kernels)

@@ -9,6 +9,7 @@ import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from sifar.layout import Layout, parse_layout
+from sifar.models.frame_average import FrameAverageClassifier, frame_average_grid
 from sifar.models.registry import ModelConfig, get_builder, get_config, register_family
 from sifar.models.super_image import SuperImageClassifier
 
@@ -17,7 +18,7 @@ TIMM_PREFIX = "timm:"
 
 @register_family("timm")
 def build_timm(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-               frame_embed: bool | None = None, fused_attn: bool = True, **overrides: Any):
+               frame_embed: bool | None = None, attention: str = "auto", **overrides: Any):
     """Any timm image classifier, sized for the super image where the model takes an input size."""
     if frame_embed:
         raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
@@ -48,30 +49,37 @@ def create_model(
     layout: str | Layout | None = None,
     frame_size: int | None = None,
     frame_embed: bool | None = None,
-    fused_attn: bool = True,
+    attention: str = "auto",
     grad_checkpointing: bool = False,
+    frame_average: bool = False,
     **overrides: Any,
 ) -> SuperImageClassifier:
     """Build the model registered as ``name`` (or ``timm:<any timm classifier>``).
 
     ``num_frames``, ``layout`` and ``frame_size`` default to the config's; a layout of None follows the
     paper's grid rule. ``frame_embed`` adds the per-frame position embedding (Swin only; the paper uses it
-    for SSV2). ``pretrained`` is a checkpoint file in any format ``sifar.models.load_pretrained`` reads.
+    for SSV2). ``attention`` picks the Swin window-attention kernel: "auto" (flex on GPUs, sdpa on CPUs), "flex"
+    (FlexAttention, bias and shift mask inside the kernel), "sdpa" (timm's fused path) or "eager" (the official
+    code's explicit softmax).
+    ``pretrained`` is a checkpoint file in any format ``sifar.models.load_pretrained`` reads.
+    ``frame_average`` builds the TSN-style baseline instead: the backbone sized for one frame (a 1x1 grid)
+    classifies every frame alone and the logits are averaged over time (:class:`FrameAverageClassifier`).
     Other keyword arguments reach the backbone (e.g. ``drop_path_rate``, ``window_size``).
     """
     config = resolve_config(name)
     num_frames = num_frames or config.num_frames
-    if layout is None and num_frames == config.num_frames:
+    if layout is None and num_frames == config.num_frames and not frame_average:
         layout = config.layout
-    grid = parse_layout(layout, num_frames)
+    grid = frame_average_grid(layout, frame_embed) if frame_average else parse_layout(layout, num_frames)
     frame_size = frame_size or config.frame_size
     backbone = get_builder(config.family)(
-        config, num_classes, grid=grid, frame_size=frame_size, frame_embed=frame_embed, fused_attn=fused_attn,
+        config, num_classes, grid=grid, frame_size=frame_size, frame_embed=frame_embed, attention=attention,
         **overrides,
     )
     mean = tuple(getattr(backbone, "pretrained_cfg", {}).get("mean", IMAGENET_DEFAULT_MEAN))
     std = tuple(getattr(backbone, "pretrained_cfg", {}).get("std", IMAGENET_DEFAULT_STD))
-    model = SuperImageClassifier(backbone, num_frames, grid, frame_size, name=config.name, mean=mean, std=std)
+    classifier = FrameAverageClassifier if frame_average else SuperImageClassifier
+    model = classifier(backbone, num_frames, grid, frame_size, name=config.name, mean=mean, std=std)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     if pretrained:

@@ -44,6 +44,30 @@ class SuperImageClassifier(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.super_image(frames))
 
+    def _final_norm(self) -> nn.Module | None:
+        """Swin ends its features with a LayerNorm over channels of an NHWC map; ResNet has none (NCHW)."""
+        return getattr(self.backbone, "norm", None)
+
+    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
+        """The last feature map before any final norm, (B, C, h, w) for every backbone (what CAMs weigh)."""
+        norm = self._final_norm()
+        if norm is None:
+            return self.backbone.forward_features(self.super_image(frames))
+        captured: list[torch.Tensor] = []  # the final norm's input: timm's forward_features applies the norm
+        hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        try:
+            self.backbone.forward_features(self.super_image(frames))
+        finally:
+            hook.remove()
+        return captured[0].permute(0, 3, 1, 2)
+
+    def head_from_feature_map(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from a (B, C, h, w) :meth:`feature_map`: the final norm (if any), pooling and classifier."""
+        norm = self._final_norm()
+        if norm is None:
+            return self.backbone.forward_head(features)
+        return self.backbone.forward_head(norm(features.permute(0, 2, 3, 1)))
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)
 

@@ -11,17 +11,19 @@ from typing import Any, Sequence
 
 import torch
 from timm.layers import trunc_normal_
-from timm.models.swin_transformer import SwinTransformer, WindowAttention
+from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from sifar.layout import Layout, frame_cell_map
 from sifar.models.registry import ModelConfig, register_config, register_family
+from sifar.models.window_attention import AttentionImpl, set_attention
 
 PATCH_SIZE = 4
 STAGE_STRIDE = 32  # patch 4, then three 2x merges
 
 WIDTHS: dict[str, dict[str, Any]] = {
     "nano": dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),
+    "micro": dict(embed_dim=64, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)),
     "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
@@ -63,16 +65,9 @@ def stage_window_sizes(windows: Sequence[int], super_size: tuple[int, int], glob
     return tuple(sizes)
 
 
-def set_fused_attention(model: nn.Module, enabled: bool) -> None:
-    """Switch every window attention between torch's scaled_dot_product_attention and the explicit path."""
-    for module in model.modules():
-        if isinstance(module, WindowAttention):
-            module.fused_attn = enabled
-
-
 @register_family("swin")
 def build_swin(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-               frame_embed: bool | None = None, fused_attn: bool = True, **overrides: Any) -> SifarSwin:
+               frame_embed: bool | None = None, attention: AttentionImpl = "auto", **overrides: Any) -> SifarSwin:
     """A SifarSwin for ``config`` at the given grid and frame size; ``overrides`` reach timm's Swin."""
     arch = dict(config.arch)
     windows = overrides.pop("window_size", arch.pop("window_size"))
@@ -89,7 +84,7 @@ def build_swin(config: ModelConfig, num_classes: int, grid: Layout, frame_size: 
         window_size=stage_window_sizes(windows, super_size, global_last),
         **arch,
     )
-    set_fused_attention(model, fused_attn)
+    set_attention(model, attention)
     return model
 
 
@@ -120,3 +115,7 @@ _swin("sifar_tiny_patch4_window6_96_3x3", "tiny", 8, 96, (6, 6, 6, 9), "SIFAR-T-
       description="Swin-T widths on 96px frames: quick experiments on one GPU")
 _swin("sifar_nano_patch4_window6_64_3x3", "nano", 8, 64, (6, 6, 6, 6), "SIFAR-N-6",
       description="tiny widths on 64px frames: tests and the CPU demo")
+# Windows 8, 8, 4 divide the feature maps of 64px frames in every layout of 8 frames (1x8, 2x4, 3x3) and of a
+# single frame (the frame-averaging baseline), so no layout of tools/temporal_study.py pays for padding.
+_swin("sifar_micro_patch4_window8_64_3x3", "micro", 8, 64, (8, 8, 4, 6), "SIFAR-M-8",
+      description="micro widths on 64px frames: the temporal study (tools/temporal_study.py) on one GPU")

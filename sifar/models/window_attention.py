@@ -1,0 +1,104 @@
+"""Window attention for SIFAR's Swin in three interchangeable implementations.
+
+timm's fused path adds the relative-position bias and the shifted-window mask into one dense
+(windows * batch, heads, N, N) tensor before ``scaled_dot_product_attention``; on a 3x3 super image at
+batch 32 that is gigabytes of memory traffic per block (and as much again for the bias gradient). The
+``flex`` implementation folds both into FlexAttention's ``score_mod`` instead: the bias is read from the
+small table and the shift mask from a per-window region id, inside the kernel, so nothing of size N x N per
+window is ever written.
+
+- ``eager``: the explicit softmax(QK^T + B + M) V of the official code (the baseline of the benchmarks);
+- ``sdpa``:  timm's fused path (``scaled_dot_product_attention`` with a dense additive mask);
+- ``flex``:  FlexAttention with the bias and mask in ``score_mod`` (CUDA for training; compiled kernels);
+- ``auto``:  ``flex`` on CUDA tensors, ``sdpa`` elsewhere (FlexAttention has no CPU backward).
+All compute the same function; tests check they agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
+from torch import nn
+from torch.nn.attention.flex_attention import flex_attention
+
+AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
+ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
+# FlexAttention tiles of 64 rather than 128: a 144-token window (12x12) then pads to 192, not 256 (H100,
+# SIFAR-B-12 training: 302 clips/s against 276 with the default tiles; docs/PERFORMANCE.md).
+FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
+SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
+
+_compiled_flex_attention = None
+
+
+def compiled_flex_attention():
+    """FlexAttention compiled once per process; uncompiled it would materialise the scores."""
+    global _compiled_flex_attention
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex_attention
+
+
+def window_regions(mask: torch.Tensor) -> torch.Tensor:
+    """(windows, N) region ids from timm's (windows, N, N) 0/-100 shift mask.
+
+    Two tokens of a window may attend to each other iff they lie in the same region of the shifted
+    image; labelling each token by the first token it may attend to gives one id per region.
+    """
+    return (mask == 0).to(torch.int32).argmax(-1).to(torch.int32)
+
+
+class SifarWindowAttention(WindowAttention):
+    """timm's WindowAttention (same parameters, same checkpoints) with a choice of attention kernel."""
+
+    impl: str = "sdpa"
+    flex_kernel_options: dict | None = None
+    shift_regions: torch.Tensor  # (windows, N) region ids of a shifted block (see :func:`window_regions`)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        impl = ("flex" if x.is_cuda else "sdpa") if self.impl == "auto" else self.impl
+        if impl != "flex":
+            return super().forward(x, mask)
+        windows_batch, tokens, _ = x.shape
+        q, k, v = self.qkv(x).reshape(windows_batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = self._flex(q, k, v, mask)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows_batch, tokens, -1)))
+
+    def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # The (heads, N, N) bias is gathered from the table outside the kernel: its gradient then lands on
+        # N*N*heads distinct addresses instead of being scattered by every score into the small table.
+        bias = self._get_rel_pos_bias()[0]
+        if mask is None:
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return score + bias[h, q_idx, kv_idx]
+        else:
+            regions, num_windows = self.shift_regions, self.shift_regions.shape[0]
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                window = b % num_windows  # windows are the fast axis of timm's (batch * windows) dimension
+                same = regions[window, q_idx] == regions[window, kv_idx]
+                return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, SHIFT_MASK_VALUE)
+        attend = flex_attention
+        if q.is_cuda and not torch.compiler.is_compiling():
+            attend = compiled_flex_attention()
+        return attend(q, k, v, score_mod=score_mod, scale=self.scale, kernel_options=self.flex_kernel_options)
+
+
+def set_attention(model: nn.Module, impl: AttentionImpl, flex_kernel_options: dict | None = None) -> None:
+    """Switch every Swin window attention of ``model`` to ``impl`` (see the module docstring).
+
+    ``flex_kernel_options`` reach FlexAttention's kernels (default: :data:`FLEX_KERNEL_OPTIONS`).
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention implementation {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+    for block in model.modules():
+        if isinstance(block, SwinTransformerBlock):
+            attention = block.attn
+            attention.__class__ = SifarWindowAttention  # same parameters and buffers; only forward differs
+            attention.impl = impl
+            attention.fused_attn = impl != "eager"
+            attention.flex_kernel_options = FLEX_KERNEL_OPTIONS if flex_kernel_options is None else flex_kernel_options
+            if block.attn_mask is not None:  # a buffer, so that compiled graphs see a fixed tensor
+                attention.register_buffer("shift_regions", window_regions(block.attn_mask), persistent=False)

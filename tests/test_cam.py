@@ -1,0 +1,267 @@
+"""Class activation maps (sifar.cam) and ``sifar-predict --cam``, on tiny real models and generated videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+from video_files import make_video
+
+from sifar.cam import (
+    UnknownClassError,
+    ablation_weights,
+    class_activation_map,
+    class_index,
+    denormalized,
+    frame_cells,
+    write_cam,
+)
+from sifar.checkpoint import save_checkpoint
+from sifar.cli.predict import main as predict_main
+from sifar.data.transforms import normalize
+from sifar.layout import to_super_image
+from sifar.models import SuperImageClassifier, create_model
+
+PATCH = 8  # the colour model's feature stride
+FRAME = 16  # its frame side: 2x2 features per frame
+RED_FRAME, BLUE_FRAME = 4, 1  # cells (1, 1) and (0, 1) of its 2x3 grid
+
+
+class ColourPatches(nn.Module):
+    """A tiny backbone with hand-set weights: per 8x8 patch, channel 0 is the mean red, 1 the mean blue,
+    2 the mean green; class "red" scores red minus blue, class "blue" the opposite, green counts for nothing."""
+
+    num_classes = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, 3, kernel_size=PATCH, stride=PATCH, bias=False)
+        self.fc = nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            self.patches.weight.zero_()
+            for channel, colour in enumerate((0, 2, 1)):
+                self.patches.weight[channel, colour] = 1 / PATCH**2
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patches(x).relu()
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def colour_model() -> SuperImageClassifier:
+    """5 frames of 16px on a 2x3 grid (one padding cell); pixels enter as x / 255 (mean 0, std 1)."""
+    return SuperImageClassifier(ColourPatches(), num_frames=5, grid=(2, 3), frame_size=FRAME, name="colour",
+                                mean=(0.0,) * 3, std=(1.0,) * 3).eval()
+
+
+def evidence_clip() -> torch.Tensor:
+    """(1, 5, 3, 16, 16) uint8 on dim green: a red 16x8 patch in frame 4, a smaller blue 8x8 one in frame 1."""
+    frames = torch.zeros(1, 5, 3, FRAME, FRAME, dtype=torch.uint8)
+    frames[:, :, 1] = 40
+    frames[0, RED_FRAME, 0, 8:16, 0:16] = 255  # the bottom half of frame 4
+    frames[0, BLUE_FRAME, 2, 0:8, 8:16] = 255  # the top-right quarter of frame 1
+    return frames
+
+
+def hottest_cell(heatmap: torch.Tensor, rows: int, cols: int) -> int:
+    """Row-major index of the grid cell with the most heat."""
+    cells = heatmap.view(rows, heatmap.shape[0] // rows, cols, heatmap.shape[1] // cols).mean((1, 3))
+    return int(cells.flatten().argmax())
+
+
+@pytest.mark.parametrize("method", ["ablation", "gradcam"])
+def test_map_peaks_where_the_evidence_is(method):
+    model, frames = colour_model(), evidence_clip()
+    inputs = normalize(frames, model.mean, model.std)
+    top = class_activation_map(model, inputs, ["red", "blue"], method=method, chunk=2)
+    assert (top.class_name, top.method) == ("red", method)  # twice the red area: red is the top class
+    assert top.heatmap.shape == (2 * FRAME, 3 * FRAME) and top.heatmap.max() == 1 and top.heatmap.min() == 0
+    assert hottest_cell(top.heatmap, 2, 3) == RED_FRAME
+    y, x = divmod(int(top.heatmap.argmax()), top.heatmap.shape[1])
+    assert (FRAME + 8 <= y < 2 * FRAME) and (FRAME <= x < 2 * FRAME)  # inside the red patch
+    # "blue" has a negative score here; its map must still show the blue evidence, not the red
+    blue = class_activation_map(model, inputs, ["red", "blue"], target=1, method=method)
+    assert blue.class_name == "blue" and hottest_cell(blue.heatmap, 2, 3) == BLUE_FRAME
+    y, x = divmod(int(blue.heatmap.argmax()), blue.heatmap.shape[1])
+    assert y < 8 and FRAME + 8 <= x < 2 * FRAME
+
+
+def test_the_image_is_the_super_image_the_model_saw():
+    model = create_model("SIFAR-N-6", 3, frame_size=32)
+    frames = torch.randint(0, 256, (1, 8, 3, 32, 32), dtype=torch.uint8)
+    image = denormalized(model.super_image(normalize(frames, model.mean, model.std))[0], model.mean, model.std)
+    assert torch.equal(image[:, :64], to_super_image(frames, 3, 3)[0, :, :64])  # the rows of real frames
+    padding = image[:, 64:, 64:]  # the 9th cell: normalized zeros, i.e. the mean colour
+    expected = torch.tensor([round(m * 255) for m in model.mean], dtype=torch.uint8)
+    assert torch.equal(padding, expected.view(3, 1, 1).expand_as(padding))
+
+
+def test_per_frame_images_are_the_grid_cells_in_time_order(tmp_path):
+    model = colour_model()
+    frames = torch.zeros(1, 5, 3, FRAME, FRAME, dtype=torch.uint8)
+    for t in range(5):
+        frames[0, t, 0] = 50 * t + 10  # a distinct red level per frame
+    cam = class_activation_map(model, normalize(frames, model.mean, model.std), ["red", "blue"])
+    cells = frame_cells(cam.image, cam.grid, cam.num_frames)
+    assert [int(cell[0].float().mean()) for cell in cells] == [10, 60, 110, 160, 210]
+    written = write_cam(cam, tmp_path / "cam.png", tmp_path / "frames")
+    overlaid = np.asarray(Image.open(tmp_path / "cam.png"))
+    frame_files = sorted((tmp_path / "frames").iterdir())
+    assert written == [tmp_path / "cam.png", *frame_files] and len(frame_files) == 5  # no file for the padding
+    for t, path in enumerate(frame_files):
+        row, col = divmod(t, 3)
+        cell = overlaid[row * FRAME:(row + 1) * FRAME, col * FRAME:(col + 1) * FRAME]
+        assert np.array_equal(np.asarray(Image.open(path)), cell), path.name
+
+
+def test_unknown_class_names_are_a_clear_error():
+    assert class_index(["move_left", "move_right"], "move_right") == 1
+    with pytest.raises(UnknownClassError, match="'move_rihgt'.*did you mean move_right"):
+        class_index(["move_left", "move_right"], "move_rihgt")
+    with pytest.raises(UnknownClassError, match="'zzz' among the model's 7 classes.*include a, b, c, d, e$"):
+        class_index(list("abcdefg"), "zzz")
+
+
+def test_batched_ablation_equals_one_channel_at_a_time():
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", 5, frame_size=32).eval()  # Swin: final LayerNorm in the head
+    with torch.no_grad():
+        features = model.feature_map(torch.randn(1, 8, 3, 32, 32))
+    head = model.head_from_feature_map
+    single = ablation_weights(head, features, target=2, chunk=1)
+    assert single.shape == (features.shape[1],)
+    for chunk in (7, 100, features.shape[1]):
+        assert torch.allclose(ablation_weights(head, features, 2, chunk), single, atol=1e-5), chunk
+    with torch.no_grad():  # the definition, by hand, for one channel
+        ablated = features.clone()
+        ablated[:, 9] = 0
+        score, drop = head(features)[0, 2], head(ablated)[0, 2]
+    assert single[9].item() == pytest.approx(((score - drop) / score.abs()).item(), rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="at least one channel"):
+        ablation_weights(head, features, 2, chunk=0)
+
+
+@pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-R18"])
+def test_swin_and_resnet_configs(name):
+    torch.manual_seed(0)
+    model = create_model(name, 4, frame_size=32).eval()
+    frames = torch.randn(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        features = model.feature_map(frames)
+        assert features.shape[-2:] == (3, 3)  # (B, C, h, w) whatever the backbone's layout
+        assert torch.allclose(model.head_from_feature_map(features), model(frames), atol=1e-5)
+    for method in ("ablation", "gradcam"):
+        cam = class_activation_map(model, frames, list("abcd"), target=3, method=method, chunk=64)
+        assert cam.heatmap.shape == (96, 96) and cam.image.shape == (3, 96, 96) and cam.class_name == "d"
+        assert torch.isfinite(cam.heatmap).all() and 0 <= cam.heatmap.min() <= cam.heatmap.max() <= 1
+
+
+def test_bad_requests_are_refused():
+    model = colour_model()
+    clip = normalize(evidence_clip(), model.mean, model.std)
+    with pytest.raises(ValueError, match="unknown CAM method 'lime'"):
+        class_activation_map(model, clip, ["red", "blue"], method="lime")
+    with pytest.raises(ValueError, match="class index 2 is out of range for 2 classes"):
+        class_activation_map(model, clip, ["red", "blue"], target=2)
+    with pytest.raises(ValueError, match="one clip, got a batch of 2"):
+        class_activation_map(model, clip.repeat(2, 1, 1, 1, 1), ["red", "blue"])
+    averaging = create_model("SIFAR-N-6", 2, frame_size=32, frame_average=True)
+    with pytest.raises(ValueError, match="frame averaging"):
+        class_activation_map(averaging, torch.randn(1, 8, 3, 32, 32), ["a", "b"])
+
+
+# sifar-predict --cam ------------------------------------------------------------------------------------------
+
+CLASSES = ["move_left", "move_right", "grow"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as training writes it (the parts prediction reads) of a SIFAR-N-6 on 32px frames."""
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", len(CLASSES), frame_size=32)
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint({"model": model.state_dict(), "classes": CLASSES,
+                     "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
+                                    "frame_size": model.frame_size, "frame_embed": False}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("videos") / "clip.mp4", frames=16, size=(48, 40))
+
+
+def predict_cli(*args) -> object:
+    return CliRunner().invoke(predict_main, [str(a) for a in args])
+
+
+def test_predict_writes_the_map_and_one_image_per_frame(checkpoint, video, tmp_path):
+    result = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--cam-frames",
+                         tmp_path / "frames", "--class", "grow", "--cam-batch", 7, "--crops", 1)
+    assert result.exit_code == 0, result.output
+    assert "ablation map of grow" in result.output and str(tmp_path / "cam.png") in result.output
+    overlaid = np.asarray(Image.open(tmp_path / "cam.png"))
+    assert overlaid.shape == (96, 96, 3)  # 3x3 cells of 32px
+    frame_files = sorted((tmp_path / "frames").iterdir())
+    assert [p.name for p in frame_files] == [f"frame_{t:03d}.png" for t in range(8)]
+    for t, path in enumerate(frame_files):
+        row, col = divmod(t, 3)
+        assert np.array_equal(np.asarray(Image.open(path)), overlaid[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32])
+
+
+def test_predict_json_names_the_map(checkpoint, video, tmp_path):
+    result = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--cam-method", "gradcam",
+                         "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["cam"]["method"] == "gradcam" and record["cam"]["files"] == [str(tmp_path / "cam.png")]
+    assert record["cam"]["class"] in CLASSES and (tmp_path / "cam.png").is_file()
+
+
+def test_predict_refuses_bad_cam_requests(checkpoint, video, tmp_path):
+    unknown = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--class", "grwo")
+    assert unknown.exit_code == 2 and "Invalid value for --class" in unknown.output
+    assert "no class named 'grwo'" in unknown.output and "did you mean grow" in unknown.output
+    assert not (tmp_path / "cam.png").exists()
+    two = predict_cli(video, video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png")
+    assert two.exit_code == 2 and "one video at a time, got 2" in two.output
+    alone = predict_cli(video, "--checkpoint", checkpoint, "--class", "grow")
+    assert alone.exit_code == 2 and "use it with --cam" in alone.output
+    batch = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--cam-batch", 0)
+    assert batch.exit_code == 2 and "--cam-batch" in batch.output
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    unwritable = predict_cli(video, "--checkpoint", checkpoint, "--cam", blocker / "cam.png")
+    assert unwritable.exit_code == 1 and f"could not write the class activation map to {blocker / 'cam.png'}" \
+        in unwritable.output
+
+
+def test_predict_refuses_a_map_for_a_frame_averaging_model(video, tmp_path):
+    model = create_model("SIFAR-N-6", len(CLASSES), frame_size=32, frame_average=True)
+    path = tmp_path / "average.pt"
+    save_checkpoint({"model": model.state_dict(), "classes": CLASSES,
+                     "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
+                                    "frame_size": model.frame_size, "frame_embed": False, "frame_average": True}},
+                    path)
+    result = predict_cli(video, "--checkpoint", path, "--cam", tmp_path / "cam.png")
+    assert result.exit_code == 1 and f"no class activation map for {video}" in result.output
+    assert "frame averaging" in result.output and not (tmp_path / "cam.png").exists()
+
+
+def test_help_states_the_cost():
+    result = CliRunner().invoke(predict_main, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "ceil(C/N) extra head passes" in text and "Swin-B: 1024 channels" in text and "centre view" in text

@@ -1,0 +1,41 @@
+"""GPU-only numerics of the fast paths (run on the device; skipped on CPU machines such as CI)."""
+
+import pytest
+import torch
+
+from sifar.models import create_model
+
+MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only)")
+
+
+def _model_pair(fast_attention: str, model: str = MODEL):
+    torch.manual_seed(0)
+    reference = create_model(model, num_classes=10, attention="eager", drop_path_rate=0.0).cuda()
+    fast = create_model(model, num_classes=10, attention=fast_attention, drop_path_rate=0.0).cuda()
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_bf16_compiled_logits_match_fp32_eager(attention):
+    reference, fast = _model_pair(attention)
+    frames = torch.randn(4, 8, 3, 96, 96, device="cuda")
+    with torch.no_grad():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        expected = reference.eval()(frames)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = torch.compile(fast.eval())(frames).float()
+    relative_error = (got - expected).norm() / expected.norm()
+    assert relative_error <= 2e-2, f"bf16 logits are off by {relative_error:.2e} (relative norm)"
+
+
+def test_flex_attention_gradients_match_the_explicit_path():
+    """fp32 gradients through FlexAttention's kernels (bias table and shift mask included) equal the explicit path."""
+    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference(frames).square().mean().backward()
+    fast(frames).square().mean().backward()  # eager model, compiled FlexAttention kernels
+    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)

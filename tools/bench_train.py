@@ -1,0 +1,275 @@
+"""Training and inference speed on one GPU, every figure beside the official-style baseline of the same run.
+
+    python tools/bench_train.py [--models SIFAR-B-12,SIFAR-B-14-16f] [--batch 32] [--steps 20]
+                                [--end-to-end] [--json results.json]
+
+1. Model step (random inputs): forward + backward + AdamW step of each variant below, clips/s, ms/step,
+   peak memory and MFU against ``--peak-tflops`` (a training clip costs 3 x 2 x the forward multiply-adds).
+   The baseline ``official`` runs this project's model the way the official SIFAR code does: fp32 with
+   TF32 matmuls, explicit (unfused) attention, eager, unfused AdamW; it does the official arithmetic.
+2. Inference (random inputs, ``--batch`` clips x 3 crops): clips/s of the baseline and the fast variant.
+3. With ``--end-to-end``: makes the synthetic dataset at 320x240, shards it, runs ``sifar-train`` (the real
+   loader on this machine's cores) and ``sifar-eval`` (1 clip x 3 crops) with the fastest variant and with
+   the baseline settings, and prints their throughput beside the pure-model figures of part 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sifar.models import create_model, get_config  # noqa: E402
+from sifar.models.flops import count_cost  # noqa: E402
+from sifar.precision import allow_tf32  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    attention: str
+    bf16: bool
+    compile: bool
+    fused_adamw: bool
+
+
+BASELINE = Variant("official", attention="eager", bf16=False, compile=False, fused_adamw=False)
+VARIANTS = (
+    BASELINE,
+    Variant("sdpa-bf16", attention="sdpa", bf16=True, compile=False, fused_adamw=True),
+    Variant("sdpa-bf16-compile", attention="sdpa", bf16=True, compile=True, fused_adamw=True),
+    Variant("flex-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True),
+)
+
+
+@dataclass
+class Measurement:
+    model: str
+    variant: str
+    mode: str  # train or infer
+    clips_per_s: float
+    ms_per_step: float
+    peak_gib: float
+    mfu: float
+    speedup: float = 1.0
+
+
+def median_step_ms(step, warmup: int, steps: int) -> float:
+    """Median of per-step CUDA-event times after ``warmup`` untimed steps (compilation happens there)."""
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes, attention=variant.attention, drop_path_rate=0.1).cuda()
+    return model
+
+
+def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_classes: int):
+    """One training step on fixed random clips and soft (Mixup-like) targets."""
+    config = get_config(model.name)
+    frames = torch.randn(batch, config.num_frames, 3, config.frame_size, config.frame_size, device="cuda")
+    targets = torch.rand(batch, num_classes, device="cuda").softmax(-1)
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=variant.fused_adamw)
+    criterion = SoftTargetCrossEntropy()
+    forward = torch.compile(model) if variant.compile else model
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=variant.bf16):
+            loss = criterion(forward(frames), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def infer_step_fn(model: torch.nn.Module, variant: Variant, batch: int, crops: int = 3):
+    config = get_config(model.name)
+    frames = torch.randn(batch * crops, config.num_frames, 3, config.frame_size, config.frame_size, device="cuda")
+    forward = torch.compile(model.eval()) if variant.compile else model.eval()
+
+    @torch.no_grad()  # as sifar-eval runs
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=variant.bf16):
+            forward(frames).float().softmax(-1).view(batch, crops, -1).mean(1)
+
+    return step
+
+
+def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement | None:
+    allow_tf32()  # as the anchor runs of the official code, and as sifar-train / sifar-eval run
+    model = build(model_name, variant, args.num_classes)
+    try:
+        step = (train_step_fn(model, variant, args.batch, args.num_classes) if mode == "train"
+                else infer_step_fn(model, variant, args.batch))
+        ms = median_step_ms(step, args.warmup, args.steps)
+        if variant.name in args.profile.split(","):
+            profile(step, f"{model_name}-{variant.name}-{mode}", args.json)
+    except Exception as err:  # out of memory, or a kernel this GPU/torch lacks: report it, go on
+        print(f"{model_name} {variant.name} {mode}: failed: {type(err).__name__}: {str(err)[:400]}", flush=True)
+        return None
+    finally:
+        del model
+        torch._dynamo.reset()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.empty_cache()
+    clips_per_s = 1000.0 * args.batch / ms
+    # 2 FLOPs per multiply-add, times 3: forward + backward when training, 3 crops per clip in inference.
+    flops_per_clip = 3 * 2 * 1e9 * count_cost(model_name, num_classes=args.num_classes).gflops
+    mfu = clips_per_s * flops_per_clip / (args.peak_tflops * 1e12)
+    result = Measurement(model_name, variant.name, mode, clips_per_s, ms, peak, mfu)
+    print(f"{model_name:16s} {variant.name:18s} {mode:5s} {clips_per_s:8.1f} clips/s {ms:8.1f} ms "
+          f"{peak:6.1f} GiB  MFU {100 * mfu:5.1f}%", flush=True)
+    return result
+
+
+def profile(step, label: str, json_path: str | None) -> None:
+    """Print the 25 kernels that take the most GPU time over 3 steps (and save the table beside the JSON)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90)
+    print(f"--- profile {label}\n{table}", flush=True)
+    if json_path:
+        Path(json_path).with_name(f"profile-{label}.txt").write_text(table)
+
+
+def add_speedups(results: list[Measurement]) -> None:
+    for r in results:
+        base = next((b for b in results if b.model == r.model and b.mode == r.mode and b.variant == BASELINE.name),
+                    None)
+        r.speedup = r.clips_per_s / base.clips_per_s if base else float("nan")
+
+
+def print_table(results: list[Measurement]) -> None:
+    print("\n| model | variant | mode | clips/s | ms/step | peak GiB | MFU | x official |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.model} | {r.variant} | {r.mode} | {r.clips_per_s:.1f} | {r.ms_per_step:.1f} | "
+              f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {r.speedup:.2f}x |")
+
+
+# End to end --------------------------------------------------------------------------------------------------
+
+def sifar(*args: str) -> str:
+    """Run one of the project's commands as a user would, return its output (raise with it on failure)."""
+    done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def make_shards(root: Path, videos: int, workers: int) -> Path:
+    synth, shards = root / "synth", root / "shards"
+    sifar("sifar.cli.tools", "synth", "--out", str(synth), "--videos", str(videos), "--frames", "32",
+          "--size", "320x240", "--val-fraction", "0.5", "--workers", str(workers), "--no-progress")
+    for split in ("train", "val"):
+        sifar("sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(synth), "--out", str(shards),
+              "--split", split, "--short-side", "0", "--workers", str(workers), "--no-progress")
+    return shards
+
+
+def steady_train_speed(metrics: Path, batch: int, skip: int) -> tuple[float, float]:
+    """(clips/s, data-wait share) over the logged steps after the first ``skip`` (compilation, warm-up)."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [r for r in rows if r.get("kind") == "step"][skip:]
+    elapsed = steps[-1]["time"] - steps[0]["time"]
+    waited = sum(r["wait_s"] for r in steps[1:])
+    return batch * (len(steps) - 1) / elapsed, waited / elapsed
+
+
+def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
+    root = Path(tempfile.mkdtemp(prefix="sifar_e2e_"))
+    shards = make_shards(root, args.e2e_videos, args.workers)
+    rows = []
+    run = root / "run"
+    sifar("sifar.train", "--shards", str(shards), "--output", str(run), "--model", args.e2e_model,
+          "--batch-size", str(args.batch), "--workers", str(args.workers), "--attention", fast.attention,
+          "--compile", "--max-steps", str(args.e2e_steps), "--steps-per-epoch", str(args.e2e_steps),
+          "--epochs", "1", "--save-every", "1000000")
+    clips, wait = steady_train_speed(run / "metrics.jsonl", args.batch, skip=2 * args.warmup)
+    ratio = clips / pure[args.e2e_model]
+    rows.append({"what": "sifar-train", "variant": fast.name, "clips_per_s": clips, "data_wait": wait,
+                 "vs_pure_model_step": ratio})
+    print(f"sifar-train {args.e2e_model} ({fast.name}, {args.workers} workers): {clips:.1f} clips/s, "
+          f"data wait {100 * wait:.1f}%, {100 * ratio:.0f}% of the pure model step", flush=True)
+    checkpoint = run / "last.pt"
+    for variant, flags in ((BASELINE, ["--attention", "eager", "--precision", "fp32"]),
+                           (fast, ["--attention", fast.attention, "--precision", "bf16", "--compile"])):
+        out = sifar("sifar.cli.evaluate", "--shards", str(shards), "--checkpoint", str(checkpoint), "--crops", "3",
+                    "--batch-size", str(args.batch), "--workers", str(args.workers), *flags)
+        speed = float(out.split(" videos/s")[0].rsplit(" ", 1)[-1])
+        rows.append({"what": "sifar-eval", "variant": variant.name, "clips_per_s": speed})
+        print(f"sifar-eval {args.e2e_model} 1 clip x 3 crops ({variant.name}): {speed:.1f} clips/s", flush=True)
+    rows[-1]["vs_official"] = rows[-1]["clips_per_s"] / rows[-2]["clips_per_s"]
+    print(f"sifar-eval speed-up over the official-style run: {rows[-1]['vs_official']:.2f}x", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="SIFAR-B-12,SIFAR-B-14-16f")
+    parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--peak-tflops", type=float, default=800.0, help="dense bf16 peak of the GPU")
+    parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--e2e-model", default="SIFAR-B-12")
+    parser.add_argument("--e2e-videos", type=int, default=640)
+    parser.add_argument("--e2e-steps", type=int, default=80)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument("--json", default=None, help="write every figure here")
+    parser.add_argument("--profile", default="", help="comma-separated variants to profile (kernel table)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_train needs a CUDA GPU")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch}", flush=True)
+    variants = [v for v in VARIANTS if v.name in args.variants.split(",")]
+    results = [m for name in args.models.split(",") for mode in args.modes.split(",") for v in variants
+               if (m := measure(name, v, mode, args)) is not None]
+    add_speedups(results)
+    e2e = []
+    if args.end_to_end:
+        trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model]
+        fastest = max(trained, key=lambda r: r.clips_per_s)
+        fast = next(v for v in VARIANTS if v.name == fastest.variant)
+        e2e = end_to_end(args, fast, {args.e2e_model: fastest.clips_per_s})
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                               "batch": args.batch, "model_steps": [asdict(r) for r in results],
+                                               "end_to_end": e2e}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,569 @@
+"""Issue 8: evidence that super images learn time, on the synthetic temporal dataset (paper Tables 7, 8a, 9).
+
+The synthetic dataset's ten classes come in five direction pairs (right/left, down/up, grow/shrink,
+cw/ccw, appear/disappear); a twin is its partner played backwards, so only frame order separates a pair.
+From scratch weights and fixed seeds, one run makes the data (``sifar-tools synth`` + ``shard``), then for
+each row trains with the library's trainer (``sifar.train.train``, what ``sifar-train`` runs) and evaluates
+the last checkpoint the way ``sifar-eval`` does (``model_from_checkpoint`` -> ``build_loader`` ->
+``evaluate``), in normal, reversed and shuffled frame order where the row asks for it:
+
+1. SIFAR (a micro Swin, 3x3 layout), also with reversed and shuffled frames (Table 9);
+2. the same backbone as a frame-averaging baseline (TSN-style; ``frame_average=True``);
+3. layouts 1x8 and 2x4 beside 3x3 (Table 8a);
+4. CNN SIFAR: ResNet-18 with and without a 7x7 large-kernel block (Table 7).
+
+Every row reports top-1, top-5, motion accuracy (the pair named right), direction accuracy within the
+pair (chance 50%), training time and clips/s. ``<out>/results.json`` is rewritten after every row (rows of
+an earlier run with the same recipe are kept, so ``--rows`` can complete a cut-off run), and so are the
+study's section of ``<docs>/RESULTS.md`` and ``<docs>/temporal_study.png``.
+
+    python tools/temporal_study.py --out runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
+    python tools/temporal_study.py --quick --out /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
+    python tools/temporal_study.py --report-only --out runs/temporal --docs docs    # docs from results.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import shlex
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sifar.checkpoint import model_from_checkpoint
+from sifar.data import build_loader
+from sifar.data.ffmpeg import DecodeSettings
+from sifar.data.shard_writer import ShardLimits
+from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.synth import CLASSES as SYNTH_CLASSES
+from sifar.data.synth import SynthConfig, make_dataset
+from sifar.data.workers import available_cores
+from sifar.distributed import init_distributed
+from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.io import atomic_write
+from sifar.metrics_log import read_metrics
+from sifar.train import TrainConfig, train
+
+SECTION_BEGIN = "<!-- temporal-study:begin (written by tools/temporal_study.py) -->"
+SECTION_END = "<!-- temporal-study:end -->"
+SPLITS = ("train", "val")
+ORDER_LABELS = {"reverse": "reversed frames", "shuffle": "shuffled frames"}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The recipe: data and training settings every row shares (results are only merged when they match)."""
+
+    videos: int = 8000
+    frames_per_video: int = 16
+    frame_size: int = 64
+    shard_samples: int = 64  # many small shards: every loader worker draws different ones
+    swin_model: str = "SIFAR-M-8"
+    cnn_model: str = "SIFAR-R18"
+    cnn_large_kernel_model: str = "SIFAR-R18-C7"
+    epochs: int = 4  # few, long epochs: each one restarts the loader's worker processes
+    steps_per_epoch: int = 350
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 0.5
+    weight_decay: float = 0.05
+    drop_path: float = 0.1
+    clip_grad: float = 5.0
+    seed: int = 0
+
+    def model(self, backbone: str) -> str:
+        models = {"swin": self.swin_model, "cnn": self.cnn_model, "cnn_large_kernel": self.cnn_large_kernel_model}
+        return models[backbone]
+
+
+GPU_SETTINGS = StudySettings()
+QUICK_SETTINGS = dataclasses.replace(GPU_SETTINGS, videos=40, frame_size=32, shard_samples=8, swin_model="SIFAR-N-6",
+                                     epochs=1, steps_per_epoch=2, batch_size=8)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the study: which backbone, how frames reach it, and the frame orders it is evaluated in."""
+
+    name: str
+    title: str
+    backbone: str  # "swin", "cnn" or "cnn_large_kernel" (see StudySettings.model)
+    layout: str | None = "3x3"
+    frame_average: bool = False
+    orders: tuple[str, ...] = ("normal",)
+
+
+ROWS = (
+    RowSpec("sifar_3x3", "SIFAR Swin, 3x3", "swin", "3x3", orders=("normal", "reverse", "shuffle")),
+    RowSpec("frame_average", "Frame average (TSN-style), same Swin", "swin", None, frame_average=True,
+            orders=("normal", "reverse")),
+    RowSpec("sifar_2x4", "SIFAR Swin, 2x4", "swin", "2x4"),
+    RowSpec("sifar_1x8", "SIFAR Swin, 1x8", "swin", "1x8"),
+    RowSpec("resnet", "SIFAR ResNet-18, 3x3", "cnn", "3x3"),
+    RowSpec("resnet_large_kernel", "SIFAR ResNet-18 + 7x7 block, 3x3", "cnn_large_kernel", "3x3"),
+)
+ROW_NAMES = tuple(row.name for row in ROWS)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs (not part of the recipe)."""
+
+    device: str
+    workers: int
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def make_data(settings: StudySettings, root: Path) -> dict[str, Any]:
+    """Synthetic videos and their shards in ``root``; reused when ``root/data.json`` records the same recipe."""
+    recipe = {"videos": settings.videos, "frames": settings.frames_per_video, "size": settings.frame_size,
+              "shard_samples": settings.shard_samples, "seed": settings.seed}
+    record = root / "data.json"
+    if record.is_file() and json.loads(record.read_text())["recipe"] == recipe:
+        return {**json.loads(record.read_text()), "reused": True}
+    began = time.perf_counter()
+    synth = SynthConfig(out=root / "synth", videos=settings.videos, frames=settings.frames_per_video,
+                        width=settings.frame_size, height=settings.frame_size, seed=settings.seed)
+    make_dataset(synth, progress=False)
+    synth_s = time.perf_counter() - began
+    shutil.rmtree(root / "shards", ignore_errors=True)
+    reports = [shard_dataset(ShardJob(dataset="csv", src=synth.out, out=root / "shards", split=split,
+                                      decode=DecodeSettings(short_side=0),
+                                      limits=ShardLimits(max_samples=settings.shard_samples),
+                                      seed=settings.seed, progress=False)) for split in SPLITS]
+    failures = sum(len(report.failures) for report in reports)
+    if failures:
+        raise RuntimeError(f"{failures} synthetic videos failed to shard; see {root / 'shards'}/*-errors.jsonl")
+    data = {"recipe": recipe, "shards": str(root / "shards"), "synth_s": round(synth_s, 1),
+            "shard_s": round(time.perf_counter() - began - synth_s, 1),
+            **{f"{r.manifest.split}_videos": r.manifest.num_samples for r in reports}}
+    write_json(record, data)
+    return data
+
+
+# --- one row ---------------------------------------------------------------------------------------------
+
+
+def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Path, run: RunOptions) -> TrainConfig:
+    """The row's trainer settings: the shared recipe, no mixing augmentations and no flips (a horizontal flip
+    turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
+    return TrainConfig(
+        shards=shards, output=str(output), model=settings.model(row.backbone), layout=row.layout,
+        frame_size=settings.frame_size, frame_average=row.frame_average, epochs=settings.epochs,
+        steps_per_epoch=settings.steps_per_epoch, warmup_epochs=settings.warmup_epochs,
+        batch_size=settings.batch_size, lr=settings.lr, min_lr=settings.min_lr, weight_decay=settings.weight_decay,
+        drop_path=settings.drop_path, clip_grad=settings.clip_grad, mixup=0.0, cutmix=0.0, flip="off",
+        workers=run.workers, device=run.device, seed=settings.seed, save_every=10**9, resume=False,
+    )
+
+
+def run_row(row: RowSpec, settings: StudySettings, shards: str, root: Path, run: RunOptions) -> dict[str, Any]:
+    """Train the row from scratch, then evaluate its last checkpoint in each of the row's frame orders."""
+    output = root / "runs" / row.name
+    shutil.rmtree(output, ignore_errors=True)  # the metrics log appends: start clean
+    began = time.perf_counter()
+    summary = train(train_config(row, settings, shards, output, run))
+    train_s = time.perf_counter() - began
+    clips = summary["steps"] * settings.batch_size
+    return {
+        "title": row.title, "model": settings.model(row.backbone),
+        "layout": "1x1 per frame" if row.frame_average else row.layout, "frame_average": row.frame_average,
+        "steps": summary["steps"], "clips_seen": clips, "train_s": round(train_s, 1),
+        "train_clips_per_s": round(clips / train_s, 1), **epoch_throughput(output),
+        **evaluate_orders(output / "last.pt", shards, row.orders, settings, run),
+    }
+
+
+def epoch_throughput(output: Path) -> dict[str, float]:
+    """Median over epochs of the trainer's own clips/s and loader-wait share, and the final training loss."""
+    steps = [r for r in read_metrics(output / "metrics.jsonl") if r["kind"] == "step"]
+    last_of_epoch = list({r["epoch"]: r for r in steps}.values())  # each epoch's last step: its average
+
+    def median(key: str) -> float:
+        values = sorted(r[key] for r in last_of_epoch)
+        return values[len(values) // 2]
+
+    return {"epoch_clips_per_s": round(median("clips_per_s"), 1), "data_wait": round(median("data_wait"), 3),
+            "final_loss": round(steps[-1]["loss"], 4)}
+
+
+def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], settings: StudySettings,
+                    run: RunOptions) -> dict[str, Any]:
+    """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
+    model, classes = model_from_checkpoint(checkpoint)
+    device = init_distributed(run.device).device
+    model = model.to(device)
+    loader = build_loader(shards, split="val", num_frames=model.num_frames, frame_size=model.frame_size,
+                          batch_size=settings.batch_size, num_workers=run.workers)
+    results = {}
+    for order in orders:
+        began = time.perf_counter()
+        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed)
+        seconds = time.perf_counter() - began
+        write_eval_report(result, classes, checkpoint.parent / "eval", prefix=f"{order}_",
+                          extra={"frame_order": order})
+        results[order] = {**result.summary(), **pair_metrics(result, classes),
+                          "clips_per_s": round(result.num_samples / seconds, 1)}
+    params = sum(p.numel() for p in model.parameters())
+    return {"params_m": round(params / 1e6, 2), "orders": results, "device": device_name(device)}
+
+
+def twin_of(classes: list[str]) -> dict[int, int]:
+    """Class index -> index of its time-reversed twin (the other class with the same motion)."""
+    by_motion: dict[str, list[int]] = {}
+    for index, name in enumerate(classes):
+        by_motion.setdefault(SYNTH_CLASSES[name][0], []).append(index)
+    return {i: j for pair in by_motion.values() if len(pair) == 2 for i, j in (pair, pair[::-1])}
+
+
+def pair_metrics(result: EvalResult, classes: list[str]) -> dict[str, float | None]:
+    """Motion top-1 (the prediction is the true class or its twin) and direction accuracy within the pair."""
+    confusion = result.confusion.double()
+    correct = float(confusion.diag().sum())
+    twin_hits = sum(float(confusion[i, j]) for i, j in twin_of(classes).items())
+    named = correct + twin_hits
+    return {"motion_top1": round(100 * named / max(result.num_samples, 1), 2),
+            "direction_in_pair": round(100 * correct / named, 2) if named else None}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.machine()})"
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+def write_json(path: Path, value: Any) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(value, handle, indent=2)
+        handle.write("\n")
+
+
+def start_results(path: Path, settings: StudySettings, command: str) -> dict[str, Any]:
+    """This run's results, keeping the rows of an earlier run in ``path`` made with the same recipe."""
+    recipe = json.loads(json.dumps(dataclasses.asdict(settings)))
+    earlier = json.loads(path.read_text()) if path.is_file() else None
+    if earlier is not None and earlier["settings"] == recipe:
+        earlier["commands"].append(command)
+        return earlier
+    return {"settings": recipe, "commands": [command], "rows": {}}
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def order_metric(row: dict[str, Any] | None, order: str, key: str) -> float | None:
+    return (row or {}).get("orders", {}).get(order, {}).get(key)
+
+
+def main_table(results: dict[str, Any]) -> str:
+    rows = []
+    for spec in ROWS:
+        row = results["rows"].get(spec.name)
+        if row is None or "error" in row:
+            reason = "failed: " + row["error"].splitlines()[-1] if row else "not run"
+            rows.append([spec.title, reason] + [""] * 10)
+            continue
+        normal = row["orders"]["normal"]
+        rows.append([spec.title, row["model"], row["layout"], percent(normal["top1"]), percent(normal["top5"]),
+                     percent(normal["motion_top1"]), percent(normal["direction_in_pair"]), f"{row['train_s']:.0f}",
+                     f"{row['epoch_clips_per_s']:.0f}", f"{100 * row['data_wait']:.0f}%",
+                     f"{normal['clips_per_s']:.0f}", f"{row['params_m']:.1f}"])
+    return table(["Row", "Model", "Layout", "Top-1", "Top-5", "Motion top-1", "Direction in pair", "Train s",
+                  "Train clips/s", "Loader wait", "Eval clips/s", "Params M"], rows)
+
+
+def order_table(results: dict[str, Any]) -> str:
+    rows = []
+    for name in ("sifar_3x3", "frame_average"):
+        row = results["rows"].get(name)
+        if row and "orders" in row:
+            cells = [f"{percent(order_metric(row, o, 'top1'))} ({percent(order_metric(row, o, 'direction_in_pair'))})"
+                     for o in ("normal", "reverse", "shuffle")]
+            rows.append([row["title"], *cells])
+    return table(["Model", "normal", "reverse", "shuffle"], rows)
+
+
+def findings(results: dict[str, Any], val_videos: int) -> list[str]:
+    """One line per goal of the issue, with the measured figures (a missed goal says so)."""
+    rows = results["rows"]
+
+    def top1(name: str, order: str = "normal") -> float | None:
+        return order_metric(rows.get(name), order, "top1")
+
+    lines = []
+    if (sifar := top1("sifar_3x3")) is not None:
+        stderr = 100 * math.sqrt(sifar / 100 * (1 - sifar / 100) / max(val_videos, 1))
+        verdict = "met" if sifar >= 95 else "**missed**"
+        lines.append(f"SIFAR 3x3: top-1 {sifar:.1f}% (+-{stderr:.1f} binomial standard error on {val_videos} clips); "
+                     f"goal >= 95%: {verdict}.")
+    if (average := top1("frame_average")) is not None:
+        motion = order_metric(rows["frame_average"], "normal", "motion_top1")
+        direction = order_metric(rows["frame_average"], "normal", "direction_in_pair")
+        lines.append(f"Frame average: top-1 {average:.1f}%, motion named {motion:.1f}%, direction within the pair "
+                     f"{percent(direction)}%; chance within a direction pair is 50%, so an order-blind model that "
+                     f"names every motion scores 50% top-1 at best (chance over all 10 classes: 10%).")
+    if (reverse := top1("sifar_3x3", "reverse")) is not None:
+        shuffled = top1("sifar_3x3", "shuffle")
+        motion = order_metric(rows["sifar_3x3"], "reverse", "motion_top1")
+        lines.append(f"Frame order (Table 9): SIFAR 3x3 top-1 {top1('sifar_3x3'):.1f}% in order, {reverse:.1f}% "
+                     f"reversed, {percent(shuffled)}% shuffled. Reversing a clip turns it into its twin class, "
+                     f"so a model that reads order names the motion ({percent(motion)}% reversed) but the opposite "
+                     f"direction.")
+    layouts = {name: top1(f"sifar_{name}") for name in ("1x8", "2x4", "3x3")}
+    if all(v is not None for v in layouts.values()):
+        best = max(layouts, key=layouts.get)
+        verdict = "yes" if best == "3x3" else f"**no** (best: {best})"
+        lines.append("Layouts (Table 8a): " + ", ".join(f"{k} {v:.1f}%" for k, v in layouts.items())
+                     + f"; the square grid is best: {verdict}.")
+    plain, large = top1("resnet"), top1("resnet_large_kernel")
+    if plain is not None and large is not None:
+        verdict = "yes" if large > plain else "**no**"
+        lines.append(f"CNN (Table 7): ResNet-18 {plain:.1f}%, with a 7x7 block {large:.1f}% "
+                     f"({large - plain:+.1f} points); the large kernel helps: {verdict}.")
+    return lines
+
+
+def setup_lines(results: dict[str, Any]) -> list[str]:
+    """The run's machine, data and recipe, one bullet each."""
+    settings, data = results["settings"], results.get("data", {})
+    devices = ", ".join(sorted({row["device"] for row in results["rows"].values() if "device" in row})) or "-"
+    size = f"{settings['frame_size']}x{settings['frame_size']}"
+    machine = f"Machine: {devices}, {results.get('cpu_cores', '?')} CPU cores, torch {results.get('torch', '?')}."
+    dataset = (
+        f"Data: the embedded synthetic dataset (`sifar-tools synth`, seed {settings['seed']}): "
+        f"{settings['videos']} videos of {settings['frames_per_video']} frames at {size} px, "
+        f"{data.get('train_videos', '?')} train / {data.get('val_videos', '?')} held-out; made in "
+        f"{data.get('synth_s', '?')} s, sharded in {data.get('shard_s', '?')} s. Its 10 classes form 5 direction "
+        "pairs (move right/left, down/up, grow/shrink, rotate cw/ccw, appear/disappear); a twin is drawn exactly "
+        "like its partner and played backwards, so only the order of the frames separates a pair."
+    )
+    recipe = (
+        f"Training, every row from scratch with seed {settings['seed']}: 8 frames of {size} per clip, "
+        f"{settings['epochs']} epochs x {settings['steps_per_epoch']} steps x {settings['batch_size']} clips, "
+        f"AdamW lr {settings['lr']} (cosine to {settings['min_lr']} after {settings['warmup_epochs']} warm-up "
+        f"epoch), weight decay {settings['weight_decay']}, drop path {settings['drop_path']}, gradient norm "
+        f"clipped at {settings['clip_grad']}, label smoothing 0.1, no mixup/cutmix, multi-scale crops, **no "
+        "horizontal flip** (a flip turns move_right into move_left and rotate_cw into rotate_ccw); bf16 autocast "
+        "on GPU."
+    )
+    evaluation = ("Evaluation: the last checkpoint, one centre clip and crop per held-out video, as `sifar-eval` "
+                  "does (`--reverse-frames` / `--shuffle-frames` for the other orders).")
+    columns = ("*Motion top-1*: the prediction is the true class or its twin. *Direction in pair*: of those, the "
+               "share with the right direction (chance: 50%). *Train s*: wall time of `sifar.train.train` (model "
+               "build, loader start-ups and checkpoints included). *Train clips/s* and *loader wait*: the "
+               "trainer's own figures, median over epochs. *Eval clips/s* includes the loader's start.")
+    return [machine, dataset, recipe, evaluation, columns]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    val_videos = results.get("data", {}).get("val_videos", 0)
+    warning = ("\n**`--quick` smoke test: tiny data and one short epoch; these numbers say nothing about the "
+               "method.**\n") if results.get("quick") else ""
+    return f"""{SECTION_BEGIN}
+## Super images learn time: the temporal study (issue 8)
+{warning}
+Made by `tools/temporal_study.py`, from its `results.json`:
+
+```bash
+{chr(10).join(results["commands"])}
+```
+
+{chr(10).join(f"- {line}" for line in setup_lines(results))}
+
+{main_table(results)}
+
+Frame order (paper Table 9), top-1 (direction in pair):
+
+{order_table(results)}
+
+Findings:
+
+{chr(10).join(f"- {line}" for line in findings(results, val_videos))}
+
+![temporal study](temporal_study.png)
+{SECTION_END}
+"""
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this study's section of ``path`` (or append it), leaving the rest of the file as it was."""
+    text = path.read_text() if path.is_file() else "# Results\n\n"
+    if SECTION_BEGIN in text and SECTION_END in text:
+        head, rest = text.split(SECTION_BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: top-1 and motion top-1 per row (and per frame order), chance lines at 10% and 50%."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = []
+    for spec in ROWS:
+        row = results["rows"].get(spec.name)
+        for order in spec.orders if row and "orders" in row else ():
+            label = spec.title if order == "normal" else f"{spec.title}, {ORDER_LABELS[order]}"
+            bars.append((label, row["orders"][order]))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.6))
+    y = range(len(bars))
+    ax.barh([i + 0.2 for i in y], [b[1]["motion_top1"] for b in bars], height=0.4, color="#c6dbef",
+            label="motion top-1 (pair named)")
+    ax.barh([i - 0.2 for i in y], [b[1]["top1"] for b in bars], height=0.4, color="#2171b5", label="top-1")
+    for i, (_, metrics) in enumerate(bars):
+        ax.text(metrics["top1"] + 1, i - 0.2, f"{metrics['top1']:.1f}", va="center", fontsize=8)
+    ax.axvline(10, ls=":", color="grey", label="chance (10 classes)")
+    ax.axvline(50, ls="--", color="grey", label="order-blind ceiling (50%)")
+    ax.set_yticks(list(y), [b[0] for b in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 105), xlabel="held-out accuracy (%)", title="Synthetic temporal dataset: what reads time")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], docs: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    plot(results, docs / "temporal_study.png")
+    write_section(docs / "RESULTS.md", markdown(results))
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+def selected_rows(names: str | None) -> list[RowSpec]:
+    if not names:
+        return list(ROWS)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in ROW_NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown rows {unknown}; rows are {', '.join(ROW_NAMES)}", param_hint="--rows")
+    return [row for row in ROWS if row.name in wanted]
+
+
+def row_line(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"FAILED: {row['error'].splitlines()[-1]}"
+    orders = row["orders"]
+    others = "".join(f" | {o} {orders[o]['top1']:.1f}" for o in orders if o != "normal")
+    normal = orders["normal"]
+    return (f"top-1 {normal['top1']:.1f} top-5 {normal['top5']:.1f} motion {normal['motion_top1']:.1f} "
+            f"direction {percent(normal['direction_in_pair'])}{others} | train {row['train_s']:.0f} s, "
+            f"{row['epoch_clips_per_s']:.0f} clips/s (loader wait {100 * row['data_wait']:.0f}%), "
+            f"eval {normal['clips_per_s']:.0f} clips/s")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Work folder: data, runs, results.json.")
+@click.option("--docs", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where RESULTS.md (the study's section) and temporal_study.png go.")
+@click.option("--quick", is_flag=True, help="Tiny CPU settings: a smoke test of the whole study in minutes.")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--workers", type=int, default=None, help="Loader workers (default: cores - 2 on GPU, 2 on CPU).")
+@click.option("--rows", default=None, help=f"Comma-separated subset of: {', '.join(ROW_NAMES)}.")
+@click.option("--deadline", type=float, default=None,
+              help="Seconds from start after which no new row starts (when the last row's time would overrun).")
+@click.option("--report-only", is_flag=True, help="Only rewrite the docs from <out>/results.json.")
+def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, workers: int | None,
+         rows: str | None, deadline: float | None, report_only: bool) -> None:
+    """Train and evaluate the study's rows; results.json, RESULTS.md and the PNG are rewritten after each row."""
+    started = time.perf_counter()
+    results_path = out / "results.json"
+    if report_only:
+        if not results_path.is_file():
+            raise click.ClickException(f"no {results_path}: run the study into --out first")
+        write_report(json.loads(results_path.read_text()), docs)
+        click.echo(f"wrote {docs / 'RESULTS.md'} and {docs / 'temporal_study.png'} from {results_path}")
+        return
+    todo = selected_rows(rows)
+    settings = QUICK_SETTINGS if quick else GPU_SETTINGS
+    if epochs is not None:
+        settings = dataclasses.replace(settings, epochs=epochs)
+    run = RunOptions(device=device, workers=workers if workers is not None else default_workers(device))
+    torch.backends.cudnn.benchmark = True  # fixed input shapes in every row
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
+    results = start_results(results_path, settings, command)
+    results.update(quick=quick, cpu_cores=available_cores(), torch=torch.__version__)
+    data = results["data"] = make_data(settings, out / "data")
+    log(started, f"data{' (reused)' if data.get('reused') else ''}: {settings.videos} videos, "
+                 f"{data['train_videos']} train / {data['val_videos']} val, synth {data['synth_s']} s, "
+                 f"shard {data['shard_s']} s")
+    row_seconds: list[float] = []
+    for number, row in enumerate(todo, 1):
+        elapsed = time.perf_counter() - started
+        if deadline is not None and row_seconds and elapsed + max(row_seconds) > deadline:
+            log(started, f"stopping before {row.name}: the slowest row took {max(row_seconds):.0f} s and the "
+                         f"deadline is {deadline:.0f} s")
+            break
+        log(started, f"[{number}/{len(todo)} {row.name}] training {settings.model(row.backbone)} "
+                     f"({'frame average' if row.frame_average else row.layout})")
+        began = time.perf_counter()
+        results["rows"][row.name] = attempt_row(row, settings, data["shards"], out, run)
+        row_seconds.append(time.perf_counter() - began)
+        write_json(results_path, results)
+        write_report(results, docs)
+        log(started, f"[{number}/{len(todo)} {row.name}] " + row_line(results["rows"][row.name]))
+    log(started, f"results: {results_path}; report: {docs / 'RESULTS.md'}, {docs / 'temporal_study.png'}")
+
+
+def default_workers(device: str) -> int:
+    """Loader workers: all cores but two on a GPU machine (the trainer and the pinning thread need some)."""
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())  # creates no context
+    return max(1, available_cores() - 2) if on_gpu else min(2, available_cores())
+
+
+def attempt_row(row: RowSpec, settings: StudySettings, shards: str, out: Path, run: RunOptions) -> dict[str, Any]:
+    """The row's results, or its error: one failing row must not cost the rows after it in a one-shot GPU run."""
+    try:
+        return run_row(row, settings, shards, out, run)
+    except Exception:  # noqa: BLE001 - recorded in results.json and the report, printed in full here
+        traceback.print_exc()
+        return {"title": row.title, "error": traceback.format_exc()}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def log(started: float, message: str) -> None:
+    print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
