@@ -10,8 +10,7 @@ from sifar.models.weights import CheckpointError
 from sifar.train import NonFiniteLossError, TrainConfig, train
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
-               CheckpointWriteError,
-               NonFiniteLossError)
+               CheckpointWriteError, NonFiniteLossError)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

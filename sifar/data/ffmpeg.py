@@ -152,8 +152,8 @@ def _jpeg_output_command(stream: ffmpeg.nodes.FilterableStream, settings: Decode
         video = video.filter("fps", fps=settings.fps)
     if settings.short_side > 0:
         video = _scale_short_side(video, settings.short_side)
-    # ffmpeg 7.0's mjpeg encoder refuses limited-range yuv420p unless told "unofficial" is fine (7.1 accepts it).
-    output_options = {"format": "image2pipe", "vcodec": "mjpeg", "pix_fmt": "yuv420p", "strict": "unofficial",
+    # Full-range YUV, as JPEG files are (ffmpeg 7.0's mjpeg encoder refuses limited-range yuv420p outright).
+    output_options = {"format": "image2pipe", "vcodec": "mjpeg", "pix_fmt": "yuvj420p",
                       "q:v": settings.quality, "fps_mode": "passthrough"}
     if settings.max_frames is not None:
         output_options["frames:v"] = settings.max_frames
