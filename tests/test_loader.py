@@ -1,4 +1,5 @@
 import io
+import multiprocessing
 import os
 import tarfile
 from collections import Counter
@@ -12,7 +13,7 @@ from PIL import Image
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
-from sifar.data.loader import BadDataWarning, Batch
+from sifar.data.loader import BadDataWarning, Batch, BatchMemory, _free_when_dropped
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
@@ -345,3 +346,39 @@ def test_a_stream_that_breaks_off_is_read_on_from_where_it_broke(folder):
         remote = keys_of(loader)
     assert remote == local
     assert loader.stats["shard_retries"] == 2 and loader.stats["broken_shards"] == 0
+
+
+def test_batch_memory_hands_a_buffer_out_again_only_once_it_is_marked_free():
+    free = multiprocessing.RawArray("b", [1, 1])
+    memory = BatchMemory(free, 0, 2, shared=True)
+    (first, slot_a), (_, slot_b), (extra, slot_c) = (memory.take((2, 3)) for _ in range(3))
+    assert (slot_a, slot_b, slot_c) == (0, 1, -1) and list(free) == [0, 0]
+    assert first.is_shared() and extra.is_shared()  # shared memory reaches the main process without a copy
+    free[0] = 1
+    again, slot = memory.take((1, 3))  # a short last batch takes the front of the same buffer
+    assert slot == 0 and again.data_ptr() == first.data_ptr() and free[0] == 0
+
+
+def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():
+    free = multiprocessing.RawArray("b", [0])
+    (batch,) = _free_when_dropped([(Batch(torch.zeros(2, 3, dtype=torch.uint8), torch.zeros(2), ["a", "b"]), 0)],
+                                  free)
+    view = batch.frames[1:]
+    del batch
+    assert free[0] == 0
+    del view
+    assert free[0] == 1
+
+
+@pytest.mark.parametrize("split, steps", [("train", 10), ("val", None)])
+def test_batches_the_consumer_holds_keep_their_frames_while_workers_reuse_memory(tmp_path, split, steps):
+    for shard in range(2):  # samples of different lengths: no two evaluation batches hold the same frames
+        write_shard(tmp_path / f"{split}-{shard:06d}.tar",
+                    [Sample(f"s{shard}x{i}", 0, 8 + 8 * shard + i) for i in range(8)])
+    options = {"num_workers": 2, "batch_size": 2, "prefetch_factor": 1, "steps_per_epoch": steps}
+    held = list(loader_for(tmp_path, split, **options))  # every batch kept: workers must not refill any
+    copied = [batch.frames.clone() for batch in loader_for(tmp_path, split, **options)]  # each let go at once
+    unpooled = list(loader_for(tmp_path, split, reuse_memory=False, **options))
+    assert len(held) == len(copied) == len(unpooled) > 2 * (1 + 2)  # more batches than the workers' buffers
+    for kept, copy, fresh in zip(held, copied, unpooled):
+        assert torch.equal(kept.frames, copy) and torch.equal(kept.frames, fresh.frames)

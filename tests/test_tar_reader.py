@@ -60,9 +60,13 @@ def test_unread_members_are_skipped(seekable):
     assert got == {"s.000002.jpg": b"\x02" * 700, "s.000005.jpg": b"\x05" * 1600}
 
 
-def test_base256_sizes_are_read():
+@pytest.mark.parametrize("size_field", [
+    b"\x80" + (20).to_bytes(11, "big"),  # GNU base-256
+    b"00000000024\0", b"00000000024 ", b"24\0\0\0\0\0\0\0\0\0\0", b"         24\0", b"000000000024",
+])
+def test_sizes_are_read_in_every_form_tar_writers_use(size_field):
     data = bytearray(tar_bytes([("big.json", b"q" * 20)]))
-    data[124:136] = b"\x80" + (20).to_bytes(11, "big")
+    data[124:136] = size_field
     data[148:156] = b"        "
     data[148:155] = f"{sum(data[:512]):06o}\0".encode()
     assert read_all(bytes(data), seekable=True) == [("big.json", b"q" * 20)]

@@ -8,7 +8,7 @@ One pipeline runs in each DataLoader worker (in the calling process when ``num_w
                 read_clips          each sample's JSON first, its frame indices sampled, only those JPEGs read
                 shuffle             a sample buffer, seeded the same way
                 decode_train        crop jitter drawn, sampled JPEGs decoded, cropped, resized, flipped
-                batched             full batches only
+                batched             full batches only, in the worker's reused shared memory (BatchMemory)
                 slice               exactly this worker's share of ``steps_per_epoch``
     evaluation  SimpleShardList     every shard, in order, no shuffle
                 split_for_worker    this rank and worker's shards; with fewer shards than ranks x workers,
@@ -404,15 +404,16 @@ count_samples = wds.pipelinefilter(_count_samples)
 
 
 class BatchMemory:
-    """Frame buffers reused from batch to batch, so that filling a batch does not touch fresh memory.
+    """A DataLoader worker's shared-memory frame buffers, reused from batch to batch.
 
-    Memory written for the first time costs a page fault per 4 KiB, and without reuse a DataLoader worker
-    gets new shared memory for every batch: in tools/bench_loader.py that cost as much as a third of
-    decoding the clips' JPEGs. Here a worker keeps up to ``slots`` buffers (shared memory in DataLoader
-    workers, so batches reach the main process without a copy). A batch's frames view one of them; the
-    process iterating the loader marks it free again once no tensor views it any more
-    (:func:`_free_when_dropped`), and only then is it refilled. When every buffer is taken (the consumer
-    holds on to many batches), a batch gets fresh memory, as without the pool.
+    Memory written for the first time costs a page fault per 4 KiB page, and torch gives a worker new
+    shared memory for every batch: measured in tools/bench_loader.py, about 0.7 ms per clip of 8 frames
+    at 192x192, half the cost of decoding the clip's JPEGs. So each worker keeps up to ``slots`` buffers
+    in shared memory; a batch's frames are a view of one, and reach the main process without a copy.
+    The main process marks a buffer free again (``free[slot] = 1``) once no tensor there views it any
+    more (:func:`_free_when_dropped`); only then is it refilled. While every buffer is taken (the
+    consumer holds on to batches), batches get fresh memory. With ``slots == 0`` (the loader in the
+    calling process, or ``reuse_memory=False``) every batch gets fresh memory.
     """
 
     def __init__(self, free: Any, first_slot: int, slots: int, shared: bool):
@@ -549,7 +550,8 @@ class ClipStream(IterableDataset):
     def __iter__(self) -> Iterator[Shipment]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        memory = BatchMemory(self.free, worker * self.slots, self.slots, shared=info is not None)
+        in_worker = info is not None  # in the calling process, a pooled buffer would never be let go
+        memory = BatchMemory(self.free, worker * self.slots, self.slots if in_worker else 0, shared=in_worker)
         if self.config.training:
             role = (worker + self.start_batch) % workers
             pipeline = training_pipeline(self.source.shards, first_samples(self.source), self.config, self.epoch,
@@ -567,11 +569,12 @@ class VideoLoader:
     """
 
     def __init__(self, source: ShardSource, config: LoaderConfig, epoch: int = 0, start_batch: int = 0,
-                 pin_memory: bool = False, prefetch_factor: int = 2):
+                 pin_memory: bool = False, prefetch_factor: int = 2, reuse_memory: bool = True):
         self.source = source
         self.config = config
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
+        self.reuse_memory = reuse_memory
         self._stats = LoaderStats()
         self.set_epoch(epoch, start_batch)
 
@@ -586,9 +589,9 @@ class VideoLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         workers = self.config.num_workers
-        # per worker: the batches it may have queued, the one it fills, and two held by the consumer
-        slots = (self.prefetch_factor if workers else 0) + 3
-        free = multiprocessing.RawArray("b", [1] * slots * max(1, workers))
+        # per worker: the batches it may have queued, and two the consumer holds (the current, the last)
+        slots = self.prefetch_factor + 2 if workers and self.reuse_memory else 0
+        free = multiprocessing.RawArray("b", [1] * max(1, slots * workers))
         stream = ClipStream(self.source, self.config, self.epoch, self.start_batch, self._stats, free, slots)
         self.start_batch = 0  # a resume point applies to one iteration only
         # A private generator: creating the iterator must not draw from the global torch RNG, or a resumed
@@ -671,7 +674,7 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
                  rank: int | None = None, world_size: int | None = None, epoch: int = 0, start_batch: int = 0,
                  steps_per_epoch: int | None = None, shuffle_buffer: int = 500, decoder: str = "auto",
                  pin_memory: bool | None = None, prefetch_factor: int = 2, shard_retries: int = 2,
-                 retry_delay: float = 1.0) -> VideoLoader:
+                 retry_delay: float = 1.0, reuse_memory: bool = True) -> VideoLoader:
     """Batches ``(frames, labels, keys)`` of clips streamed from shards.
 
     ``frames`` is uint8: (B, T, C, H, W) when training; (B, V, T, C, H, W) when evaluating, always with
@@ -693,6 +696,10 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
     - ``decoder``: "auto" (torchvision if it imports, else Pillow), "torchvision" or "pillow".
     - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
       waiting ``retry_delay * 2**i`` seconds before each.
+    - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it
+      any more (:class:`BatchMemory`), which saves a page fault per 4 KiB. Only a batch whose frames are
+      handed on to another process (a multiprocessing queue) would be overwritten under that process:
+      ``clone()`` them first, or pass False.
     """
     shard_source = resolve_source(source, split)
     rank, world_size = _rank_and_world_size(rank, world_size)
@@ -711,4 +718,4 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,
-                       prefetch_factor=prefetch_factor)
+                       prefetch_factor=prefetch_factor, reuse_memory=reuse_memory)

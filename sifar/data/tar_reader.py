@@ -93,7 +93,7 @@ class TarMemberReader:
                     name, size = pax.get("path", name), _pax_size(pax, size, offset, self._name)
                 self._current = member = TarMember(name, size, self._position)
                 self._current_header = header
-                self._unread = -(-size // BLOCK) * BLOCK
+                self._unread = _padded(size)
                 return member
             if typeflag in (b"L", b"x"):
                 _check_checksum(header, offset, self._name)
