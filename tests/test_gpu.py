@@ -30,9 +30,10 @@ def test_bf16_compiled_logits_match_fp32_eager(attention):
     assert relative_error <= 2e-2, f"bf16 logits are off by {relative_error:.2e} (relative norm)"
 
 
-def test_flex_attention_gradients_match_the_explicit_path():
+@pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-8"])  # windows 6; windows 8, 8, 4 (16 tokens), 6
+def test_flex_attention_gradients_match_the_explicit_path(model):
     """fp32 gradients through FlexAttention's kernels (bias table and shift mask included) equal the explicit path."""
-    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    reference, fast = _model_pair("flex", model=model)
     frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     reference(frames).square().mean().backward()

@@ -57,7 +57,9 @@ def main(videos, checkpoint, topk, clips, crops, as_json, device, cam_path, cam_
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     try:
-        model, classes = model_from_checkpoint(checkpoint)
+        # sdpa, not FlexAttention: Flex kernels are compiled for each new shape, seconds each, which a few
+        # clips never pay back (with them, one `--cam` call of the micro Swin took ~40 s on an H100).
+        model, classes = model_from_checkpoint(checkpoint, attention="sdpa")
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
     try:

@@ -115,7 +115,12 @@ _swin("sifar_tiny_patch4_window6_96_3x3", "tiny", 8, 96, (6, 6, 6, 9), "SIFAR-T-
       description="Swin-T widths on 96px frames: quick experiments on one GPU")
 _swin("sifar_nano_patch4_window6_64_3x3", "nano", 8, 64, (6, 6, 6, 6), "SIFAR-N-6",
       description="tiny widths on 64px frames: tests and the CPU demo")
-# Windows 8, 8, 4 divide the feature maps of 64px frames in every layout of 8 frames (1x8, 2x4, 3x3) and of a
-# single frame (the frame-averaging baseline), so no layout of tools/temporal_study.py pays for padding.
+# Micro widths on 64px frames, for the temporal study (tools/temporal_study.py) on one GPU. SIFAR-M-12 has
+# SIFAR-B-12's windows, which on 64px frames straddle frames in every stage (the paper's point: a larger
+# window lets attention compare frames). SIFAR-M-8's windows 8, 8, 4 fit inside one frame (16, 8, 4 tokens a
+# side) and divide every layout of 8 frames without padding; frames meet only at shifted-window borders and
+# in the global last stage.
+_swin("sifar_micro_patch4_window12_64_3x3", "micro", 8, 64, (12, 12, 12, 18), "SIFAR-M-12",
+      description="micro widths, SIFAR-B-12's windows, 64px frames: the temporal study on one GPU")
 _swin("sifar_micro_patch4_window8_64_3x3", "micro", 8, 64, (8, 8, 4, 6), "SIFAR-M-8",
-      description="micro widths on 64px frames: the temporal study (tools/temporal_study.py) on one GPU")
+      description="micro widths, windows inside one 64px frame")

@@ -30,6 +30,11 @@ ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
+# Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
+# of 8 is spent by one Swin's training shapes alone; past it, FlexAttention silently falls back to its unfused
+# path (evaluation's last, smaller batch and sifar-predict's views did, at a tenth of the speed).
+FLEX_RECOMPILE_LIMIT = 64
+
 _compiled_flex_attention = None
 
 
@@ -37,6 +42,7 @@ def compiled_flex_attention():
     """FlexAttention compiled once per process; uncompiled it would materialise the scores."""
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, FLEX_RECOMPILE_LIMIT)
         _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex_attention
 
