@@ -193,3 +193,23 @@ def test_ddp_training_and_evaluation_with_two_processes(data, tmp_path):
     report_one = json.loads((tmp_path / "one" / "report.json").read_text())
     assert report_two["num_samples"] == report_one["num_samples"] > 0
     assert report_two["confusion"] == report_one["confusion"]
+
+
+def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
+    """pad_to (used on GPUs, where each new shape is compiled) pads workers' partial batches, outputs dropped."""
+    from sifar.data import build_loader
+    from sifar.evaluate import evaluate
+    from sifar.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", num_classes=10, frame_size=32).eval()
+    loader = build_loader(str(data["shards"]), split="val", num_frames=8, frame_size=32, batch_size=3,
+                          num_workers=2, crops=3)
+    shapes: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: shapes.append(args[0].shape[0]))
+    plain = evaluate(model, loader, torch.device("cpu"), 10)
+    plain_shapes, shapes[:] = sorted(set(shapes)), []
+    padded = evaluate(model, loader, torch.device("cpu"), 10, pad_to=3)
+    assert len(plain_shapes) > 1, "the loader should end each worker on a partial batch"
+    assert set(shapes) == {3 * 3}  # 3 videos x 3 crops, always
+    assert torch.equal(padded.confusion, plain.confusion) and padded.top5_correct == plain.top5_correct

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def print_table(results: list[Measurement]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r.model} | {r.variant} | {r.mode} | {r.clips_per_s:.1f} | {r.ms_per_step:.1f} | "
-              f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {r.speedup:.2f}x |")
+              f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {'-' if math.isnan(r.speedup) else f'{r.speedup:.2f}x'} |")
 
 
 # End to end --------------------------------------------------------------------------------------------------

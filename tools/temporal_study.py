@@ -52,7 +52,7 @@ from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
 from sifar.distributed import init_distributed
-from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.evaluate import EvalResult, evaluate, padded_batch_size, write_eval_report
 from sifar.io import atomic_write
 from sifar.metrics_log import read_metrics
 from sifar.train import TrainConfig, train
@@ -220,7 +220,8 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
     results = {}
     for order in orders:
         began = time.perf_counter()
-        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed)
+        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed,
+                          pad_to=padded_batch_size(device, settings.batch_size))
         seconds = time.perf_counter() - began
         write_eval_report(result, classes, checkpoint.parent / "eval", prefix=f"{order}_",
                           extra={"frame_order": order})
