@@ -1,9 +1,11 @@
+import json
 import tarfile
 
 import pytest
 
 from sifar.data.shard_reader import ShardFormatError, read_shard
-from sifar.data.shard_writer import ShardLimits, ShardWriter, parse_size, shard_name, tar_member_bytes
+from sifar.data.shard_writer import (ShardLimits, ShardWriter, frame_member, parse_size, shard_name,
+                                     tar_member_bytes)
 
 
 @pytest.mark.parametrize("text, size", [("500MB", 500 * 10**6), ("1GB", 10**9), ("2GiB", 2 * 2**30),
@@ -57,3 +59,30 @@ def test_reader_checks_the_sample_layout(tmp_path):
     assert next(samples).frames == frames(2)
     with pytest.raises(ShardFormatError, match="sample b has 2 frames, its json says 3"):
         next(samples)
+
+
+def test_frame_index_gives_each_frames_data_offset_after_the_json_and_size(tmp_path):
+    long_key = "k" * 120  # frame names over 100 bytes: GNU long-name headers in front of each frame
+    data = [bytes([i]) * (300 + 400 * i) for i in range(4)]
+    with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
+        writer.add("short", b'{"num_frames": 4}', data)
+        writer.add(long_key, b'{"num_frames": 4}', data)
+    with tarfile.open(tmp_path / "train-000000.tar") as tar:
+        members = tar.getmembers()
+        for first in (0, 5):
+            json_member, frame_members = members[first], members[first + 1:first + 5]
+            meta = json.loads(tar.extractfile(json_member).read())
+            json_end = json_member.offset_data + tar_member_bytes(json_member.size) - 512
+            assert meta["num_frames"] == 4
+            assert meta["frame_index"] == [[m.offset_data - json_end, m.size] for m in frame_members]
+            assert [tar.extractfile(m).read() for m in frame_members] == data
+    assert frame_members[0].name == frame_member(long_key, 0)
+
+
+@pytest.mark.parametrize("meta_json, message", [(b"{nope", "JSON of sample s does not parse"),
+                                                (b"[1, 2]", "JSON of sample s must be an object")])
+def test_sample_json_must_be_an_object(tmp_path, meta_json, message):
+    with pytest.raises(ValueError, match=message):
+        with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
+            writer.add("s", meta_json, frames(1))
+    assert list(tmp_path.iterdir()) == []

@@ -98,6 +98,7 @@ def test_shard_naming_manifest_and_sample_layout(counter_videos, tmp_path):
             position += 1 + count
     assert set(samples) == {f"clips_{n}_{i}" for i, n in enumerate(["walk", "run"] * 3)}
     meta = samples["clips_run_3"]["meta"]
+    assert len(meta.pop("frame_index")) == 9  # the frames' offsets and sizes: tests/test_shard_writer.py
     assert meta == {"key": "clips_run_3", "label": 0, "label_name": "run", "num_frames": 9, "fps": 10.0,
                     "width": 32, "height": 24, "orig_width": 64, "orig_height": 48,
                     "source": "clips/run_3.mp4", "dataset": "csv"}

@@ -4,7 +4,8 @@ import tarfile
 
 import pytest
 
-from shard_files import Sample, add_member, frame_jpeg, write_shard
+from shard_files import Sample, add_member, frame_jpeg, sample_json, write_shard
+from sifar.data.shard_writer import ShardLimits, ShardWriter
 from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, read_samples,
                                    split_member_name)
 
@@ -191,3 +192,66 @@ def test_sample_json_is_the_contract_json(tmp_path):
     data = shard_bytes(tmp_path, [Sample("v0", 2, 3, dataset="ssv2")])
     (sample,) = read_samples(TarMemberReader(io.BytesIO(data), "s.tar"), first_and_last)
     assert sample.meta == json.loads(tarfile.open(fileobj=io.BytesIO(data)).extractfile("v0.json").read())
+
+
+class CountingFile(io.BytesIO):
+    """A seekable in-memory file that counts read calls."""
+
+    reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def indexed_shard(tmp_path, samples: list[Sample]) -> bytes:
+    """A shard written by the project's writer, so each JSON carries a frame_index."""
+    with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
+        for sample in samples:
+            frames = [frame_jpeg(t, sample.width, sample.height) for t in range(sample.num_frames)]
+            writer.add(sample.key, sample_json(sample), frames)
+    return (tmp_path / "train-000000.tar").read_bytes()
+
+
+def middle_frames(position, meta):
+    return [[1, 3, 3]]
+
+
+def read_clips(data: bytes, seekable: bool, select=middle_frames) -> list[tuple]:
+    stream = CountingFile(data) if seekable else TrickleStream(data)
+    items = read_samples(TarMemberReader(stream, "s.tar", seekable=seekable), select)
+    return [(i.key, i.position, i.clips, i.jpegs) for i in items]
+
+
+def test_indexed_shard_is_read_by_seeking_with_the_same_bytes_as_by_walking(tmp_path):
+    samples = [Sample("v0", 0, 6), Sample("k" * 110, 1, 5), Sample("v2", 2, 4)]
+    data = indexed_shard(tmp_path, samples)
+    walked = read_clips(data, seekable=False)
+    assert walked == read_clips(data, seekable=True)
+    assert walked[0][3] == {1: frame_jpeg(1, 64, 48), 3: frame_jpeg(3, 64, 48)}
+    stream = CountingFile(data)
+    list(read_samples(TarMemberReader(stream, "s.tar"), middle_frames))
+    # per sample: JSON header and data, header and data of frames 1 and 3, the last frame's header unless
+    # it is frame 3 (v2); plus the long key's name header and data, and the end-of-archive block
+    assert stream.reads == 7 + (7 + 2) + 6 + 1
+
+
+@pytest.mark.parametrize("frame_index", [
+    lambda index: [[o + 512, s] for o, s in index],  # offsets one block off
+    lambda index: [[o, s + 1] for o, s in index],  # sizes wrong
+    lambda index: index[:-1],  # one frame short
+    lambda index: [[o, -s] for o, s in index],
+    lambda index: "0,512",
+])
+def test_index_that_does_not_match_the_tar_is_warned_about_and_walked(tmp_path, frame_index):
+    data = indexed_shard(tmp_path, [Sample("v0", 0, 5), Sample("v1", 1, 5)])
+    expected = read_clips(data, seekable=False)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        meta = json.loads(tar.extractfile("v0.json").read())
+    meta["frame_index"] = frame_index(meta["frame_index"])
+    write_shard(tmp_path / "bad.tar", [Sample("v0", 0, 5), Sample("v1", 1, 5)],
+                broken={"v0.json": json.dumps(meta).encode()})
+    with pytest.warns(UserWarning, match=r"s.tar: the frame_index of sample v0 does not match the tar") as caught:
+        got = read_clips((tmp_path / "bad.tar").read_bytes(), seekable=True)
+    assert len(caught) == 1 and [g[:3] for g in got] == [e[:3] for e in expected]
+    assert [g[3] for g in got] == [e[3] for e in expected]

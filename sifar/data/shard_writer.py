@@ -3,12 +3,20 @@
 A shard is plain GNU tar (``tar tf`` and webdataset read it). A sample is ``<key>.json`` followed by its
 frames ``<key>.000000.jpg, <key>.000001.jpg, ...``, consecutive. A new shard starts when the next sample
 would take the current one past the byte target, or when it holds the target number of samples.
+
+Frame index: the writer adds ``"frame_index": [[offset, size], ...]`` to each ``<key>.json``, one pair per
+frame in frame order: ``size`` is the frame's byte size and ``offset`` the position of its data counted
+from the end of the JSON member (the end of its data padded to 512 bytes), so the pairs do not depend
+on where the sample sits in the shard. A reader of a local file seeks straight to the sampled frames
+(:mod:`sifar.data.tar_reader` checks the header in front of each against the expected name and size);
+readers that ignore the field (``tar``, webdataset, shards written before it existed) lose nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import tarfile
@@ -21,6 +29,7 @@ from sifar.data.manifest import ShardInfo
 from sifar.io import atomic_write
 
 _BLOCK = tarfile.BLOCKSIZE
+_ENCODING = "utf-8"
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -63,6 +72,22 @@ def tar_member_bytes(size: int) -> int:
     return _BLOCK + -(-size // _BLOCK) * _BLOCK
 
 
+def with_frame_index(key: str, meta_json: bytes, frame_infos: list[tarfile.TarInfo]) -> bytes:
+    """``meta_json`` with ``frame_index`` set from the frames' tar headers (see the module docstring)."""
+    try:
+        meta = json.loads(meta_json)
+    except ValueError as err:
+        raise ValueError(f"the JSON of sample {key} does not parse: {err}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"the JSON of sample {key} must be an object, got {meta_json[:80]!r}")
+    index, offset = [], 0
+    for info in frame_infos:
+        offset += len(info.tobuf(tarfile.GNU_FORMAT, _ENCODING, "surrogateescape"))  # headers, long names included
+        index.append([offset, info.size])
+        offset += tar_member_bytes(info.size) - _BLOCK
+    return json.dumps({**meta, "frame_index": index}).encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ShardLimits:
     """When a shard is full: ``max_samples`` if set, else about ``max_bytes``."""
@@ -102,26 +127,31 @@ class ShardWriter:
         self._samples = self._frames = self._bytes = 0
 
     def add(self, key: str, meta_json: bytes, frames: list[bytes]) -> None:
-        """Append one sample: ``<key>.json`` then its frames."""
-        members = [(f"{key}.json", meta_json)] + [(frame_member(key, i), f) for i, f in enumerate(frames)]
-        size = sum(tar_member_bytes(len(data)) for _, data in members)
+        """Append one sample: ``<key>.json`` (a JSON object; the writer adds ``frame_index``) then its frames."""
+        frame_infos = [self._tar_info(frame_member(key, i), len(f)) for i, f in enumerate(frames)]
+        meta_json = with_frame_index(key, meta_json, frame_infos)
+        infos = [self._tar_info(f"{key}.json", len(meta_json))] + frame_infos
+        size = sum(tar_member_bytes(info.size) for info in infos)
         if self._tar is not None and self.limits.is_full(self._samples, self._bytes, size):
             self._finish_shard()
         if self._tar is None:
             self._start_shard()
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
+        for info, data in zip(infos, [meta_json, *frames]):
             self._tar.addfile(info, io.BytesIO(data))
         self._samples += 1
         self._frames += len(frames)
         self._bytes += size
 
+    def _tar_info(self, name: str, size: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, self._mtime, 0o644
+        return info
+
     def _start_shard(self) -> None:
         self._name = shard_name(self.split, self.next_index)
         self._stack = contextlib.ExitStack()
         handle = self._stack.enter_context(atomic_write(self.out_dir / self._name, "wb"))
-        self._tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT)
+        self._tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT, encoding=_ENCODING)
         self._samples = self._frames = self._bytes = 0
 
     def _finish_shard(self) -> None:

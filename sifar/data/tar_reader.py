@@ -7,6 +7,13 @@ Here the 512-byte headers are parsed directly, the JSON is read first, the frame
 from it, and the data of every other member is skipped: seeked over in local files, read and dropped
 on streams.
 
+Shards written by :mod:`sifar.data.shard_writer` carry a ``frame_index`` in each sample's JSON (the
+data offset and size of every frame). In a local file the sampled frames are then read by seeking to
+them, the header in front of each checked against the expected name and size, and the reader jumps
+past the sample's last frame: no member header of the sample is parsed besides those. Samples without
+an index (older shards, other writers) and streams are walked member by member; an index that does not
+match the tar is warned about once per shard, and that shard is walked from there on.
+
 Format: POSIX ustar and GNU tar (every header carries the ``ustar`` magic; old v7 archives are refused),
 GNU long names (``L``; long link names ``K`` are skipped), pax headers (``x`` ``path`` and ``size``;
 global ``g`` headers are skipped), base-256 sizes. Header checksums are verified for every member whose
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
@@ -107,6 +115,46 @@ class TarMemberReader:
                 self._skip(_padded(size))
                 if typeflag not in (b"K", b"g"):
                     long_name, pax = None, {}
+
+    @property
+    def seekable(self) -> bool:
+        return self._seekable
+
+    @property
+    def position(self) -> int:
+        """Stream offset of the next header (no member pending) or inside the current member."""
+        return self._position
+
+    def seek(self, position: int) -> None:
+        """Continue at ``position``, which must be a header's offset (seekable files only)."""
+        self._file.seek(position - self._position, 1)
+        self._position, self._unread, self._current = position, 0, None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def read_at(self, data_offset: int, size: int, name: str) -> bytes:
+        """The data of the member whose data starts at ``data_offset`` (seekable files only), after
+        :meth:`check_header_at`."""
+        self.check_header_at(data_offset, size, name)
+        return self._read_exact(size)
+
+    def check_header_at(self, data_offset: int, size: int, name: str) -> None:
+        """Go to the member whose data starts at ``data_offset`` and check that its header is intact and
+        names ``name`` (GNU: its first 100 bytes) and ``size``; TarFormatError if not."""
+        header_offset = data_offset - BLOCK
+        if header_offset < 0:
+            raise TarFormatError(f"{self._name}: no member header before byte {data_offset}")
+        self.seek(header_offset)
+        header = self._read_exact(BLOCK)
+        raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(header)
+        if (magic[:5] != b"ustar" or typeflag not in _REGULAR_TYPES
+                or raw_name.split(b"\0", 1)[0] != name.encode("utf-8", "surrogateescape")[:100]
+                or _parse_size(raw_size, header_offset, self._name) != size):
+            raise TarFormatError(f"{self._name}: the header at byte {header_offset} is not that of {name} "
+                                 f"({size} bytes)")
+        _check_checksum(header, header_offset, self._name)
 
     def read(self, member: TarMember) -> bytes:
         """The data of ``member``, which must be the member last returned and not read yet."""
@@ -272,6 +320,7 @@ def read_samples(reader: TarMemberReader, select: FrameSelector,
     samples come out as :class:`SampleError` so the caller can count them and go on; a broken archive
     raises :class:`TarFormatError`.
     """
+    use_index = reader.seekable
     member = reader.next_member()
     position = -1
     while member is not None:
@@ -282,11 +331,13 @@ def read_samples(reader: TarMemberReader, select: FrameSelector,
             outcome = _start_sample(reader, member, prefix, suffix, position, select)
         wanted = ({f"{prefix}.{frame_member_suffix(i)}": i for clip in outcome.clips for i in clip}
                   if isinstance(outcome, ShardSample) else {})
+        if wanted and use_index and "frame_index" in outcome.meta:
+            use_index = _read_by_index(reader, outcome, prefix)
         same_sample = prefix + "."
         member = reader.next_member()
         while member is not None and member.name.startswith(same_sample):
             index = wanted.get(member.name)
-            if index is not None:
+            if index is not None and index not in outcome.jpegs:
                 outcome.jpegs[index] = reader.read(member)
             member = reader.next_member()
         if outcome is not None:
@@ -305,6 +356,50 @@ def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffi
     except (ValueError, KeyError, TypeError) as err:
         return SampleError(prefix, position, f"unusable {member.name}: {err}")
     return ShardSample(str(meta.get("key", prefix)), position, meta, clips)
+
+
+def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) -> bool:
+    """Read the sampled frames by seeking with the JSON's ``frame_index``, then go to the end of the sample.
+
+    The reader stands right after the JSON. When the index does not match the tar, it goes back there
+    (the caller walks the sample's members instead), warns naming the shard, and returns False.
+    """
+    start = reader.position
+    try:
+        index = _frame_index(sample.meta)
+        jpegs = {}
+        for frame in sorted({i for clip in sample.clips for i in clip}):
+            offset, size = _index_entry(index, frame)
+            jpegs[frame] = reader.read_at(start + offset, size, f"{prefix}.{frame_member_suffix(frame)}")
+        last = len(index) - 1
+        offset, size = _index_entry(index, last)
+        if last not in jpegs:  # the jump past the last frame must land on a member boundary
+            reader.check_header_at(start + offset, size, f"{prefix}.{frame_member_suffix(last)}")
+        reader.seek(start + offset + _padded(size))
+    except (ValueError, IndexError) as err:  # TarFormatError is a ValueError
+        reader.seek(start)
+        warnings.warn(f"{reader.name}: the frame_index of sample {sample.key} does not match the tar ({err}); "
+                      "reading this shard member by member", stacklevel=3)
+        return False
+    sample.jpegs.update(jpegs)
+    return True
+
+
+def _frame_index(meta: dict[str, Any]) -> list[Any]:
+    """The JSON's ``frame_index``, one entry per frame (entries checked by :func:`_index_entry`)."""
+    index = meta["frame_index"]
+    if not isinstance(index, list) or len(index) != meta.get("num_frames"):
+        raise ValueError(f"frame_index is not a list of num_frames={meta.get('num_frames')!r} entries")
+    return index
+
+
+def _index_entry(index: list[Any], frame: int) -> tuple[int, int]:
+    """(data offset, size) of ``frame``; ValueError for an entry that is not two non-negative integers."""
+    entry = index[frame]
+    if (not isinstance(entry, list) or len(entry) != 2
+            or not all(type(number) is int and number >= 0 for number in entry)):
+        raise ValueError(f"frame_index entry {entry!r} of frame {frame} is not [offset, size]")
+    return entry[0], entry[1]
 
 
 def _check_frames(outcome: ShardSample | SampleError, wanted: dict[str, int]) -> ShardSample | SampleError:
