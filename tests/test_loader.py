@@ -2,6 +2,7 @@ import io
 import multiprocessing
 import os
 import tarfile
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -357,6 +358,23 @@ def test_batch_memory_hands_a_buffer_out_again_only_once_it_is_marked_free():
     free[0] = 1
     again, slot = memory.take((1, 3))  # a short last batch takes the front of the same buffer
     assert slot == 0 and again.data_ptr() == first.data_ptr() and free[0] == 0
+
+
+def test_a_buffer_released_unshipped_is_handed_out_again():
+    free = multiprocessing.RawArray("b", [1])
+    memory = BatchMemory(free, 0, 1, shared=False)
+    (first, slot), (_, none) = memory.take((2, 3)), memory.take((2, 3))
+    assert (slot, none, free[0]) == (0, -1, 0)
+    memory.release(none)  # fresh memory: nothing to give back
+    memory.release(slot)
+    again, slot_again = memory.take((2, 3))
+    assert free[0] == 0 and slot_again == 0 and again.data_ptr() == first.data_ptr()
+
+
+def test_good_data_loads_without_a_warning(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a deprecation warned by a library on every decoded clip
+        assert len(list(loader_for(folder, decoder="torchvision"))) == 3
 
 
 def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():

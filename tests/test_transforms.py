@@ -54,6 +54,26 @@ def test_train_transform_crops_resizes_and_flips_every_frame_alike():
     assert torch.equal(flipped, out.flip(-1))
 
 
+@pytest.mark.parametrize("width, size", [(64, 36), (60, 48), (48, 48), (37, 52), (240, 192), (158, 192)])
+def test_flipping_before_the_resize_gives_the_bits_of_flipping_after_it(width, size):
+    noise = torch.randint(0, 256, (2, 3, 40, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(width))
+    frames = noise.contiguous(memory_format=torch.channels_last)  # the layout train_transform resizes in
+    flipped = train_transform(list(frames.permute(0, 2, 3, 1)), CropJitter(1.0, 1.0, 0.0, 0.0, True), size)
+    assert torch.equal(flipped, train_transform(frames.permute(0, 2, 3, 1), CropJitter(1.0, 1.0, 0, 0, False),
+                                                size).flip(-1))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 0.75])  # 48x48: no resize needed; 36x36: resized
+def test_train_transform_writes_into_a_row_of_a_batch(flip, scale):
+    clip, jitter = ramp_clip(3, 48, 64), CropJitter(scale, scale, 0.3, 0.6, flip)
+    batch = torch.zeros(2, 3, 48, 48, 3, dtype=torch.uint8)  # (B, T, H, W, C), as the loader keeps them
+    row = batch[1].movedim(-1, -3)
+    written = train_transform(list(clip), jitter, 48, out=row)
+    assert written.data_ptr() == row.data_ptr() and torch.equal(written, train_transform(clip, jitter, 48))
+    assert not batch[0].any()
+
+
 def test_train_transform_resizes_to_the_frame_size():
     out = train_transform(ramp_clip(2, 48, 64), CropJitter(1.0, 0.875, 0.5, 0.5, True), 32)
     assert out.shape == (2, 3, 32, 32)

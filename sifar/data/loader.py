@@ -7,8 +7,9 @@ One pipeline runs in each DataLoader worker (in the calling process when ``num_w
                                     each shard drawn (else every worker would reread the same shards' heads)
                 read_clips          each sample's JSON first, its frame indices sampled, only those JPEGs read
                 shuffle             a sample buffer, seeded the same way
-                decode_train        crop jitter drawn, sampled JPEGs decoded, cropped, resized, flipped
-                batched             full batches only, in the worker's reused shared memory (BatchMemory)
+                train_batches       crop jitter drawn, sampled JPEGs decoded, cropped, resized and flipped
+                                    straight into the rows of a batch in the worker's reused shared memory
+                                    (BatchMemory); full batches only
                 slice               exactly this worker's share of ``steps_per_epoch``
     evaluation  SimpleShardList     every shard, in order, no shuffle
                 split_for_worker    this rank and worker's shards; with fewer shards than ranks x workers,
@@ -205,15 +206,26 @@ def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
 
 
 def _torchvision_decode_jpegs() -> Callable[[Sequence[bytes]], list[torch.Tensor]] | None:
+    """libjpeg-turbo through torchvision's ``image::decode_jpeg`` operator; None where it cannot be loaded.
+
+    The operator is what ``torchvision.io.decode_jpeg`` runs once its argument checks are done. Called
+    directly, since that wrapper warns on every call that torchvision's image decoding is deprecated
+    (since 0.29, in favour of TorchCodec): a DeprecationWarning per clip, plus ~0.1 ms of Python. If a
+    later torchvision drops the operator, ``auto`` falls back to Pillow.
+    """
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except (ImportError, RuntimeError, OSError):  # a torchvision built for another torch fails at import
+        from torchvision.io import ImageReadMode  # importing torchvision.io registers the image operators
+
+        decode_jpeg = torch.ops.image.decode_jpeg
+    except (ImportError, RuntimeError, OSError, AttributeError):  # e.g. a torchvision built for another torch
         return None
 
+    rgb = ImageReadMode.RGB.value
+
     def decode(jpegs: Sequence[bytes]) -> list[torch.Tensor]:
-        images = decode_jpeg([torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs],
-                             mode=ImageReadMode.RGB)
-        return [image.permute(1, 2, 0) for image in images]  # decoded into HWC memory: views, no copy
+        # decoded into HWC memory: the permutes are views, no copy
+        return [decode_jpeg(torch.frombuffer(bytearray(j), dtype=torch.uint8), rgb, False).permute(1, 2, 0)
+                for j in jpegs]
 
     return decode
 
@@ -338,26 +350,39 @@ def first_samples(source: ShardSource) -> list[int]:
     return np.cumsum([0, *counts[:-1]]).tolist()
 
 
-def _decode_train(samples: Iterable[ShardSample], config: LoaderConfig, rng: random.Random,
-                  stats: LoaderStats, skip: int = 0) -> Iterator[Clip]:
-    """Training clips; the first ``skip`` samples only draw their random numbers (resume)."""
+def _train_batches(samples: Iterable[ShardSample], config: LoaderConfig, rng: random.Random, stats: LoaderStats,
+                   memory: BatchMemory, skip: int = 0) -> Iterator[Shipment]:
+    """Full training batches, each clip written straight into its row of a buffer of ``memory`` (no tensor
+    per clip, no stacking); the first ``skip`` samples only draw their random numbers (resume)."""
     decoder = JpegDecoder(config.decoder)
-    for index, sample in enumerate(samples):
-        jitter = draw_crop_jitter(rng, _flip_for(config, sample.meta), config.scales)
-        if index >= skip:
-            clip = _clip_or_report(sample, stats, partial(_train_frames, decoder, sample, jitter, config))
-            if clip is not None:
-                yield clip
+    shape = (config.batch_size, config.num_frames, config.frame_size, config.frame_size, 3)
+    batch: BatchRows | None = None
+    try:
+        for index, sample in enumerate(samples):
+            jitter = draw_crop_jitter(rng, _flip_for(config, sample.meta), config.scales)
+            if index < skip:
+                continue
+            if batch is None:
+                batch = BatchRows(memory, shape)
+            make_frames = partial(_train_frames, decoder, sample, jitter, config, batch.next_row())
+            clip = _clip_or_report(sample, stats, make_frames)
+            if clip is not None and batch.add(clip):
+                full, batch = batch, None
+                yield full.shipment()
+    finally:
+        if batch is not None:  # the stream ended (or was closed) with a batch half-filled
+            memory.release(batch.slot)
 
 
-decode_train = wds.pipelinefilter(_decode_train)
+train_batches = wds.pipelinefilter(_train_batches)
 
 
-def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter, config: LoaderConfig) -> torch.Tensor:
+def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter, config: LoaderConfig,
+                  out: torch.Tensor) -> torch.Tensor:
     # Pillow's draft mode may shrink frames as long as the smaller crop side still covers frame_size
     needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
     frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta))
-    return train_transform(frames, jitter, config.frame_size)
+    return train_transform(frames, jitter, config.frame_size, out)
 
 
 def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:
@@ -430,6 +455,34 @@ class BatchMemory:
                 self._free[slot] = 0
                 return buffer[:shape[0]], slot
         return _new_frames(shape, self._shared), -1
+
+    def release(self, slot: int) -> None:
+        """Mark a buffer taken but never shipped free again (-1, fresh memory: nothing to do)."""
+        if slot >= 0:
+            self._free[slot] = 1
+
+
+class BatchRows:
+    """A batch filled clip by clip in one of ``memory``'s buffers, (B, T, H, W, C) in memory."""
+
+    def __init__(self, memory: BatchMemory, shape: tuple[int, ...]):
+        self.frames, self.slot = memory.take(shape)
+        self.labels: list[int] = []
+        self.keys: list[str] = []
+
+    def next_row(self) -> torch.Tensor:
+        """The next clip's row, (T, C, H, W) channels-last; it counts once :meth:`add` ed."""
+        return self.frames[len(self.keys)].movedim(-1, -3)
+
+    def add(self, clip: Clip) -> bool:
+        """Count the row just written by ``clip``; True when the batch is full."""
+        self.labels.append(clip.label)
+        self.keys.append(clip.key)
+        return len(self.keys) == len(self.frames)
+
+    def shipment(self) -> Shipment:
+        labels = torch.tensor(self.labels, dtype=torch.int64)
+        return Batch(self.frames.movedim(-1, -3), labels, self.keys), self.slot
 
 
 def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
@@ -512,8 +565,7 @@ def training_pipeline(shards: list[str], starts: list[int], config: LoaderConfig
                    give_up_after=max(10, 2 * len(shards))),
         wds.shuffle(config.shuffle_buffer, initial=min(_INITIAL_SHUFFLE, config.shuffle_buffer),
                     rng=_rng(*stream, "shuffle")) if config.shuffle_buffer > 1 else None,
-        decode_train(config, _rng(*stream, "augment"), stats, skip=skipped * config.batch_size),
-        wds.batched(config.batch_size, collation_fn=partial(collate_clips, memory), partial=False),
+        train_batches(config, _rng(*stream, "augment"), stats, memory, skip=skipped * config.batch_size),
         wds.slice(batches - skipped),
         count_samples(stats),
     )

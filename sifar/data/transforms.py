@@ -9,7 +9,8 @@ three crops (top-left, centre, bottom-right along the long side).
 Clips come in as T decoded ``(H, W, C)`` uint8 frames (a list, or a (T, H, W, C) tensor) and go out as
 ``(T, C, size, size)`` uint8 tensors, channels-last in memory (a permuted view): that keeps the resize on
 torch's fast uint8 path and saves a copy per clip. Training crops each frame before stacking, so only
-the crops are copied. :func:`normalize`, on the device, returns contiguous float tensors.
+the crops are copied, and resizes straight into a row of the batch (``out``): no tensor per clip.
+:func:`normalize`, on the device, returns contiguous float tensors.
 """
 
 from __future__ import annotations
@@ -61,13 +62,18 @@ def jitter_box(jitter: CropJitter, width: int, height: int) -> tuple[int, int, i
     return min(left, width - crop_w), min(top, height - crop_h), crop_w, crop_h
 
 
-def train_transform(frames: Sequence[torch.Tensor], jitter: CropJitter, size: int) -> torch.Tensor:
-    """T frames (H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame."""
+def train_transform(frames: Sequence[torch.Tensor], jitter: CropJitter, size: int,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """T frames (H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame.
+
+    ``out``: a (T, C, size, size) uint8 tensor (e.g. a row of a batch) that receives the result, returned.
+    """
     height, width = _check_frames(frames)
     left, top, crop_w, crop_h = jitter_box(jitter, width, height)
-    crop = torch.stack([frame[top:top + crop_h, left:left + crop_w] for frame in frames])
-    out = _resize(crop.permute(0, 3, 1, 2), (size, size))
-    return out.flip(-1) if jitter.flip else out
+    crop = torch.stack([frame[top:top + crop_h, left:left + crop_w] for frame in frames]).permute(0, 3, 1, 2)
+    if jitter.flip:  # before the resize, which is mirror-symmetric (same bits), so that it can write into ``out``
+        crop = crop.flip(-1)
+    return _resize(crop, (size, size), out)
 
 
 def resize_short_side(frames: Sequence[torch.Tensor], size: int) -> torch.Tensor:
@@ -121,10 +127,15 @@ def normalize(frames: torch.Tensor, mean: Sequence[float] | None = None, std: Se
     return torch.sub(frames.to(dtype), mean_t, out=out).div_(std_t)
 
 
-def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize(frames: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Antialiased bilinear resize of (N, C, H, W) uint8 (channels-last: torch's vectorized uint8 path),
+    into ``out`` when given."""
     if tuple(frames.shape[-2:]) == size:
-        return frames
-    return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return frames if out is None else out.copy_(frames)
+    if out is None:
+        return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    # the operator F.interpolate runs for these arguments, in its variant that writes into ``out``
+    return torch.ops.aten._upsample_bilinear2d_aa.out(frames, size, False, None, None, out=out)
 
 
 def _check_frames(frames: Sequence[torch.Tensor]) -> tuple[int, int]:
