@@ -69,22 +69,19 @@ def pad_clips(clips: torch.Tensor, size: int) -> torch.Tensor:
     return clips if missing <= 0 else torch.cat([clips, clips.new_zeros(missing, *clips.shape[1:])])
 
 
-def padded_batch_size(device: torch.device, batch_size: int) -> int | None:
-    """What :func:`evaluate` should pad batches to: the batch size on CUDA, where new shapes are compiled."""
-    return batch_size if device.type == "cuda" else None
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num_classes: int,
              precision: str = "auto", order: FrameOrder = "normal", seed: int = 0,
-             pad_to: int | None = None) -> EvalResult:
+             pad: bool | None = None) -> EvalResult:
     """Evaluate ``model`` over ``loader`` (frames (B, V, T, C, H, W) or (B, T, C, H, W)); sums over ranks.
 
-    ``pad_to``: run smaller batches padded with zero clips up to this many videos (their outputs dropped), so
-    the model sees one shape. Each loader worker ends its share on a partial batch, and every new shape costs
-    a compile of a ``torch.compile``-d model or of FlexAttention's kernels: on an H100, a compiled SIFAR-B-12
-    evaluated 320 videos with 14 workers at 3.2 clips/s unpadded.
+    ``pad`` (default: on CUDA): run a batch smaller than the largest so far padded with zero clips up to it
+    (their outputs dropped), so the model sees one shape. Each loader worker ends its share on a partial
+    batch, and on a GPU every new shape costs a compile of a ``torch.compile``-d model or of FlexAttention's
+    kernels: on an H100, a compiled SIFAR-B-12 evaluated 320 videos with 14 workers at 3.2 clips/s unpadded.
     """
+    pad = device.type == "cuda" if pad is None else pad
+    padded_clips = 0
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # top-5 correct, unlabeled
@@ -96,8 +93,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
         batch, views = frames.shape[:2]
         frames = reorder_frames(frames, order, generator)
         clips = normalize(frames.to(device, non_blocking=True).flatten(0, 1), model.mean, model.std)
+        if pad:
+            padded_clips = max(padded_clips, len(clips))
+            clips = pad_clips(clips, padded_clips)
         with autocast_for(device, precision):
-            logits = model(clips if pad_to is None else pad_clips(clips, pad_to * views))[:batch * views]
+            logits = model(clips)[:batch * views]
         probs = logits.float().softmax(-1).view(batch, views, -1).mean(1)
         # Label checks and masks are made on the CPU labels: no device-to-host sync per batch.
         if labels.numel() and int(labels.max()) >= num_classes:

@@ -34,7 +34,7 @@ from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import normalize
 from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
-from sifar.evaluate import EvalResult, evaluate, padded_batch_size, write_eval_report
+from sifar.evaluate import EvalResult, evaluate, write_eval_report
 from sifar.metrics_log import MetricsLog
 from sifar.models import SuperImageClassifier, create_model, resolve_config
 from sifar.precision import allow_tf32, autocast_for
@@ -361,8 +361,8 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         result = None
         if val_loader is not None:
-            result = evaluate(ema.module if ema is not None else model, val_loader, dist_info.device, num_classes,
-                              config.precision, pad_to=padded_batch_size(dist_info.device, config.batch_size))
+            result = evaluate(ema.module if ema is not None else model, val_loader, dist_info.device,
+                              num_classes, config.precision)
             log.epoch(epoch=state.epoch, **result.summary())
             if result.top1 > state.best_top1:
                 state.best_top1, best = result.top1, result

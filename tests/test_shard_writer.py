@@ -61,7 +61,7 @@ def test_reader_checks_the_sample_layout(tmp_path):
         next(samples)
 
 
-def test_frame_index_gives_each_frames_data_offset_after_the_json_and_size(tmp_path):
+def test_frame_index_gives_each_frames_member_offset_after_the_json_and_size(tmp_path):
     long_key = "k" * 120  # frame names over 100 bytes: GNU long-name headers in front of each frame
     data = [bytes([i]) * (300 + 400 * i) for i in range(4)]
     with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
@@ -74,7 +74,7 @@ def test_frame_index_gives_each_frames_data_offset_after_the_json_and_size(tmp_p
             meta = json.loads(tar.extractfile(json_member).read())
             json_end = json_member.offset_data + tar_member_bytes(json_member.size) - 512
             assert meta["num_frames"] == 4
-            assert meta["frame_index"] == [[m.offset_data - json_end, m.size] for m in frame_members]
+            assert meta["frame_index"] == [[m.offset - json_end, m.size] for m in frame_members]
             assert [tar.extractfile(m).read() for m in frame_members] == data
     assert frame_members[0].name == frame_member(long_key, 0)
 

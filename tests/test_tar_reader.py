@@ -232,8 +232,9 @@ def test_indexed_shard_is_read_by_seeking_with_the_same_bytes_as_by_walking(tmp_
     stream = CountingFile(data)
     list(read_samples(TarMemberReader(stream, "s.tar"), middle_frames))
     # per sample: JSON header and data, header and data of frames 1 and 3, the last frame's header unless
-    # it is frame 3 (v2); plus the long key's name header and data, and the end-of-archive block
-    assert stream.reads == 7 + (7 + 2) + 6 + 1
+    # it is frame 3 (v2); the long key's four members each have a name header and its data in front; and
+    # the end-of-archive block
+    assert stream.reads == 7 + (7 + 4 * 2) + 6 + 1
 
 
 @pytest.mark.parametrize("frame_index", [

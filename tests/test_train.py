@@ -196,7 +196,8 @@ def test_ddp_training_and_evaluation_with_two_processes(data, tmp_path):
 
 
 def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
-    """pad_to (used on GPUs, where each new shape is compiled) pads workers' partial batches, outputs dropped."""
+    """pad (on by default on GPUs, where each new shape is compiled) pads workers' partial batches, outputs
+    dropped."""
     from sifar.data import build_loader
     from sifar.evaluate import evaluate
     from sifar.models import create_model
@@ -207,9 +208,9 @@ def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
                           num_workers=2, crops=3)
     shapes: list[int] = []
     model.register_forward_pre_hook(lambda _module, args: shapes.append(args[0].shape[0]))
-    plain = evaluate(model, loader, torch.device("cpu"), 10)
+    plain = evaluate(model, loader, torch.device("cpu"), 10)  # no padding on CPU by default
     plain_shapes, shapes[:] = sorted(set(shapes)), []
-    padded = evaluate(model, loader, torch.device("cpu"), 10, pad_to=3)
+    padded = evaluate(model, loader, torch.device("cpu"), 10, pad=True)
     assert len(plain_shapes) > 1, "the loader should end each worker on a partial batch"
     assert set(shapes) == {3 * 3}  # 3 videos x 3 crops, always
     assert torch.equal(padded.confusion, plain.confusion) and padded.top5_correct == plain.top5_correct

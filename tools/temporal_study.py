@@ -52,7 +52,7 @@ from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
 from sifar.distributed import init_distributed
-from sifar.evaluate import EvalResult, evaluate, padded_batch_size, write_eval_report
+from sifar.evaluate import EvalResult, evaluate, write_eval_report
 from sifar.io import atomic_write
 from sifar.metrics_log import read_metrics
 from sifar.train import TrainConfig, train
@@ -173,7 +173,8 @@ def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Pat
         shards=shards, output=str(output), model=settings.model(row.backbone), layout=row.layout,
         frame_size=settings.frame_size, frame_average=row.frame_average, epochs=settings.epochs,
         steps_per_epoch=settings.steps_per_epoch, warmup_epochs=settings.warmup_epochs,
-        batch_size=settings.batch_size, lr=settings.lr(row.backbone), min_lr=settings.min_lr, weight_decay=settings.weight_decay,
+        batch_size=settings.batch_size, lr=settings.lr(row.backbone), min_lr=settings.min_lr,
+        weight_decay=settings.weight_decay,
         drop_path=settings.drop_path, clip_grad=settings.clip_grad, mixup=0.0, cutmix=0.0, flip="off",
         workers=run.workers, device=run.device, seed=settings.seed, save_every=10**9, resume=False,
     )
@@ -220,8 +221,7 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
     results = {}
     for order in orders:
         began = time.perf_counter()
-        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed,
-                          pad_to=padded_batch_size(device, settings.batch_size))
+        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed)
         seconds = time.perf_counter() - began
         write_eval_report(result, classes, checkpoint.parent / "eval", prefix=f"{order}_",
                           extra={"frame_order": order})
@@ -231,35 +231,29 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
     return {"params_m": round(params / 1e6, 2), "orders": results, "device": device_name(device)}
 
 
-def twin_of(classes: list[str]) -> dict[int, int]:
-    """Class index -> index of its time-reversed twin (the other class with the same motion)."""
+def classes_by_motion(classes: list[str]) -> dict[str, list[int]]:
+    """Motion -> indices of its classes (a direction pair: the class and its time-reversed twin)."""
     by_motion: dict[str, list[int]] = {}
     for index, name in enumerate(classes):
         by_motion.setdefault(SYNTH_CLASSES[name][0], []).append(index)
-    return {i: j for pair in by_motion.values() if len(pair) == 2 for i, j in (pair, pair[::-1])}
+    return by_motion
 
 
 def pair_metrics(result: EvalResult, classes: list[str]) -> dict[str, Any]:
     """Motion top-1 (the prediction is the true class or its twin) and direction accuracy within the pair,
     overall and per motion (which pair limits the top-1)."""
     confusion = result.confusion.double()
-    twins = twin_of(classes)
+    by_motion = classes_by_motion(classes)
 
-    def counts(rows: list[int]) -> tuple[float, float, float]:
-        correct = sum(float(confusion[i, i]) for i in rows)
-        named = correct + sum(float(confusion[i, twins[i]]) for i in rows if i in twins)
-        return correct, named, sum(float(confusion[i].sum()) for i in rows)
+    def metrics(pairs: list[list[int]]) -> dict[str, float | None]:
+        block = sum(float(confusion[pair][:, pair].sum()) for pair in pairs)  # true class and prediction in a pair
+        correct = sum(float(confusion[i, i]) for pair in pairs for i in pair)
+        total = sum(float(confusion[pair].sum()) for pair in pairs)
+        return {"motion_top1": round(100 * block / max(total, 1), 2),
+                "direction_in_pair": round(100 * correct / block, 2) if block else None}
 
-    def metrics(rows: list[int]) -> dict[str, float | None]:
-        correct, named, total = counts(rows)
-        return {"motion_top1": round(100 * named / max(total, 1), 2),
-                "direction_in_pair": round(100 * correct / named, 2) if named else None}
-
-    by_motion: dict[str, list[int]] = {}
-    for index, name in enumerate(classes):
-        by_motion.setdefault(SYNTH_CLASSES[name][0], []).append(index)
-    return {**metrics(list(range(len(classes)))),
-            "per_motion": {motion: metrics(rows) for motion, rows in by_motion.items()}}
+    return {**metrics(list(by_motion.values())),
+            "per_motion": {motion: metrics([pair]) for motion, pair in by_motion.items()}}
 
 
 def device_name(device: torch.device) -> str:
@@ -404,7 +398,8 @@ def setup_lines(results: dict[str, Any]) -> list[str]:
         f"Training, every row from scratch with seed {settings['seed']}: 8 frames of {size} per clip, "
         f"{settings['epochs']} epochs x {settings['steps_per_epoch']} steps x {settings['batch_size']} clips, "
         f"AdamW lr {settings['swin_lr']} for Swin (the paper's; 1e-3 left it at chance), {settings['cnn_lr']} "
-        f"for ResNet, cosine to {settings['min_lr']} after {settings['warmup_epochs']} warm-up epoch, weight decay {settings['weight_decay']}, drop path {settings['drop_path']}, gradient norm "
+        f"for ResNet, cosine to {settings['min_lr']} after {settings['warmup_epochs']} warm-up epoch, weight "
+        f"decay {settings['weight_decay']}, drop path {settings['drop_path']}, gradient norm "
         f"clipped at {settings['clip_grad']}, label smoothing 0.1, no mixup/cutmix, multi-scale crops, **no "
         "horizontal flip** (a flip turns move_right into move_left and rotate_cw into rotate_ccw); bf16 autocast "
         "on GPU."

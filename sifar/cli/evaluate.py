@@ -10,7 +10,7 @@ import torch
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data import build_loader
 from sifar.distributed import cleanup, init_distributed
-from sifar.evaluate import evaluate, padded_batch_size, write_eval_report
+from sifar.evaluate import evaluate, write_eval_report
 from sifar.models.weights import CheckpointError
 from sifar.precision import allow_tf32
 
@@ -46,10 +46,11 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
                               batch_size=batch_size, num_workers=workers, clips=clips, crops=int(crops),
                               rank=info.rank, world_size=info.world_size)
         if loader.num_classes not in (None, len(classes)):
-            raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on {len(classes)}")
+            raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on "
+                             f"{len(classes)}")
         model = model.to(info.device)
         result = evaluate(torch.compile(model) if compile_model else model, loader, info.device, len(classes),
-                          precision, order, pad_to=padded_batch_size(info.device, batch_size))
+                          precision, order)
     except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
     finally:

@@ -463,7 +463,7 @@ class BatchMemory:
 
 
 class BatchRows:
-    """A batch filled clip by clip in one of ``memory``'s buffers, (B, T, H, W, C) in memory."""
+    """A batch filled clip by clip in one of ``memory``'s buffers, channels-last ((B, [V,] T, H, W, C)) in memory."""
 
     def __init__(self, memory: BatchMemory, shape: tuple[int, ...]):
         self.frames, self.slot = memory.take(shape)
@@ -471,7 +471,7 @@ class BatchRows:
         self.keys: list[str] = []
 
     def next_row(self) -> torch.Tensor:
-        """The next clip's row, (T, C, H, W) channels-last; it counts once :meth:`add` ed."""
+        """The next clip's row, ([V,] T, C, H, W) channels-last; it counts once :meth:`add` ed."""
         return self.frames[len(self.keys)].movedim(-1, -3)
 
     def add(self, clip: Clip) -> bool:
@@ -501,11 +501,12 @@ def _free_when_dropped(shipments: Iterable[Shipment], free: Any) -> Iterator[Bat
 
 
 def collate_clips(memory: BatchMemory, clips: list[Clip]) -> Shipment:
-    """Stack clips into a batch in one of ``memory``'s buffers: channels-last, returned as a permuted view."""
-    frames, slot = memory.take((len(clips), *clips[0].frames.movedim(-3, -1).shape))
-    torch.stack([clip.frames.movedim(-3, -1) for clip in clips], out=frames)
-    labels = torch.tensor([clip.label for clip in clips], dtype=torch.int64)
-    return Batch(frames.movedim(-1, -3), labels, [clip.key for clip in clips]), slot
+    """Copy clips into a batch in one of ``memory``'s buffers: channels-last, returned as a permuted view."""
+    batch = BatchRows(memory, (len(clips), *clips[0].frames.movedim(-3, -1).shape))
+    for clip in clips:
+        batch.next_row().copy_(clip.frames)
+        batch.add(clip)
+    return batch.shipment()
 
 
 # ---- frame selection (called by read_clips with each sample's position and JSON) -------------------------

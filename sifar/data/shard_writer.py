@@ -5,11 +5,12 @@ frames ``<key>.000000.jpg, <key>.000001.jpg, ...``, consecutive. A new shard sta
 would take the current one past the byte target, or when it holds the target number of samples.
 
 Frame index: the writer adds ``"frame_index": [[offset, size], ...]`` to each ``<key>.json``, one pair per
-frame in frame order: ``size`` is the frame's byte size and ``offset`` the position of its data counted
-from the end of the JSON member (the end of its data padded to 512 bytes), so the pairs do not depend
-on where the sample sits in the shard. A reader of a local file seeks straight to the sampled frames
-(:mod:`sifar.data.tar_reader` checks the header in front of each against the expected name and size);
-readers that ignore the field (``tar``, webdataset, shards written before it existed) lose nothing.
+frame in frame order: ``size`` is the frame's byte size and ``offset`` the position of its member (its first
+header: the GNU long-name header when the name needs one) counted from the end of the JSON member (the end
+of its data padded to 512 bytes), so the pairs do not depend on where the sample sits in the shard. A reader
+of a local file seeks straight to the sampled frames (:mod:`sifar.data.tar_reader` parses the member found
+there and checks its name and size); readers that ignore the field (``tar``, webdataset, shards written
+before it existed) lose nothing.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def with_frame_index(key: str, meta_json: bytes, frame_infos: list[tarfile.TarIn
         raise ValueError(f"the JSON of sample {key} must be an object, got {meta_json[:80]!r}")
     index, offset = [], 0
     for info in frame_infos:
-        offset += len(info.tobuf(tarfile.GNU_FORMAT, _ENCODING, "surrogateescape"))  # headers, long names included
         index.append([offset, info.size])
-        offset += tar_member_bytes(info.size) - _BLOCK
+        headers = info.tobuf(tarfile.GNU_FORMAT, _ENCODING, "surrogateescape")  # long-name headers included
+        offset += len(headers) + tar_member_bytes(info.size) - _BLOCK
     return json.dumps({**meta, "frame_index": index}).encode("utf-8")
 
 

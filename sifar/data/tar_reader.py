@@ -8,11 +8,11 @@ from it, and the data of every other member is skipped: seeked over in local fil
 on streams.
 
 Shards written by :mod:`sifar.data.shard_writer` carry a ``frame_index`` in each sample's JSON (the
-data offset and size of every frame). In a local file the sampled frames are then read by seeking to
-them, the header in front of each checked against the expected name and size, and the reader jumps
-past the sample's last frame: no member header of the sample is parsed besides those. Samples without
-an index (older shards, other writers) and streams are walked member by member; an index that does not
-match the tar is warned about once per shard, and that shard is walked from there on.
+member offset and size of every frame). In a local file the reader then seeks to the sampled frames'
+members (each parsed as usual and checked against the expected name and size) and to the sample's last
+frame, past which the walk goes on: no other member of the sample is touched. Samples without an index
+(older shards, other writers) and streams are walked member by member; an index that does not match the
+tar is warned about once per shard, and that shard is walked from there on.
 
 Format: POSIX ustar and GNU tar (every header carries the ``ustar`` magic; old v7 archives are refused),
 GNU long names (``L``; long link names ``K`` are skipped), pax headers (``x`` ``path`` and ``size``;
@@ -133,28 +133,6 @@ class TarMemberReader:
     @property
     def name(self) -> str:
         return self._name
-
-    def read_at(self, data_offset: int, size: int, name: str) -> bytes:
-        """The data of the member whose data starts at ``data_offset`` (seekable files only), after
-        :meth:`check_header_at`."""
-        self.check_header_at(data_offset, size, name)
-        return self._read_exact(size)
-
-    def check_header_at(self, data_offset: int, size: int, name: str) -> None:
-        """Go to the member whose data starts at ``data_offset`` and check that its header is intact and
-        names ``name`` (GNU: its first 100 bytes) and ``size``; TarFormatError if not."""
-        header_offset = data_offset - BLOCK
-        if header_offset < 0:
-            raise TarFormatError(f"{self._name}: no member header before byte {data_offset}")
-        self.seek(header_offset)
-        header = self._read_exact(BLOCK)
-        raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(header)
-        if (magic[:5] != b"ustar" or typeflag not in _REGULAR_TYPES
-                or raw_name.split(b"\0", 1)[0] != name.encode("utf-8", "surrogateescape")[:100]
-                or _parse_size(raw_size, header_offset, self._name) != size):
-            raise TarFormatError(f"{self._name}: the header at byte {header_offset} is not that of {name} "
-                                 f"({size} bytes)")
-        _check_checksum(header, header_offset, self._name)
 
     def read(self, member: TarMember) -> bytes:
         """The data of ``member``, which must be the member last returned and not read yet."""
@@ -337,7 +315,7 @@ def read_samples(reader: TarMemberReader, select: FrameSelector,
         member = reader.next_member()
         while member is not None and member.name.startswith(same_sample):
             index = wanted.get(member.name)
-            if index is not None and index not in outcome.jpegs:
+            if index is not None:
                 outcome.jpegs[index] = reader.read(member)
             member = reader.next_member()
         if outcome is not None:
@@ -359,7 +337,8 @@ def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffi
 
 
 def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) -> bool:
-    """Read the sampled frames by seeking with the JSON's ``frame_index``, then go to the end of the sample.
+    """Read the sampled frames by seeking with the JSON's ``frame_index``, and stop on the sample's last frame
+    (the caller's next step goes past it).
 
     The reader stands right after the JSON. When the index does not match the tar, it goes back there
     (the caller walks the sample's members instead), warns naming the shard, and returns False.
@@ -367,15 +346,10 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
     start = reader.position
     try:
         index = _frame_index(sample.meta)
-        jpegs = {}
-        for frame in sorted({i for clip in sample.clips for i in clip}):
-            offset, size = _index_entry(index, frame)
-            jpegs[frame] = reader.read_at(start + offset, size, f"{prefix}.{frame_member_suffix(frame)}")
-        last = len(index) - 1
-        offset, size = _index_entry(index, last)
-        if last not in jpegs:  # the jump past the last frame must land on a member boundary
-            reader.check_header_at(start + offset, size, f"{prefix}.{frame_member_suffix(last)}")
-        reader.seek(start + offset + _padded(size))
+        jpegs = {frame: reader.read(_indexed_member(reader, start, index, frame, prefix))
+                 for frame in sorted({i for clip in sample.clips for i in clip})}
+        if len(index) - 1 not in jpegs:
+            _indexed_member(reader, start, index, len(index) - 1, prefix)
     except (ValueError, IndexError) as err:  # TarFormatError is a ValueError
         reader.seek(start)
         warnings.warn(f"{reader.name}: the frame_index of sample {sample.key} does not match the tar ({err}); "
@@ -383,6 +357,16 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
         return False
     sample.jpegs.update(jpegs)
     return True
+
+
+def _indexed_member(reader: TarMemberReader, start: int, index: list[Any], frame: int, prefix: str) -> TarMember:
+    """The member of ``frame`` where the index puts it, parsed and checked against its name and size."""
+    offset, size = _index_entry(index, frame)
+    reader.seek(start + offset)
+    member, name = reader.next_member(), f"{prefix}.{frame_member_suffix(frame)}"
+    if member is None or member.name != name or member.size != size:
+        raise TarFormatError(f"{reader.name}: the member at byte {start + offset} is not {name} ({size} bytes)")
+    return member
 
 
 def _frame_index(meta: dict[str, Any]) -> list[Any]:
