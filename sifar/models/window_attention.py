@@ -47,6 +47,26 @@ def compiled_flex_attention():
     return _compiled_flex_attention
 
 
+@torch.library.custom_op("sifar::materialize", mutates_args=())
+def materialize(x: torch.Tensor) -> torch.Tensor:
+    """A copy of ``x`` that ``torch.compile`` computes as a tensor of its own instead of inlining it.
+
+    FlexAttention's captured tensors are otherwise fused into its kernel when no gradient is needed: the
+    relative-position bias then becomes two dependent gathers (index, then table) for every score, and a
+    compiled SIFAR-B-12 inferred at 2.5x the time of its own forward with gradients on (H100,
+    docs/PERFORMANCE.md). A custom op is opaque to the compiler, so the (heads, N, N) bias is written once.
+    """
+    return x.clone()
+
+
+@materialize.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+materialize.register_autograd(lambda ctx, grad: grad)
+
+
 def window_regions(mask: torch.Tensor) -> torch.Tensor:
     """(windows, N) region ids from timm's (windows, N, N) 0/-100 shift mask.
 
@@ -75,7 +95,7 @@ class SifarWindowAttention(WindowAttention):
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         # The (heads, N, N) bias is gathered from the table outside the kernel: its gradient then lands on
         # N*N*heads distinct addresses instead of being scattered by every score into the small table.
-        bias = self._get_rel_pos_bias()[0]
+        bias = materialize(self._get_rel_pos_bias()[0])
         if mask is None:
             def score_mod(score, b, h, q_idx, kv_idx):
                 return score + bias[h, q_idx, kv_idx]
