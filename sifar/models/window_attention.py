@@ -25,9 +25,11 @@ from torch.nn.attention.flex_attention import flex_attention
 
 AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
 ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
-# FlexAttention tiles of 64 rather than 128: a 144-token window (12x12) then pads to 192, not 256 (H100,
-# SIFAR-B-12 training: 302 clips/s against 276 with the default tiles; docs/PERFORMANCE.md).
-FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
+# FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
+# of 64, not 256, and not at all in the backward's tiles of 16 along the query (dK/dV) and key (dQ) axes
+# (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 302 with 64/64/32/64/64/32; docs/PERFORMANCE.md).
+FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
+FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
