@@ -3,7 +3,7 @@ import torch
 
 from sifar.models import create_model, get_config, list_configs
 from sifar.models.swin import SifarSwin
-from sifar.models.window_attention import window_regions
+from sifar.models.window_attention import materialize, window_regions
 
 SMALL = {"frame_size": 32}  # CPU-sized frames for the CNN configs
 
@@ -99,6 +99,22 @@ def test_window_regions_follow_the_shift_mask():
     same = regions[:, :, None] == regions[:, None, :]
     assert torch.equal(same, mask == 0)
     assert [len(r.unique()) for r in regions] == [1, 2, 2, 4]
+
+
+def test_materialized_bias_is_an_opaque_copy_with_an_identity_gradient():
+    table = torch.randn(5, 3, requires_grad=True)
+    copy = materialize(table * 2)
+    assert torch.equal(copy, table * 2)
+    (copy * torch.arange(3.0)).sum().backward()
+    assert torch.equal(table.grad, 2 * torch.arange(3.0).expand(5, 3))
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(str(graph_module.graph))
+        return graph_module
+
+    torch.compile(lambda x: materialize(x + 1), backend=record)(torch.ones(2))
+    assert "sifar.materialize" in graphs[0]  # reaches the compiler as one node it cannot look into
 
 
 def test_unknown_attention_is_a_clear_error():
