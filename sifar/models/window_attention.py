@@ -27,7 +27,8 @@ AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
 ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 # FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
 # of 64, not 256, and not at all in the backward's tiles of 16 along the query (dK/dV) and key (dQ) axes
-# (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 302 with 64/64/32/64/64/32; docs/PERFORMANCE.md).
+# (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with FLEX_TILES_64, 305 with these;
+# docs/PERFORMANCE.md).
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
 FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
@@ -55,7 +56,7 @@ def materialize(x: torch.Tensor) -> torch.Tensor:
 
     FlexAttention's captured tensors are otherwise fused into its kernel when no gradient is needed: the
     relative-position bias then becomes two dependent gathers (index, then table) for every score, and a
-    compiled SIFAR-B-12 inferred at 2.5x the time of its own forward with gradients on (H100,
+    compiled SIFAR-B-12 inferred in 2.4x the time of its own forward with gradients on (H100,
     docs/PERFORMANCE.md). A custom op is opaque to the compiler, so the (heads, N, N) bias is written once.
     """
     return x.clone()
