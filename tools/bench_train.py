@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.models import create_model, get_config  # noqa: E402
 from sifar.models.flops import count_cost  # noqa: E402
-from sifar.models.window_attention import FLEX_TILES_64, set_attention  # noqa: E402
+from sifar.models.window_attention import set_attention  # noqa: E402
 from sifar.precision import allow_tf32  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,13 +49,15 @@ class Variant:
     flex_kernel_options: dict | None = None  # None: FLEX_KERNEL_OPTIONS
 
 
+# FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
+FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 BASELINE = Variant("official", attention="eager", bf16=False, compile=False, fused_adamw=False)
 VARIANTS = (
     BASELINE,
     Variant("sdpa-bf16", attention="sdpa", bf16=True, compile=False, fused_adamw=True),
     Variant("sdpa-bf16-compile", attention="sdpa", bf16=True, compile=True, fused_adamw=True),
     Variant("flex-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True),
-    # the previous tiles, kept to measure what the backward's tiles of 16 moved
+    # the previous tiles, to measure what the backward's tiles of 16 moved
     Variant("flex-bf16-compile-tiles64", attention="flex", bf16=True, compile=True, fused_adamw=True,
             flex_kernel_options=FLEX_TILES_64),
 )

@@ -27,10 +27,9 @@ AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
 ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 # FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
 # of 64, not 256, and not at all in the backward's tiles of 16 along the query (dK/dV) and key (dQ) axes
-# (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with FLEX_TILES_64, 305 with these;
-# docs/PERFORMANCE.md).
+# (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with tiles of 64/64/32/64/64/32, 305 with
+# these; tools/bench_train.py measures both, docs/PERFORMANCE.md).
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
-FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
@@ -58,6 +57,7 @@ def materialize(x: torch.Tensor) -> torch.Tensor:
     relative-position bias then becomes two dependent gathers (index, then table) for every score, and a
     compiled SIFAR-B-12 inferred in 2.4x the time of its own forward with gradients on (H100,
     docs/PERFORMANCE.md). A custom op is opaque to the compiler, so the (heads, N, N) bias is written once.
+    Only needed inside a compiled graph: eagerly, the bias reaches the kernel as a tensor anyway.
     """
     return x.clone()
 
@@ -98,7 +98,9 @@ class SifarWindowAttention(WindowAttention):
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         # The (heads, N, N) bias is gathered from the table outside the kernel: its gradient then lands on
         # N*N*heads distinct addresses instead of being scattered by every score into the small table.
-        bias = materialize(self._get_rel_pos_bias()[0])
+        bias = self._get_rel_pos_bias()[0]
+        if torch.compiler.is_compiling():
+            bias = materialize(bias)
         if mask is None:
             def score_mod(score, b, h, q_idx, kv_idx):
                 return score + bias[h, q_idx, kv_idx]
