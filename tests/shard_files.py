@@ -51,12 +51,15 @@ def frame_index(blue: float) -> int:
     return int(round(float(blue) / BLUE_STEP))
 
 
-def sample_json(sample: Sample) -> bytes:
-    meta = {"key": sample.key, "label": sample.label, "label_name": f"class{sample.label}",
+def sample_meta(sample: Sample) -> dict:
+    return {"key": sample.key, "label": sample.label, "label_name": f"class{sample.label}",
             "num_frames": sample.num_frames, "fps": 25.0, "width": sample.width, "height": sample.height,
             "orig_width": sample.width, "orig_height": sample.height, "source": f"{sample.key}.mp4",
             "dataset": sample.dataset}
-    return json.dumps(meta).encode()
+
+
+def sample_json(sample: Sample) -> bytes:
+    return json.dumps(sample_meta(sample)).encode()
 
 
 def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from shard_files import Sample, add_member, frame_jpeg, sample_json, write_shard
+from shard_files import Sample, add_member, frame_jpeg, sample_meta, write_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter
 from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, read_samples,
                                    split_member_name)
@@ -209,7 +209,7 @@ def indexed_shard(tmp_path, samples: list[Sample]) -> bytes:
     with ShardWriter(tmp_path, "train", ShardLimits()) as writer:
         for sample in samples:
             frames = [frame_jpeg(t, sample.width, sample.height) for t in range(sample.num_frames)]
-            writer.add(sample.key, sample_json(sample), frames)
+            writer.add(sample.key, sample_meta(sample), frames)
     return (tmp_path / "train-000000.tar").read_bytes()
 
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Mapping
 
 from sifar.data.manifest import ShardInfo
 from sifar.io import atomic_write
@@ -73,20 +74,25 @@ def tar_member_bytes(size: int) -> int:
     return _BLOCK + -(-size // _BLOCK) * _BLOCK
 
 
-def with_frame_index(key: str, meta_json: bytes, frame_infos: list[tarfile.TarInfo]) -> bytes:
-    """``meta_json`` with ``frame_index`` set from the frames' tar headers (see the module docstring)."""
-    try:
-        meta = json.loads(meta_json)
-    except ValueError as err:
-        raise ValueError(f"the JSON of sample {key} does not parse: {err}") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"the JSON of sample {key} must be an object, got {meta_json[:80]!r}")
+def frame_index(frame_infos: list[tarfile.TarInfo]) -> list[list[int]]:
+    """``[offset, size]`` of each frame's member, from the frames' tar headers (see the module docstring)."""
     index, offset = [], 0
     for info in frame_infos:
         index.append([offset, info.size])
         headers = info.tobuf(tarfile.GNU_FORMAT, _ENCODING, "surrogateescape")  # long-name headers included
         offset += len(headers) + tar_member_bytes(info.size) - _BLOCK
-    return json.dumps({**meta, "frame_index": index}).encode("utf-8")
+    return index
+
+
+def sample_json(key: str, meta: Mapping[str, Any], frame_infos: list[tarfile.TarInfo]) -> bytes:
+    """``<key>.json``: ``meta`` and the frames' ``frame_index``; ValueError naming the sample if JSON cannot
+    hold ``meta``."""
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"the metadata of sample {key} must be a mapping, got {type(meta).__name__}")
+    try:
+        return json.dumps({**meta, "frame_index": frame_index(frame_infos)}).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the metadata of sample {key} cannot be written as JSON: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -127,10 +133,10 @@ class ShardWriter:
         self._name = ""
         self._samples = self._frames = self._bytes = 0
 
-    def add(self, key: str, meta_json: bytes, frames: list[bytes]) -> None:
-        """Append one sample: ``<key>.json`` (a JSON object; the writer adds ``frame_index``) then its frames."""
+    def add(self, key: str, meta: Mapping[str, Any], frames: list[bytes]) -> None:
+        """Append one sample: ``<key>.json`` (``meta`` with ``frame_index`` added) then its frames."""
         frame_infos = [self._tar_info(frame_member(key, i), len(f)) for i, f in enumerate(frames)]
-        meta_json = with_frame_index(key, meta_json, frame_infos)
+        meta_json = sample_json(key, meta, frame_infos)
         infos = [self._tar_info(f"{key}.json", len(meta_json))] + frame_infos
         size = sum(tar_member_bytes(info.size) for info in infos)
         if self._tar is not None and self.limits.is_full(self._samples, self._bytes, size):

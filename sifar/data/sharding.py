@@ -145,7 +145,7 @@ def write_shards(job: ShardJob, records: list[VideoRecord], first_index: int,
             if isinstance(outcome, Failure):
                 failures.append(outcome)
             else:
-                writer.add(outcome.key, json.dumps(outcome.meta).encode("utf-8"), outcome.frames)
+                writer.add(outcome.key, outcome.meta, outcome.frames)
                 published = _publish_finished(output, writer.finished, published)
     _publish_finished(output, writer.finished, published)
     return writer.finished, failures
