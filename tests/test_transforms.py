@@ -74,6 +74,16 @@ def test_train_transform_writes_into_a_row_of_a_batch(flip, scale):
     assert not batch[0].any()
 
 
+@pytest.mark.parametrize("size", [(24, 33), (72, 100)])  # down and up from 36x50
+def test_eval_resize_is_torchs_antialiased_bilinear(size):
+    frames = torch.randint(0, 256, (2, 36, 50, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    expected = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=size, mode="bilinear",
+                                               antialias=True, align_corners=False)
+    resized = resize_short_side(list(frames), min(size))
+    assert resized.shape[-2:] == size and torch.equal(resized, expected)
+    assert resized.permute(0, 2, 3, 1).is_contiguous()  # channels-last, as the batches are kept
+
+
 def test_train_transform_resizes_to_the_frame_size():
     out = train_transform(ramp_clip(2, 48, 64), CropJitter(1.0, 0.875, 0.5, 0.5, True), 32)
     assert out.shape == (2, 3, 32, 32)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 NO_FLIP_DATASETS = frozenset({"ssv2", "jester"})
@@ -129,12 +128,12 @@ def normalize(frames: torch.Tensor, mean: Sequence[float] | None = None, std: Se
 
 def _resize(frames: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
     """Antialiased bilinear resize of (N, C, H, W) uint8 (channels-last: torch's vectorized uint8 path),
-    into ``out`` when given."""
+    into ``out`` (default: a new channels-last tensor)."""
     if tuple(frames.shape[-2:]) == size:
         return frames if out is None else out.copy_(frames)
     if out is None:
-        return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
-    # the operator F.interpolate runs for these arguments, in its variant that writes into ``out``
+        out = frames.new_empty((frames.shape[0], *size, frames.shape[1])).permute(0, 3, 1, 2)
+    # what F.interpolate(mode="bilinear", antialias=True) runs, in the variant that writes into ``out``
     return torch.ops.aten._upsample_bilinear2d_aa.out(frames, size, False, None, None, out=out)
 
 
