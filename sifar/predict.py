@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sifar.cam import ClassActivationMap, class_activation_map
@@ -39,7 +38,7 @@ def video_views(path: str | Path, num_frames: int, frame_size: int, clips: int, 
     decoder = JpegDecoder()
     views = []
     for indices in eval_indices(len(decoded.frames), num_frames, clips):
-        frames = torch.from_numpy(np.stack([decoder.decode(decoded.frames[i]) for i in indices]))
+        frames = decoder.frames(dict(enumerate(decoded.frames)), indices)
         views.append(eval_transform(frames, frame_size, crops))
     return torch.cat(views)
 

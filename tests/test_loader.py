@@ -14,7 +14,7 @@ from PIL import Image
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
-from sifar.data.loader import BadDataWarning, Batch, BatchMemory, _free_when_dropped
+from sifar.data.loader import BadDataWarning, Batch, BatchMemory, JpegDecoder, _free_when_dropped
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
@@ -253,20 +253,51 @@ def test_rank_and_world_size_come_from_the_environment(folder, monkeypatch):
     assert (loader.config.rank, loader.config.world_size, loader.steps_per_epoch) == (1, 3, 2)
 
 
-def test_pillow_and_torchvision_decode_alike(folder):
+def test_pillow_and_simplejpeg_decode_alike(folder):
     pillow = next(iter(loader_for(folder, "val", decoder="pillow"))).frames.int()
     default = next(iter(loader_for(folder, "val"))).frames.int()
     assert (pillow - default).abs().max() <= 2
 
 
-def test_large_stored_frames_decode_in_draft_mode_to_the_same_picture(tmp_path):
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
+def test_large_stored_frames_decode_in_draft_mode_to_the_same_picture(tmp_path, decoder):
     write_shard(tmp_path / "val-000000.tar", [Sample("big", 0, 3, width=320, height=240)])
-    frames = next(iter(loader_for(tmp_path / "val-000000.tar", "val", num_frames=3, decoder="pillow"))).frames
+    frames = next(iter(loader_for(tmp_path / "val-000000.tar", "val", num_frames=3, decoder=decoder))).frames
     with tarfile.open(tmp_path / "val-000000.tar") as tar:
-        full = np.asarray(Image.open(io.BytesIO(tar.extractfile("big.000001.jpg").read())).convert("RGB"))
+        jpeg = tar.extractfile("big.000001.jpg").read()
+    full = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     reference = torch.from_numpy(np.array(Image.fromarray(full).resize((43, SIZE), Image.BILINEAR)))
     centre = reference[:, 5:5 + SIZE].permute(2, 0, 1).int()
     assert (frames[0, 0, 1].int() - centre).abs().float().mean() < 3
+    assert JpegDecoder(decoder).decode(jpeg, draft_short_side=SIZE).shape == (60, 80, 3)  # 1/4: short side >= 32
+
+
+def jpeg_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
+    image = Image.new(mode, (width, height), 90 if mode == "L" else (200, 90, 30))
+    data = io.BytesIO()
+    image.save(data, "JPEG", quality=95)
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
+def test_decoder_gives_a_clip_tensor_with_each_distinct_frame_decoded_once(decoder):
+    jpegs = {3: jpeg_bytes(40, 30), 7: jpeg_bytes(40, 30, "L")}  # grayscale JPEGs come out as RGB
+    frames = JpegDecoder(decoder).frames(jpegs, [3, 3, 7, 7, 7])
+    assert frames.shape == (5, 30, 40, 3) and frames.dtype == torch.uint8
+    assert torch.equal(frames[0], frames[1]) and torch.equal(frames[2], frames[4])
+    assert abs(int(frames[0, 5, 5, 0]) - 200) <= 3 and frames[2, 5, 5].tolist() == [90, 90, 90]
+
+
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
+@pytest.mark.parametrize("jpegs, message", [
+    ([jpeg_bytes(40, 30), jpeg_bytes(40, 20)], "differ in size"),
+    ([jpeg_bytes(40, 30), jpeg_bytes(40, 30)[:300]], None),  # truncated
+    ([b"not a jpeg"], None),
+    ([], "at least one frame"),
+])
+def test_decoder_refuses_bad_clips_with_a_value_error(decoder, jpegs, message):
+    with pytest.raises(ValueError, match=message):
+        JpegDecoder(decoder).decode_many(jpegs)
 
 
 def test_shards_stream_over_http_like_local_files(folder):
@@ -374,13 +405,13 @@ def test_a_buffer_released_unshipped_is_handed_out_again():
 def test_good_data_loads_without_a_warning(folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. a deprecation warned by a library on every decoded clip
-        assert len(list(loader_for(folder, decoder="torchvision"))) == 3
+        assert len(list(loader_for(folder, decoder="simplejpeg"))) == 3
 
 
 def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():
     free = multiprocessing.RawArray("b", [0])
-    (batch,) = _free_when_dropped([(Batch(torch.zeros(2, 3, dtype=torch.uint8), torch.zeros(2), ["a", "b"]), 0)],
-                                  free)
+    (batch,) = _free_when_dropped([(Batch(torch.zeros(2, 3, dtype=torch.uint8), [4, 7], ["a", "b"]), 0)], free)
+    assert torch.equal(batch.labels, torch.tensor([4, 7]))  # workers send a list; the consumer gets a tensor
     view = batch.frames[1:]
     del batch
     assert free[0] == 0

@@ -118,6 +118,23 @@ def test_bad_checksum_of_a_read_member_is_reported():
         reader.read(member)
 
 
+def test_read_member_at_reads_the_member_there_and_walks_on_after_it():
+    long_name = "k" * 120 + ".000000.jpg"
+    data = tar_bytes([("a.json", b"{}"), ("a.000000.jpg", b"x" * 700), (long_name, b"y" * 10), ("z.json", b"[]")])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        offsets = {info.name: info.offset for info in tar.getmembers()}  # where each member's headers start
+    reader = TarMemberReader(io.BytesIO(data), "t.tar")
+    assert reader.read_member_at(offsets["a.000000.jpg"], "a.000000.jpg", 700) == b"x" * 700
+    assert reader.next_member().name == long_name
+    assert reader.read_member_at(offsets[long_name], long_name, 10) == b"y" * 10  # behind a name header
+    assert reader.next_member().name == "z.json"
+    for name, size in [("a.000001.jpg", 700), ("a.000000.jpg", 699)]:
+        with pytest.raises(TarFormatError, match=rf"t.tar: the member at byte {offsets['a.000000.jpg']} is not"):
+            reader.read_member_at(offsets["a.000000.jpg"], name, size)
+    with pytest.raises(TarFormatError, match="t.tar is truncated"):
+        reader.read_member_at(offsets["z.json"], "z.json", 10**6)
+
+
 def test_only_the_current_member_can_be_read():
     reader = TarMemberReader(io.BytesIO(tar_bytes([("a.json", b"1"), ("b.json", b"2")])), "t.tar")
     first = reader.next_member()
@@ -231,10 +248,10 @@ def test_indexed_shard_is_read_by_seeking_with_the_same_bytes_as_by_walking(tmp_
     assert walked[0][3] == {1: frame_jpeg(1, 64, 48), 3: frame_jpeg(3, 64, 48)}
     stream = CountingFile(data)
     list(read_samples(TarMemberReader(stream, "s.tar"), middle_frames))
-    # per sample: JSON header and data, header and data of frames 1 and 3, the last frame's header unless
-    # it is frame 3 (v2); the long key's four members each have a name header and its data in front; and
-    # the end-of-archive block
-    assert stream.reads == 7 + (7 + 4 * 2) + 6 + 1
+    # v0: JSON header and data, then one read (header and data) for each of frames 1, 3 and 5 (the last);
+    # the long key: JSON behind its name header (4 reads), frames 1, 3 and 4 each a read that finds the name
+    # header, then name header, name, header, data; v2: JSON, frames 1 and 3 (the last); end-of-archive block
+    assert stream.reads == (2 + 3) + (4 + 3 * 5) + (2 + 2) + 1
 
 
 @pytest.mark.parametrize("frame_index", [

@@ -90,10 +90,16 @@ def test_train_transform_resizes_to_the_frame_size():
     assert torch.equal(out[0, :2], out[1, :2])  # same crop in both frames
 
 
-def test_frames_of_different_sizes_are_refused():
-    with pytest.raises(ValueError, match="differ in size"):
-        train_transform([torch.zeros(48, 64, 3, dtype=torch.uint8), torch.zeros(40, 64, 3, dtype=torch.uint8)],
-                        CropJitter(1, 1, 0, 0, False), 32)
+@pytest.mark.parametrize("frames, message", [
+    ([torch.zeros(48, 64, 3, dtype=torch.uint8), torch.zeros(40, 64, 3, dtype=torch.uint8)], "differ in size"),
+    ([], "at least one frame"),
+    (torch.zeros(0, 48, 64, 3, dtype=torch.uint8), "T >= 1"),
+    (torch.zeros(2, 48, 64, 3), "expected uint8"),
+    (torch.zeros(48, 64, 3, dtype=torch.uint8), r"shaped \(T, H, W, C\)"),
+])
+def test_bad_clips_are_refused(frames, message):
+    with pytest.raises(ValueError, match=message):
+        train_transform(frames, CropJitter(1, 1, 0, 0, False), 32)
 
 
 @pytest.mark.parametrize("height, width, expected", [(48, 64, (24, 32)), (64, 48, (32, 24)), (30, 30, (16, 16))])

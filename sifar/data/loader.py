@@ -57,12 +57,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter,
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, as_clip, default_flip, draw_crop_jitter,
                                    resize_short_side, spatial_crops, train_transform)
 from sifar.io import is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
-DECODERS = ("auto", "torchvision", "pillow")
+DECODERS = ("auto", "simplejpeg", "pillow")
 MAX_WARNINGS = 50
 _INITIAL_SHUFFLE = 100
 
@@ -79,7 +79,10 @@ class Batch(NamedTuple):
     keys: list[str]
 
 
-Shipment = tuple[Batch, int]  # a batch and the slot of its frames' buffer in the worker's BatchMemory (-1: none)
+# A batch as a worker sends it, with the slot of its frames' buffer in the worker's BatchMemory (-1: none).
+# Its labels are still a list: a tensor made in a worker travels in a shared-memory segment of its own, one
+# per batch (~1 ms of the worker's time for 32 labels); the consuming process makes the tensor.
+Shipment = tuple[Batch, int]
 
 
 class Clip(NamedTuple):
@@ -168,32 +171,37 @@ class LoaderConfig:
 
 
 class JpegDecoder:
-    """JPEG bytes -> (H, W, 3) uint8 tensors.
+    """JPEG bytes -> (N, H, W, 3) uint8 tensors, the frames of a clip decoded into one tensor.
 
-    ``torchvision`` (libjpeg-turbo straight into a tensor, one call per clip) measured fastest in
-    tools/bench_loader.py and is what ``auto`` takes when torchvision imports; ``pillow`` is the fallback
-    and works everywhere. When the stored frames are at least twice as large as needed, Pillow's draft
-    mode (DCT-domain downscaling, which skips most of the decoding work) is used whatever the backend.
+    ``simplejpeg`` (libjpeg-turbo, decoding straight into the clip's tensor: no array per frame) measured
+    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` is the fallback and gives the
+    same pixels. When the stored frames are at least twice as large as needed, both shrink them while
+    decoding (DCT-domain scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
     """
 
     def __init__(self, backend: str = "auto"):
-        self._torchvision = _torchvision_decode_jpegs() if backend in ("auto", "torchvision") else None
-        if backend == "torchvision" and self._torchvision is None:
-            raise ImportError("decoder='torchvision' but torchvision.io cannot be imported")
+        self._simplejpeg = _simplejpeg() if backend in ("auto", "simplejpeg") else None
+        if backend == "simplejpeg" and self._simplejpeg is None:
+            raise ImportError("decoder='simplejpeg' but simplejpeg cannot be imported")
 
     def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
-               stored_short_side: int = 0) -> list[torch.Tensor]:
-        """(H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
+               stored_short_side: int = 0) -> torch.Tensor:
+        """(len(indices), H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
         distinct = list(dict.fromkeys(indices))
-        draft = _draft_size(needed_short_side, stored_short_side)
-        decoded = dict(zip(distinct, self.decode_many([jpegs[i] for i in distinct], draft)))
-        return [decoded[i] for i in indices]
+        decoded = self.decode_many([jpegs[i] for i in distinct], _draft_size(needed_short_side, stored_short_side))
+        if len(distinct) == len(indices):
+            return decoded
+        row = {index: n for n, index in enumerate(distinct)}
+        return decoded[[row[i] for i in indices]]
 
-    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0) -> list[torch.Tensor]:
-        """(H, W, 3) uint8 frames; with ``draft_short_side``, Pillow's draft mode keeps at least that."""
-        if self._torchvision is not None and not draft_short_side:
-            return self._torchvision(jpegs)
-        return [_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs]
+    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0) -> torch.Tensor:
+        """(N, H, W, 3) uint8; with ``draft_short_side``, shrunk by a power of two keeping at least that.
+
+        ValueError when a JPEG does not decode or the frames differ in size.
+        """
+        if self._simplejpeg is None:
+            return as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
+        return _decode_simplejpeg(self._simplejpeg, jpegs, draft_short_side)
 
     def decode(self, jpeg: bytes, draft_short_side: int = 0) -> torch.Tensor:
         """One (H, W, 3) uint8 frame."""
@@ -201,46 +209,44 @@ class JpegDecoder:
 
 
 def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
-    """The short side to ask Pillow's draft mode for, or 0 when it cannot shrink the frames (< 2x)."""
+    """The short side to shrink frames to while decoding, or 0 when they cannot shrink by 2x."""
     return needed_short_side if 0 < 2 * needed_short_side <= stored_short_side else 0
 
 
-def _torchvision_decode_jpegs() -> Callable[[Sequence[bytes]], list[torch.Tensor]] | None:
-    """libjpeg-turbo through torchvision's ``image::decode_jpeg`` operator; None where it cannot be loaded.
-
-    The operator is what ``torchvision.io.decode_jpeg`` runs once its argument checks are done. Called
-    directly, since that wrapper warns on every call that torchvision's image decoding is deprecated
-    (since 0.29, in favour of TorchCodec): a DeprecationWarning per clip, plus ~0.1 ms of Python. If a
-    later torchvision drops the operator, ``auto`` falls back to Pillow.
-    """
+def _simplejpeg() -> Any:
     try:
-        from torchvision.io import ImageReadMode  # importing torchvision.io registers the image operators
-
-        decode_jpeg = torch.ops.image.decode_jpeg
-    except (ImportError, RuntimeError, OSError, AttributeError):  # e.g. a torchvision built for another torch
+        import simplejpeg
+    except ImportError:
         return None
+    return simplejpeg
 
-    rgb = ImageReadMode.RGB.value
 
-    def decode(jpegs: Sequence[bytes]) -> list[torch.Tensor]:
-        # decoded into HWC memory: the permutes are views, no copy
-        return [decode_jpeg(torch.frombuffer(bytearray(j), dtype=torch.uint8), rgb, False).permute(1, 2, 0)
-                for j in jpegs]
-
-    return decode
+def _decode_simplejpeg(simplejpeg: Any, jpegs: Sequence[bytes], draft_short_side: int) -> torch.Tensor:
+    if not jpegs:
+        raise ValueError("a clip needs at least one frame")
+    scale = {"min_height": draft_short_side, "min_width": draft_short_side, "min_factor": 2} if draft_short_side else {}
+    first = simplejpeg.decode_jpeg(jpegs[0], **scale)  # its shape sizes the clip's tensor
+    frames = torch.empty((len(jpegs), *first.shape), dtype=torch.uint8)
+    frames[0] = torch.from_numpy(first)
+    rows = frames.numpy()
+    for row, jpeg in zip(rows[1:], jpegs[1:]):
+        if simplejpeg.decode_jpeg(jpeg, buffer=row, **scale).shape != first.shape:  # a smaller frame fits too
+            raise ValueError(f"the frames of a clip differ in size (the first decodes to {first.shape[:2]})")
+    return frames
 
 
 def _decode_pillow(data: bytes, draft_short_side: int = 0) -> torch.Tensor:
-    image = Image.open(io.BytesIO(data), formats=("JPEG",))
-    if draft_short_side:
-        scale = draft_short_side / min(image.size)
-        image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return torch.from_numpy(np.array(image))
+    try:
+        image = Image.open(io.BytesIO(data), formats=("JPEG",))
+        if draft_short_side:
+            scale = draft_short_side / min(image.size)
+            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+        return torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image))
+    except (OSError, SyntaxError) as err:  # Pillow's errors for bytes it cannot decode
+        raise ValueError(f"the JPEG does not decode: {err}") from err
 
 
-_DECODE_ERRORS = (OSError, RuntimeError, ValueError, SyntaxError)
+_DECODE_ERRORS = (RuntimeError, ValueError)
 
 
 # ---- pipeline stages -------------------------------------------------------------------------------------
@@ -481,8 +487,7 @@ class BatchRows:
         return len(self.keys) == len(self.frames)
 
     def shipment(self) -> Shipment:
-        labels = torch.tensor(self.labels, dtype=torch.int64)
-        return Batch(self.frames.movedim(-1, -3), labels, self.keys), self.slot
+        return Batch(self.frames.movedim(-1, -3), self.labels, self.keys), self.slot
 
 
 def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
@@ -493,11 +498,12 @@ def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
 
 
 def _free_when_dropped(shipments: Iterable[Shipment], free: Any) -> Iterator[Batch]:
-    """The batches; a pooled buffer is marked free once the last tensor viewing its memory is gone."""
+    """The batches, labels made a tensor; a pooled buffer is marked free once the last tensor viewing its
+    memory is gone."""
     for batch, slot in shipments:
         if slot >= 0:
             weakref.finalize(batch.frames.untyped_storage(), free.__setitem__, slot, 1).atexit = False
-        yield batch
+        yield batch._replace(labels=torch.tensor(batch.labels, dtype=torch.int64))
 
 
 def collate_clips(memory: BatchMemory, clips: list[Clip]) -> Shipment:
@@ -746,7 +752,7 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
       same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
       k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
     - ``shuffle_buffer``: samples held for shuffling per worker (only their sampled frames' JPEG bytes).
-    - ``decoder``: "auto" (torchvision if it imports, else Pillow), "torchvision" or "pillow".
+    - ``decoder``: "auto" (simplejpeg if it imports, else Pillow), "simplejpeg" or "pillow".
     - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
       waiting ``retry_delay * 2**i`` seconds before each.
     - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it

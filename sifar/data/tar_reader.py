@@ -130,6 +130,29 @@ class TarMemberReader:
         self._file.seek(position - self._position, 1)
         self._position, self._unread, self._current = position, 0, None
 
+    def read_member_at(self, position: int, name: str, size: int) -> bytes:
+        """The data of the member whose headers start at ``position`` (seekable files only), checked to be
+        a regular file ``name`` of ``size`` bytes (TarFormatError if not); the walk goes on after it.
+
+        A plain member takes one read for its header and data; one behind a long-name or pax header is
+        parsed as :meth:`next_member` does.
+        """
+        self.seek(position)
+        block = self._read_exact(BLOCK + size) if size else b""
+        if block:
+            raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(block)
+            if typeflag in _REGULAR_TYPES and magic[:5] == b"ustar":
+                _check_checksum(block[:BLOCK], position, self._name)
+                if _header_name(raw_name, magic, block) != name or _parse_size(raw_size, position, self._name) != size:
+                    raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
+                self._unread = _padded(size) - size  # next_member skips the padding
+                return block[BLOCK:]
+            self.seek(position)
+        member = self.next_member()
+        if member is None or member.name != name or member.size != size:
+            raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
+        return self.read(member)
+
     @property
     def name(self) -> str:
         return self._name
@@ -337,8 +360,8 @@ def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffi
 
 
 def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) -> bool:
-    """Read the sampled frames by seeking with the JSON's ``frame_index``, and stop on the sample's last frame
-    (the caller's next step goes past it).
+    """Read the sampled frames by seeking with the JSON's ``frame_index``, and stop after the sample's last
+    frame (the caller's walk goes on from there).
 
     The reader stands right after the JSON. When the index does not match the tar, it goes back there
     (the caller walks the sample's members instead), warns naming the shard, and returns False.
@@ -346,10 +369,13 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
     start = reader.position
     try:
         index = _frame_index(sample.meta)
-        jpegs = {frame: reader.read(_indexed_member(reader, start, index, frame, prefix))
-                 for frame in sorted({i for clip in sample.clips for i in clip})}
-        if len(index) - 1 not in jpegs:
-            _indexed_member(reader, start, index, len(index) - 1, prefix)
+        wanted = {i for clip in sample.clips for i in clip}
+        jpegs = {}
+        for frame in sorted({*wanted, len(index) - 1}):  # the last frame too: the walk goes on after it
+            offset, size = _index_entry(index, frame)
+            data = reader.read_member_at(start + offset, f"{prefix}.{frame_member_suffix(frame)}", size)
+            if frame in wanted:
+                jpegs[frame] = data
     except (ValueError, IndexError) as err:  # TarFormatError is a ValueError
         reader.seek(start)
         warnings.warn(f"{reader.name}: the frame_index of sample {sample.key} does not match the tar ({err}); "
@@ -357,16 +383,6 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
         return False
     sample.jpegs.update(jpegs)
     return True
-
-
-def _indexed_member(reader: TarMemberReader, start: int, index: list[Any], frame: int, prefix: str) -> TarMember:
-    """The member of ``frame`` where the index puts it, parsed and checked against its name and size."""
-    offset, size = _index_entry(index, frame)
-    reader.seek(start + offset)
-    member, name = reader.next_member(), f"{prefix}.{frame_member_suffix(frame)}"
-    if member is None or member.name != name or member.size != size:
-        raise TarFormatError(f"{reader.name}: the member at byte {start + offset} is not {name} ({size} bytes)")
-    return member
 
 
 def _frame_index(meta: dict[str, Any]) -> list[Any]:

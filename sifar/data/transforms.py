@@ -6,10 +6,10 @@ random place, resized to ``size x size``, optionally flipped; one crop and one f
 clip, so motion stays intact. Evaluation: the short side scaled to ``size``, then one centre crop or
 three crops (top-left, centre, bottom-right along the long side).
 
-Clips come in as T decoded ``(H, W, C)`` uint8 frames (a list, or a (T, H, W, C) tensor) and go out as
+Clips come in as a (T, H, W, C) uint8 tensor (or a list of T ``(H, W, C)`` frames) and go out as
 ``(T, C, size, size)`` uint8 tensors, channels-last in memory (a permuted view): that keeps the resize on
-torch's fast uint8 path and saves a copy per clip. Training crops each frame before stacking, so only
-the crops are copied, and resizes straight into a row of the batch (``out``): no tensor per clip.
+torch's fast uint8 path and saves a copy per clip. Training copies only the crop (flipped on the way)
+and resizes it straight into a row of the batch (``out``): no tensor per clip.
 :func:`normalize`, on the device, returns contiguous float tensors.
 """
 
@@ -61,27 +61,28 @@ def jitter_box(jitter: CropJitter, width: int, height: int) -> tuple[int, int, i
     return min(left, width - crop_w), min(top, height - crop_h), crop_w, crop_h
 
 
-def train_transform(frames: Sequence[torch.Tensor], jitter: CropJitter, size: int,
+def train_transform(frames: torch.Tensor | Sequence[torch.Tensor], jitter: CropJitter, size: int,
                     out: torch.Tensor | None = None) -> torch.Tensor:
     """T frames (H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame.
 
     ``out``: a (T, C, size, size) uint8 tensor (e.g. a row of a batch) that receives the result, returned.
     """
-    height, width = _check_frames(frames)
-    left, top, crop_w, crop_h = jitter_box(jitter, width, height)
-    crop = torch.stack([frame[top:top + crop_h, left:left + crop_w] for frame in frames]).permute(0, 3, 1, 2)
-    if jitter.flip:  # before the resize, which is mirror-symmetric (same bits), so that it can write into ``out``
-        crop = crop.flip(-1)
+    clip = as_clip(frames)
+    left, top, crop_w, crop_h = jitter_box(jitter, clip.shape[2], clip.shape[1])
+    crop = clip[:, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2)
+    # One copy of the crop, flipped on the way when asked: the resize runs ~20% faster on contiguous
+    # channels-last input than on the view, and it is mirror-symmetric (same bits), so it can flip first.
+    crop = crop.flip(-1) if jitter.flip else crop.contiguous(memory_format=torch.channels_last)
     return _resize(crop, (size, size), out)
 
 
-def resize_short_side(frames: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+def resize_short_side(frames: torch.Tensor | Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """T frames (H, W, C) uint8 -> (T, C, H', W') uint8 with min(H', W') == size, aspect kept."""
-    height, width = _check_frames(frames)
+    clip = as_clip(frames)
+    height, width = clip.shape[1:3]
     scale = size / min(height, width)
     target = (max(size, round(height * scale)), max(size, round(width * scale)))
-    stacked = frames if isinstance(frames, torch.Tensor) else torch.stack(list(frames))
-    return _resize(stacked.permute(0, 3, 1, 2), target)
+    return _resize(clip.permute(0, 3, 1, 2), target)
 
 
 def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
@@ -137,13 +138,16 @@ def _resize(frames: torch.Tensor, size: tuple[int, int], out: torch.Tensor | Non
     return torch.ops.aten._upsample_bilinear2d_aa.out(frames, size, False, None, None, out=out)
 
 
-def _check_frames(frames: Sequence[torch.Tensor]) -> tuple[int, int]:
-    """(height, width) shared by all frames; ValueError for an empty clip or frames that differ."""
-    if len(frames) == 0:
-        raise ValueError("a clip needs at least one frame")
-    shape = frames[0].shape
-    if len(shape) != 3 or frames[0].dtype != torch.uint8:
-        raise ValueError(f"expected uint8 frames shaped (H, W, C), got {frames[0].dtype} {tuple(shape)}")
-    if any(frame.shape != shape for frame in frames):
-        raise ValueError(f"the frames of a clip differ in size: {sorted({tuple(f.shape) for f in frames})}")
-    return shape[0], shape[1]
+def as_clip(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A (T, H, W, C) uint8 tensor from one, or from T (H, W, C) frames (stacked); ValueError for an empty
+    clip, frames that differ in size, or another dtype or shape."""
+    if not isinstance(frames, torch.Tensor):
+        if len(frames) == 0:
+            raise ValueError("a clip needs at least one frame")
+        if any(frame.shape != frames[0].shape for frame in frames):
+            raise ValueError(f"the frames of a clip differ in size: {sorted({tuple(f.shape) for f in frames})}")
+        frames = torch.stack(list(frames))
+    if frames.ndim != 4 or frames.dtype != torch.uint8 or len(frames) == 0:
+        raise ValueError(f"expected uint8 frames shaped (T, H, W, C) with T >= 1, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    return frames
