@@ -288,6 +288,18 @@ def test_decoder_gives_a_clip_tensor_with_each_distinct_frame_decoded_once(decod
     assert abs(int(frames[0, 5, 5, 0]) - 200) <= 3 and frames[2, 5, 5].tolist() == [90, 90, 90]
 
 
+def test_a_decoder_reusing_memory_decodes_each_clip_into_the_same_memory_grown_as_needed():
+    decoder, fresh = JpegDecoder("simplejpeg", reuse_memory=True), JpegDecoder("simplejpeg")
+    small, large = [jpeg_bytes(40, 30), jpeg_bytes(40, 30, "L")], [jpeg_bytes(80, 60)] * 3
+    first = decoder.decode_many(small)
+    assert torch.equal(first, fresh.decode_many(small))
+    grown = decoder.decode_many(large)
+    assert torch.equal(grown, fresh.decode_many(large))
+    again = decoder.decode_many(small)
+    assert again.data_ptr() == grown.data_ptr() and torch.equal(again, fresh.decode_many(small))
+    assert decoder.decode(small[0], draft_short_side=15).shape == (15, 20, 3)  # scaled into the same memory
+
+
 @pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
 @pytest.mark.parametrize("jpegs, message", [
     ([jpeg_bytes(40, 30), jpeg_bytes(40, 20)], "differ in size"),

@@ -108,7 +108,7 @@ def bench_decode_bound(clips: list[list[bytes]], decode_clip: Callable[[list[byt
 
 def clip_decoders() -> dict[str, Callable[[list[bytes]], object]]:
     """The loader's decoders, and torchvision's libjpeg-turbo decoder as another candidate for the bound."""
-    decoders = {name: JpegDecoder(name).decode_many for name in BACKENDS}
+    decoders = {name: JpegDecoder(name, reuse_memory=True).decode_many for name in BACKENDS}  # each at its best
     try:
         from torchvision.io import ImageReadMode  # importing torchvision.io registers its image operators
     except ImportError:

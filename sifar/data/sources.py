@@ -12,6 +12,7 @@ the server cannot be reached. Single shards that vanish or break later are the l
 from __future__ import annotations
 
 import glob
+import io
 import os
 import posixpath
 from dataclasses import dataclass
@@ -58,14 +59,67 @@ def resolve_source(source: str | os.PathLike, split: str = "train") -> ShardSour
 
 
 def open_shard(shard: str) -> BinaryIO:
-    """Open a shard for reading: local files as files, HTTP as a plain stream, object stores via fsspec."""
+    """Open a shard for reading: local files for positioned reads, HTTP as a plain stream, object stores
+    via fsspec."""
     if not is_url(shard):
-        # a large buffer turns the reader's skips into pointer moves instead of a syscall per member
-        return open(shard.removeprefix("file://"), "rb", buffering=1 << 20)
+        return LocalShardFile(shard.removeprefix("file://"))
     if is_http(shard):
         # block_size=0: one streamed GET, so any HTTP server works (no range requests needed)
         return fsspec.open(shard, "rb", block_size=0).open()
     return fsspec.open(shard, "rb").open()
+
+
+class LocalShardFile(io.RawIOBase):
+    """A local file read with positioned reads (``os.pread``): each read is one system call for exactly the
+    bytes asked for, and a seek only moves the position.
+
+    The loader reads a sample's JSON, then seeks to each sampled frame and reads its header and data at
+    once, skipping the rest. A buffered file refills its whole buffer after every seek out of it (with a
+    1 MiB buffer: one 1 MiB copy per sample, ~50 us, to use ~80 KB of it).
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.name = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: None}[whence]
+        position = (os.fstat(self._fd).st_size if base is None else base) + offset
+        if position < 0:
+            raise ValueError(f"{self.name}: cannot seek to byte {position}")
+        self._position = position
+        return position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, os.fstat(self._fd).st_size - self._position)
+        data = os.pread(self._fd, size, self._position)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        count = os.preadv(self._fd, [buffer], self._position)
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 def _resolve_local(path: str, split: str) -> ShardSource:
