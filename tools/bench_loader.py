@@ -7,7 +7,8 @@ with the project's shard writer, then prints, each on one core (torch threads 1)
 process doing the work (independent of whatever else the machine runs) and per wall second:
 
 1. the raw bound: decoding the very JPEGs the loader samples, nothing else (frames/s; /8 = clips/s),
-   with each decoder the loader offers; the fastest is the bound;
+   with each decoder the loader offers (at its best: into reused memory) and torchvision's; the fastest is
+   the bound;
 2. this loader's training pipeline, 8 frames at 192x192 per clip, batches of 32 (the trainer's
    default), in one DataLoader worker process (clips/s per worker), and in the calling process
    (num_workers=0) for reference;
