@@ -125,3 +125,22 @@ def test_storage_errors_name_the_url_keep_their_kind_and_mask_secrets(monkeypatc
     assert isinstance(storage_error("s3://b/x", FileNotFoundError("The specified bucket does not exist")),
                       FileNotFoundError)
     assert str(storage_error("s3://b/x", TimeoutError())) == "cannot reach s3://b/x (TimeoutError)"
+
+
+def test_local_shards_open_for_positioned_reads(tmp_path):
+    data = bytes(range(256)) * 8
+    (tmp_path / "a.tar").write_bytes(data)
+    with open_shard(f"file://{tmp_path / 'a.tar'}") as shard:
+        assert shard.seekable() and shard.readable()
+        assert shard.read(10) == data[:10] and shard.tell() == 10
+        assert shard.seek(5, os.SEEK_CUR) == 15 and shard.read(3) == data[15:18]
+        assert shard.seek(-4, os.SEEK_END) == len(data) - 4 and shard.read() == data[-4:]
+        assert shard.read(10) == b""  # at the end
+        shard.seek(100)
+        into = bytearray(6)
+        assert shard.readinto(into) == 6 and bytes(into) == data[100:106] and shard.tell() == 106
+        with pytest.raises(ValueError, match="a.tar: cannot seek to byte -1"):
+            shard.seek(-1)
+    assert shard.closed
+    with pytest.raises(FileNotFoundError):
+        open_shard(str(tmp_path / "missing.tar"))
