@@ -14,7 +14,7 @@ from PIL import Image
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
-from sifar.data.loader import BadDataWarning, Batch, BatchMemory, JpegDecoder, _free_when_dropped
+from sifar.data.loader import BadDataWarning, Batch, BatchMemory, JpegDecoder, Shipment, _free_when_dropped
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
@@ -422,8 +422,8 @@ def test_good_data_loads_without_a_warning(folder):
 
 def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():
     free = multiprocessing.RawArray("b", [0])
-    (batch,) = _free_when_dropped([(Batch(torch.zeros(2, 3, dtype=torch.uint8), [4, 7], ["a", "b"]), 0)], free)
-    assert torch.equal(batch.labels, torch.tensor([4, 7]))  # workers send a list; the consumer gets a tensor
+    (batch,) = _free_when_dropped([Shipment(torch.zeros(2, 3, dtype=torch.uint8), [4, 7], ["a", "b"], 0)], free)
+    assert isinstance(batch, Batch) and torch.equal(batch.labels, torch.tensor([4, 7]))  # a list in flight
     view = batch.frames[1:]
     del batch
     assert free[0] == 0

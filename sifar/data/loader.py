@@ -49,6 +49,7 @@ from functools import partial
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
+import simplejpeg
 import torch
 import webdataset as wds
 from PIL import Image
@@ -79,10 +80,18 @@ class Batch(NamedTuple):
     keys: list[str]
 
 
-# A batch as a worker sends it, with the slot of its frames' buffer in the worker's BatchMemory (-1: none).
-# Its labels are still a list: a tensor made in a worker travels in a shared-memory segment of its own, one
-# per batch (~1 ms of the worker's time for 32 labels); the consuming process makes the tensor.
-Shipment = tuple[Batch, int]
+class Shipment(NamedTuple):
+    """A batch as a worker sends it; :func:`_free_when_dropped` makes it a :class:`Batch`.
+
+    ``labels`` stay a list: a tensor made in a worker travels in a shared-memory segment of its own, one per
+    batch (~1 ms of the worker's time for 32 labels). ``slot``: the frames' buffer in the worker's
+    BatchMemory (-1: none).
+    """
+
+    frames: torch.Tensor
+    labels: list[int]
+    keys: list[str]
+    slot: int
 
 
 class Clip(NamedTuple):
@@ -174,8 +183,7 @@ class JpegDecoder:
     """JPEG bytes -> (N, H, W, 3) uint8 tensors, the frames of a clip decoded into one tensor.
 
     ``simplejpeg`` (libjpeg-turbo, decoding straight into the clip's tensor: no array per frame) measured
-    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` is the fallback and gives the
-    same pixels. When the stored frames are at least twice as large as needed, both shrink them while
+    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` gives the same pixels. When the stored frames are at least twice as large as needed, both shrink them while
     decoding (DCT-domain scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
 
     ``reuse_memory``: decode every clip into the same memory (simplejpeg only), valid until the next call.
@@ -184,9 +192,7 @@ class JpegDecoder:
     """
 
     def __init__(self, backend: str = "auto", reuse_memory: bool = False):
-        self._simplejpeg = _simplejpeg() if backend in ("auto", "simplejpeg") else None
-        if backend == "simplejpeg" and self._simplejpeg is None:
-            raise ImportError("decoder='simplejpeg' but simplejpeg cannot be imported")
+        self._pillow = backend == "pillow"
         self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
 
     def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
@@ -204,17 +210,19 @@ class JpegDecoder:
 
         ValueError when a JPEG does not decode or the frames differ in size.
         """
-        if self._simplejpeg is None:
+        if self._pillow:
             return as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
         if not jpegs:
             raise ValueError("a clip needs at least one frame")
-        scale = {"min_height": draft_short_side, "min_width": draft_short_side, "min_factor": 2} if draft_short_side else {}
-        height, width = self._simplejpeg.decode_jpeg_header(jpegs[0])[:2]  # before scaling: enough room
+        scale = {}
+        if draft_short_side:
+            scale = {"min_height": draft_short_side, "min_width": draft_short_side, "min_factor": 2}
+        height, width = simplejpeg.decode_jpeg_header(jpegs[0])[:2]  # before scaling: enough room
         memory = self._take(len(jpegs) * height * width * 3)
-        first = self._simplejpeg.decode_jpeg(jpegs[0], buffer=memory.numpy(), **scale)  # at the start
+        first = simplejpeg.decode_jpeg(jpegs[0], buffer=memory.numpy(), **scale)  # at the start
         frames = memory[:len(jpegs) * first.size].view(len(jpegs), *first.shape)
         for row, jpeg in zip(frames.numpy()[1:], jpegs[1:]):
-            if self._simplejpeg.decode_jpeg(jpeg, buffer=row, **scale).shape != first.shape:  # smaller ones fit
+            if simplejpeg.decode_jpeg(jpeg, buffer=row, **scale).shape != first.shape:  # smaller ones fit
                 raise ValueError(f"the frames of a clip differ in size (the first decodes to {first.shape[:2]})")
         return frames
 
@@ -234,14 +242,6 @@ class JpegDecoder:
 def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
     """The short side to shrink frames to while decoding, or 0 when they cannot shrink by 2x."""
     return needed_short_side if 0 < 2 * needed_short_side <= stored_short_side else 0
-
-
-def _simplejpeg() -> Any:
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
-    return simplejpeg
 
 
 def _decode_pillow(data: bytes, draft_short_side: int = 0) -> torch.Tensor:
@@ -394,7 +394,7 @@ train_batches = wds.pipelinefilter(_train_batches)
 
 def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter, config: LoaderConfig,
                   out: torch.Tensor) -> torch.Tensor:
-    # Pillow's draft mode may shrink frames as long as the smaller crop side still covers frame_size
+    # decoding may shrink frames (draft mode) as long as the smaller crop side still covers frame_size
     needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
     frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta))
     return train_transform(frames, jitter, config.frame_size, out)
@@ -435,9 +435,9 @@ def _clip_or_report(sample: ShardSample, stats: LoaderStats, make_frames: Callab
 
 
 def _count_samples(shipments: Iterable[Shipment], stats: LoaderStats) -> Iterator[Shipment]:
-    for batch, slot in shipments:
-        stats.add("samples", len(batch.keys))
-        yield batch, slot
+    for shipment in shipments:
+        stats.add("samples", len(shipment.keys))
+        yield shipment
 
 
 count_samples = wds.pipelinefilter(_count_samples)
@@ -496,7 +496,7 @@ class BatchRows:
         return len(self.keys) == len(self.frames)
 
     def shipment(self) -> Shipment:
-        return Batch(self.frames.movedim(-1, -3), self.labels, self.keys), self.slot
+        return Shipment(self.frames.movedim(-1, -3), self.labels, self.keys, self.slot)
 
 
 def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
@@ -507,12 +507,11 @@ def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
 
 
 def _free_when_dropped(shipments: Iterable[Shipment], free: Any) -> Iterator[Batch]:
-    """The batches, labels made a tensor; a pooled buffer is marked free once the last tensor viewing its
-    memory is gone."""
-    for batch, slot in shipments:
+    """The batches; a pooled buffer is marked free once the last tensor viewing its memory is gone."""
+    for frames, labels, keys, slot in shipments:
         if slot >= 0:
-            weakref.finalize(batch.frames.untyped_storage(), free.__setitem__, slot, 1).atexit = False
-        yield batch._replace(labels=torch.tensor(batch.labels, dtype=torch.int64))
+            weakref.finalize(frames.untyped_storage(), free.__setitem__, slot, 1).atexit = False
+        yield Batch(frames, torch.tensor(labels, dtype=torch.int64), keys)
 
 
 def collate_clips(memory: BatchMemory, clips: list[Clip]) -> Shipment:
@@ -761,7 +760,7 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
       same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
       k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
     - ``shuffle_buffer``: samples held for shuffling per worker (only their sampled frames' JPEG bytes).
-    - ``decoder``: "auto" (simplejpeg if it imports, else Pillow), "simplejpeg" or "pillow".
+    - ``decoder``: "auto" or "simplejpeg" (libjpeg-turbo through simplejpeg), or "pillow".
     - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
       waiting ``retry_delay * 2**i`` seconds before each.
     - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it

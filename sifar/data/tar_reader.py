@@ -9,8 +9,8 @@ on streams.
 
 Shards written by :mod:`sifar.data.shard_writer` carry a ``frame_index`` in each sample's JSON (the
 member offset and size of every frame). In a local file the reader then seeks to the sampled frames'
-members (each parsed as usual and checked against the expected name and size) and to the sample's last
-frame, past which the walk goes on: no other member of the sample is touched. Samples without an index
+members and to the sample's last frame (each header read with its data in one read and checked against the
+expected name and size), past which the walk goes on: no other member of the sample is touched. Samples without an index
 (older shards, other writers) and streams are walked member by member; an index that does not match the
 tar is warned about once per shard, and that shard is walked from there on.
 
@@ -139,19 +139,18 @@ class TarMemberReader:
         """
         self.seek(position)
         block = self._read_exact(BLOCK + size) if size else b""
-        if block:
-            raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(block)
-            if typeflag in _REGULAR_TYPES and magic[:5] == b"ustar":
-                _check_checksum(block[:BLOCK], position, self._name)
-                if _header_name(raw_name, magic, block) != name or _parse_size(raw_size, position, self._name) != size:
-                    raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
-                self._unread = _padded(size) - size  # next_member skips the padding
-                return block[BLOCK:]
+        found = _plain_member(block, position, self._name) if block else None
+        if found is not None:
+            data = block[BLOCK:]
+            self._unread = _padded(size) - size  # next_member skips the padding
+        else:  # behind a long-name or pax header (or empty): parsed the general way
             self.seek(position)
-        member = self.next_member()
-        if member is None or member.name != name or member.size != size:
+            member = self.next_member()
+            found = None if member is None else (member.name, member.size)
+            data = self.read(member) if found == (name, size) else b""
+        if found != (name, size):
             raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
-        return self.read(member)
+        return data
 
     @property
     def name(self) -> str:
@@ -235,6 +234,15 @@ def _header_name(raw_name: bytes, magic: bytes, header: bytes) -> str:
     if magic == b"ustar\0" and header[345]:  # POSIX ustar: the prefix field holds leading directories
         return f"{_c_string(header[345:500])}/{name}"
     return name
+
+
+def _plain_member(block: bytes, offset: int, source: str) -> tuple[str, int] | None:
+    """(name, size) when ``block`` starts with the header of a regular file (checksum checked), else None."""
+    raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(block)
+    if typeflag not in _REGULAR_TYPES or magic[:5] != b"ustar":
+        return None
+    _check_checksum(block[:BLOCK], offset, source)
+    return _header_name(raw_name, magic, block), _parse_size(raw_size, offset, source)
 
 
 def _check_checksum(header: bytes, offset: int, source: str) -> None:
