@@ -253,10 +253,13 @@ def test_rank_and_world_size_come_from_the_environment(folder, monkeypatch):
     assert (loader.config.rank, loader.config.world_size, loader.steps_per_epoch) == (1, 3, 2)
 
 
-def test_pillow_and_simplejpeg_decode_alike(folder):
-    pillow = next(iter(loader_for(folder, "val", decoder="pillow"))).frames.int()
-    default = next(iter(loader_for(folder, "val"))).frames.int()
-    assert (pillow - default).abs().max() <= 2
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_pillow_and_simplejpeg_decode_alike(folder, split):
+    """Training too: simplejpeg decodes the clips it flips as BGR and mirrors them by reversing bytes,
+    Pillow decodes RGB and mirrors pixels; the same seed gives the same crops and flips."""
+    pillow = [batch.frames.int() for batch in loader_for(folder, split, decoder="pillow", steps_per_epoch=3)]
+    default = [batch.frames.int() for batch in loader_for(folder, split, steps_per_epoch=3)]
+    assert all((a - b).abs().max() <= 2 for a, b in zip(pillow, default, strict=True))
 
 
 @pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
@@ -286,6 +289,16 @@ def test_decoder_gives_a_clip_tensor_with_each_distinct_frame_decoded_once(decod
     assert frames.shape == (5, 30, 40, 3) and frames.dtype == torch.uint8
     assert torch.equal(frames[0], frames[1]) and torch.equal(frames[2], frames[4])
     assert abs(int(frames[0, 5, 5, 0]) - 200) <= 3 and frames[2, 5, 5].tolist() == [90, 90, 90]
+
+
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
+def test_decoder_gives_bgr_frames_as_the_rgb_ones_with_channels_reversed(decoder):
+    jpegs = {0: jpeg_bytes(40, 30), 1: jpeg_bytes(40, 30, "L")}
+    rgb = JpegDecoder(decoder).frames(jpegs, [0, 1])
+    assert torch.equal(JpegDecoder(decoder).frames(jpegs, [0, 1], channels="BGR"), rgb.flip(-1))
+    assert torch.equal(JpegDecoder(decoder).decode(jpegs[0], channels="BGR"), rgb[0].flip(-1))
+    with pytest.raises(ValueError, match="RGB or BGR"):
+        JpegDecoder(decoder).decode_many([jpegs[0]], channels="YCbCr")
 
 
 def test_a_decoder_reusing_memory_decodes_each_clip_into_the_same_memory_grown_as_needed():

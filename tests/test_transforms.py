@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, eval_transform,
-                                   jitter_box, normalize, resize_short_side, spatial_crops, train_transform)
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, copy_crop, default_flip, draw_crop_jitter,
+                                   eval_transform, jitter_box, normalize, resize_short_side, spatial_crops,
+                                   train_transform)
 
 
 def ramp_clip(frames: int, height: int, width: int) -> torch.Tensor:
@@ -72,6 +73,33 @@ def test_train_transform_writes_into_a_row_of_a_batch(flip, scale):
     written = train_transform(list(clip), jitter, 48, out=row)
     assert written.data_ptr() == row.data_ptr() and torch.equal(written, train_transform(clip, jitter, 48))
     assert not batch[0].any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 30), st.integers(1, 30), st.integers(0, 5), st.integers(0, 5), st.booleans())
+def test_a_bgr_crop_copies_to_the_rgb_crop_flipped_or_not(frames, height, width, left, top, flip):
+    rgb = torch.randint(0, 256, (frames, height + top, width + left, 3), dtype=torch.uint8)
+    bgr = rgb.flip(-1).contiguous()
+    view = (slice(None), slice(top, None), slice(left, None))
+    expected = rgb[view].flip(2) if flip else rgb[view]
+    for channels, source in (("RGB", rgb), ("BGR", bgr)):
+        copied = copy_crop(source[view], flip, channels)
+        assert copied.is_contiguous() and torch.equal(copied, expected)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_train_transform_takes_bgr_frames_and_gives_the_rgb_result(flip):
+    clip = torch.randint(0, 256, (3, 40, 60, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    jitter = CropJitter(0.875, 0.75, 0.4, 0.7, flip)
+    expected = train_transform(clip, jitter, 32)
+    assert torch.equal(train_transform(clip.flip(-1).contiguous(), jitter, 32, channels="BGR"), expected)
+
+
+@pytest.mark.parametrize("channels, shape, message", [("RGBA", (1, 4, 4, 3), "RGB or BGR"),
+                                                      ("BGR", (1, 4, 4, 4), "3 channels")])
+def test_copy_crop_refuses_unknown_channel_orders(channels, shape, message):
+    with pytest.raises(ValueError, match=message):
+        copy_crop(torch.zeros(shape, dtype=torch.uint8), True, channels)
 
 
 @pytest.mark.parametrize("size", [(24, 33), (72, 100)])  # down and up from 36x50

@@ -186,6 +186,9 @@ class JpegDecoder:
     fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` gives the same pixels. When the stored frames are at least twice as large as needed, both shrink them while
     decoding (DCT-domain scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
 
+    ``channels``: "RGB" or "BGR"; libjpeg-turbo writes either at the same cost (:attr:`bgr_is_free`), Pillow
+    gives RGB and its BGR is a copy with the channels reversed.
+
     ``reuse_memory``: decode every clip into the same memory (simplejpeg only), valid until the next call.
     A clip of 8 frames at 426x240 takes 2.4 MB, and memory that large comes fresh from the system each
     time, a page fault per 4 KiB (~0.1 ms a clip); the training pipeline copies each clip's crop at once.
@@ -195,40 +198,48 @@ class JpegDecoder:
         self._pillow = backend == "pillow"
         self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
 
+    @property
+    def bgr_is_free(self) -> bool:
+        return not self._pillow
+
     def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
-               stored_short_side: int = 0) -> torch.Tensor:
+               stored_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """(len(indices), H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
         distinct = list(dict.fromkeys(indices))
-        decoded = self.decode_many([jpegs[i] for i in distinct], _draft_size(needed_short_side, stored_short_side))
+        decoded = self.decode_many([jpegs[i] for i in distinct], _draft_size(needed_short_side, stored_short_side),
+                                   channels)
         if len(distinct) == len(indices):
             return decoded
         row = {index: n for n, index in enumerate(distinct)}
         return decoded[[row[i] for i in indices]]
 
-    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0) -> torch.Tensor:
+    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """(N, H, W, 3) uint8; with ``draft_short_side``, shrunk by a power of two keeping at least that.
 
-        ValueError when a JPEG does not decode or the frames differ in size.
+        ValueError when a JPEG does not decode, the frames differ in size, or ``channels`` is unknown.
         """
+        if channels not in ("RGB", "BGR"):
+            raise ValueError(f"channels must be RGB or BGR, got {channels!r}")
         if self._pillow:
-            return as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
+            clip = as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
+            return clip.flip(-1) if channels == "BGR" else clip
         if not jpegs:
             raise ValueError("a clip needs at least one frame")
-        scale = {}
+        options = {"colorspace": channels}
         if draft_short_side:
-            scale = {"min_height": draft_short_side, "min_width": draft_short_side, "min_factor": 2}
+            options.update(min_height=draft_short_side, min_width=draft_short_side, min_factor=2)
         height, width = simplejpeg.decode_jpeg_header(jpegs[0])[:2]  # before scaling: enough room
         memory = self._take(len(jpegs) * height * width * 3)
-        first = simplejpeg.decode_jpeg(jpegs[0], buffer=memory.numpy(), **scale)  # at the start
+        first = simplejpeg.decode_jpeg(jpegs[0], buffer=memory.numpy(), **options)  # at the start
         frames = memory[:len(jpegs) * first.size].view(len(jpegs), *first.shape)
         for row, jpeg in zip(frames.numpy()[1:], jpegs[1:]):
-            if simplejpeg.decode_jpeg(jpeg, buffer=row, **scale).shape != first.shape:  # smaller ones fit
+            if simplejpeg.decode_jpeg(jpeg, buffer=row, **options).shape != first.shape:  # smaller ones fit
                 raise ValueError(f"the frames of a clip differ in size (the first decodes to {first.shape[:2]})")
         return frames
 
-    def decode(self, jpeg: bytes, draft_short_side: int = 0) -> torch.Tensor:
+    def decode(self, jpeg: bytes, draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """One (H, W, 3) uint8 frame."""
-        return self.decode_many([jpeg], draft_short_side)[0]
+        return self.decode_many([jpeg], draft_short_side, channels)[0]
 
     def _take(self, size: int) -> torch.Tensor:
         """``size`` bytes of uninitialized memory: the reused memory (grown when too small) or new."""
@@ -396,8 +407,10 @@ def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter,
                   out: torch.Tensor) -> torch.Tensor:
     # decoding may shrink frames (draft mode) as long as the smaller crop side still covers frame_size
     needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
-    frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta))
-    return train_transform(frames, jitter, config.frame_size, out)
+    # a clip to be flipped is decoded as BGR where that costs nothing: its flip is then a byte reversal
+    channels = "BGR" if jitter.flip and decoder.bgr_is_free else "RGB"
+    frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta), channels)
+    return train_transform(frames, jitter, config.frame_size, out, channels)
 
 
 def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:

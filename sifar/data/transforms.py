@@ -62,18 +62,36 @@ def jitter_box(jitter: CropJitter, width: int, height: int) -> tuple[int, int, i
 
 
 def train_transform(frames: torch.Tensor | Sequence[torch.Tensor], jitter: CropJitter, size: int,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
+                    out: torch.Tensor | None = None, channels: str = "RGB") -> torch.Tensor:
     """T frames (H, W, C) uint8 -> (T, C, size, size) uint8: the same crop and flip for every frame.
 
     ``out``: a (T, C, size, size) uint8 tensor (e.g. a row of a batch) that receives the result, returned.
+    ``channels``: the frames' channel order, "RGB" or "BGR" (3 channels); the result is RGB either way.
+    Decoding a clip that is to be flipped as BGR makes its flip ~2x cheaper (:func:`copy_crop`).
     """
     clip = as_clip(frames)
     left, top, crop_w, crop_h = jitter_box(jitter, clip.shape[2], clip.shape[1])
-    crop = clip[:, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2)
-    # One copy of the crop, flipped on the way when asked: the resize runs ~20% faster on contiguous
-    # channels-last input than on the view, and it is mirror-symmetric (same bits), so it can flip first.
-    crop = crop.flip(-1) if jitter.flip else crop.contiguous(memory_format=torch.channels_last)
-    return _resize(crop, (size, size), out)
+    crop = copy_crop(clip[:, top:top + crop_h, left:left + crop_w], jitter.flip, channels)
+    return _resize(crop.permute(0, 3, 1, 2), (size, size), out)
+
+
+def copy_crop(crop: torch.Tensor, flip: bool, channels: str = "RGB") -> torch.Tensor:
+    """A contiguous RGB copy of a (T, h, w, C) view, mirrored left-right when ``flip``.
+
+    One copy: the resize reads contiguous channels-last input faster than the view (by about what the copy
+    costs), and it is mirror-symmetric (same bits), so the crop can be flipped before it. Mirroring pixels (3-byte steps) is
+    torch's slow generic path; reversing the bytes of each row is a plain reversal that also turns BGR
+    pixels into RGB ones, so a BGR crop is mirrored and converted at once (0.15 vs 0.36 ms for 8 crops).
+    """
+    if channels not in ("RGB", "BGR"):
+        raise ValueError(f"channels must be RGB or BGR, got {channels!r}")
+    if channels == "BGR" and crop.shape[-1] != 3:
+        raise ValueError(f"BGR frames have 3 channels, got {crop.shape[-1]}")
+    if channels == "BGR" and flip:
+        return crop.flatten(2).flip(-1).view(crop.shape)
+    if channels == "BGR":
+        return crop.flip(-1)
+    return crop.flip(2) if flip else crop.contiguous()
 
 
 def resize_short_side(frames: torch.Tensor | Sequence[torch.Tensor], size: int) -> torch.Tensor:
