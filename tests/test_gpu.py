@@ -40,3 +40,14 @@ def test_flex_attention_gradients_match_the_explicit_path(model):
     fast(frames).square().mean().backward()  # eager model, compiled FlexAttention kernels
     for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_under_autocast_every_stage_carries_its_stream_in_bf16():
+    """Stage 1 too: PatchEmbed's LayerNorm returns fp32 under autocast, and the model casts it."""
+    model = create_model("SIFAR-N-6", num_classes=4).cuda().eval()
+    dtypes = []
+    for stage in model.backbone.layers:
+        stage.register_forward_pre_hook(lambda _module, args: dtypes.append(args[0].dtype))
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(torch.randn(2, 8, 3, 64, 64, device="cuda"))
+    assert dtypes == [torch.bfloat16] * 4

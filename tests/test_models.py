@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sifar.models import create_model, get_config, list_configs
-from sifar.models.swin import SifarSwin
+from sifar.models.swin import SifarSwin, _in_autocast_dtype, embed_patches
 from sifar.models.window_attention import materialize, window_regions
 
 SMALL = {"frame_size": 32}  # CPU-sized frames for the CNN configs
@@ -74,6 +74,24 @@ def test_frame_embedding_is_added_per_frame_cell():
     offsets = backbone.frame_pos_embed.detach()[0, backbone.frame_index][..., -1]  # (48, 48) tokens, 16x16 a frame
     assert offsets[16:32, 16:32].eq(1).all() and offsets.sum() == 16 * 16
     assert not torch.allclose(before, after)
+
+
+def test_patches_are_embedded_as_timms_patch_embed_does():
+    embed = create_model("SIFAR-N-6", num_classes=4).backbone.patch_embed
+    image = torch.randn(2, 3, 192, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(embed_patches(embed, image), embed(image), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="192x192 super image"):
+        embed_patches(embed, torch.randn(1, 3, 192, 196))
+
+
+def test_the_stream_enters_the_stages_in_autocasts_dtype():
+    """PatchEmbed's LayerNorm returns fp32 under CUDA autocast (tests/test_gpu.py checks the whole model)."""
+    x = torch.randn(2, 3)
+    assert _in_autocast_dtype(x) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _in_autocast_dtype(x).dtype == torch.bfloat16
+        assert _in_autocast_dtype(x.to("meta")).dtype == torch.float32  # no autocast for meta tensors
 
 
 @pytest.mark.parametrize("impl", ["auto", "sdpa", "flex"])
