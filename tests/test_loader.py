@@ -297,7 +297,7 @@ def test_decoder_gives_bgr_frames_as_the_rgb_ones_with_channels_reversed(decoder
     rgb = JpegDecoder(decoder).frames(jpegs, [0, 1])
     assert torch.equal(JpegDecoder(decoder).frames(jpegs, [0, 1], channels="BGR"), rgb.flip(-1))
     assert torch.equal(JpegDecoder(decoder).decode(jpegs[0], channels="BGR"), rgb[0].flip(-1))
-    with pytest.raises(ValueError, match="RGB or BGR"):
+    with pytest.raises(ValueError, match="one of RGB, BGR"):
         JpegDecoder(decoder).decode_many([jpegs[0]], channels="YCbCr")
 
 

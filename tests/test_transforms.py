@@ -95,7 +95,7 @@ def test_train_transform_takes_bgr_frames_and_gives_the_rgb_result(flip):
     assert torch.equal(train_transform(clip.flip(-1).contiguous(), jitter, 32, channels="BGR"), expected)
 
 
-@pytest.mark.parametrize("channels, shape, message", [("RGBA", (1, 4, 4, 3), "RGB or BGR"),
+@pytest.mark.parametrize("channels, shape, message", [("RGBA", (1, 4, 4, 3), "one of RGB, BGR"),
                                                       ("BGR", (1, 4, 4, 4), "3 channels")])
 def test_copy_crop_refuses_unknown_channel_orders(channels, shape, message):
     with pytest.raises(ValueError, match=message):

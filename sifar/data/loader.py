@@ -58,8 +58,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, as_clip, default_flip, draw_crop_jitter,
-                                   resize_short_side, spatial_crops, train_transform)
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, as_clip, check_channels, default_flip,
+                                   draw_crop_jitter, resize_short_side, spatial_crops, train_transform)
 from sifar.io import is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
@@ -183,8 +183,9 @@ class JpegDecoder:
     """JPEG bytes -> (N, H, W, 3) uint8 tensors, the frames of a clip decoded into one tensor.
 
     ``simplejpeg`` (libjpeg-turbo, decoding straight into the clip's tensor: no array per frame) measured
-    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` gives the same pixels. When the stored frames are at least twice as large as needed, both shrink them while
-    decoding (DCT-domain scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
+    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` gives the same pixels. When the
+    stored frames are at least twice as large as needed, both shrink them while decoding (DCT-domain
+    scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
 
     ``channels``: "RGB" or "BGR"; libjpeg-turbo writes either at the same cost (:attr:`bgr_is_free`), Pillow
     gives RGB and its BGR is a copy with the channels reversed.
@@ -200,6 +201,7 @@ class JpegDecoder:
 
     @property
     def bgr_is_free(self) -> bool:
+        """True when decoding to BGR costs what RGB does (libjpeg-turbo's output formats)."""
         return not self._pillow
 
     def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
@@ -218,8 +220,7 @@ class JpegDecoder:
 
         ValueError when a JPEG does not decode, the frames differ in size, or ``channels`` is unknown.
         """
-        if channels not in ("RGB", "BGR"):
-            raise ValueError(f"channels must be RGB or BGR, got {channels!r}")
+        check_channels(channels)
         if self._pillow:
             clip = as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
             return clip.flip(-1) if channels == "BGR" else clip
