@@ -128,6 +128,15 @@ def test_read_member_at_reads_the_member_there_and_walks_on_after_it():
     assert reader.next_member().name == long_name
     assert reader.read_member_at(offsets[long_name], long_name, 10) == b"y" * 10  # behind a name header
     assert reader.next_member().name == "z.json"
+    stream = CountingFile(data)
+    headers_only = TarMemberReader(stream, "t.tar")
+    assert headers_only.read_member_at(offsets["a.000000.jpg"], "a.000000.jpg", 700, keep_data=False) == b""
+    assert (stream.reads, stream.tell()) == (1, offsets["a.000000.jpg"] + 512)  # one header block, no data
+    assert headers_only.next_member().name == long_name
+    assert headers_only.read_member_at(offsets[long_name], long_name, 10, keep_data=False) == b""
+    assert headers_only.next_member().name == "z.json"
+    with pytest.raises(TarFormatError, match="is not a.000001.jpg"):
+        headers_only.read_member_at(offsets["a.000000.jpg"], "a.000001.jpg", 700, keep_data=False)
     for name, size in [("a.000001.jpg", 700), ("a.000000.jpg", 699)]:
         with pytest.raises(TarFormatError, match=rf"t.tar: the member at byte {offsets['a.000000.jpg']} is not"):
             reader.read_member_at(offsets["a.000000.jpg"], name, size)
@@ -248,10 +257,11 @@ def test_indexed_shard_is_read_by_seeking_with_the_same_bytes_as_by_walking(tmp_
     assert walked[0][3] == {1: frame_jpeg(1, 64, 48), 3: frame_jpeg(3, 64, 48)}
     stream = CountingFile(data)
     list(read_samples(TarMemberReader(stream, "s.tar"), middle_frames))
-    # v0: JSON header and data, then one read (header and data) for each of frames 1, 3 and 5 (the last);
-    # the long key: JSON behind its name header (4 reads), frames 1, 3 and 4 each a read that finds the name
-    # header, then name header, name, header, data; v2: JSON, frames 1 and 3 (the last); end-of-archive block
-    assert stream.reads == (2 + 3) + (4 + 3 * 5) + (2 + 2) + 1
+    # v0: JSON header and data, then one read (header and data) for each of frames 1 and 3, and the last
+    # frame's header alone; the long key: JSON behind its name header (4 reads), frames 1 and 3 each a read
+    # that finds the name header, then name header, name, header, data, and the last frame's the same without
+    # its data; v2: JSON, frames 1 and 3 (the last); end-of-archive block
+    assert stream.reads == (2 + 3) + (4 + 2 * 5 + 4) + (2 + 2) + 1
 
 
 @pytest.mark.parametrize("frame_index", [

@@ -9,10 +9,11 @@ on streams.
 
 Shards written by :mod:`sifar.data.shard_writer` carry a ``frame_index`` in each sample's JSON (the
 member offset and size of every frame). In a local file the reader then seeks to the sampled frames'
-members and to the sample's last frame (each header read with its data in one read and checked against the
-expected name and size), past which the walk goes on: no other member of the sample is touched. Samples without an index
-(older shards, other writers) and streams are walked member by member; an index that does not match the
-tar is warned about once per shard, and that shard is walked from there on.
+members (each header read with its data in one read and checked against the expected name and size)
+and to the header of the sample's last frame, past which the walk goes on: no other member of the sample
+is touched. Samples without an index (older shards, other writers) and streams are walked member by
+member; an index that does not match the tar is warned about once per shard, and that shard is walked
+from there on.
 
 Format: POSIX ustar and GNU tar (every header carries the ``ustar`` magic; old v7 archives are refused),
 GNU long names (``L``; long link names ``K`` are skipped), pax headers (``x`` ``path`` and ``size``;
@@ -130,24 +131,25 @@ class TarMemberReader:
         self._file.seek(position - self._position, 1)
         self._position, self._unread, self._current = position, 0, None
 
-    def read_member_at(self, position: int, name: str, size: int) -> bytes:
+    def read_member_at(self, position: int, name: str, size: int, keep_data: bool = True) -> bytes:
         """The data of the member whose headers start at ``position`` (seekable files only), checked to be
         a regular file ``name`` of ``size`` bytes (TarFormatError if not); the walk goes on after it.
 
         A plain member takes one read for its header and data; one behind a long-name or pax header is
-        parsed as :meth:`next_member` does.
+        parsed as :meth:`next_member` does. ``keep_data=False``: only the headers are read and checked (b""
+        returned), e.g. to go on walking after a member without using it.
         """
         self.seek(position)
-        block = self._read_exact(BLOCK + size) if size else b""
+        block = self._read_exact(BLOCK + (size if keep_data else 0)) if size else b""
         found = _plain_member(block, position, self._name) if block else None
         if found is not None:
             data = block[BLOCK:]
-            self._unread = _padded(size) - size  # next_member skips the padding
+            self._unread = _padded(size) - len(data)  # next_member skips the rest
         else:  # behind a long-name or pax header (or empty): parsed the general way
             self.seek(position)
             member = self.next_member()
             found = None if member is None else (member.name, member.size)
-            data = self.read(member) if found == (name, size) else b""
+            data = self.read(member) if keep_data and found == (name, size) else b""
         if found != (name, size):
             raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
         return data
@@ -381,7 +383,8 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
         jpegs = {}
         for frame in sorted({*wanted, len(index) - 1}):  # the last frame too: the walk goes on after it
             offset, size = _index_entry(index, frame)
-            data = reader.read_member_at(start + offset, f"{prefix}.{frame_member_suffix(frame)}", size)
+            name = f"{prefix}.{frame_member_suffix(frame)}"
+            data = reader.read_member_at(start + offset, name, size, keep_data=frame in wanted)
             if frame in wanted:
                 jpegs[frame] = data
     except (ValueError, IndexError) as err:  # TarFormatError is a ValueError
