@@ -325,6 +325,11 @@ def test_decoder_refuses_bad_clips_with_a_value_error(decoder, jpegs, message):
         JpegDecoder(decoder).decode_many(jpegs)
 
 
+def test_decoder_refuses_an_unknown_backend():
+    with pytest.raises(ValueError, match="unknown decoder 'opencv'"):
+        JpegDecoder("opencv")
+
+
 def test_shards_stream_over_http_like_local_files(folder):
     local = list(loader_for(folder, "val"))
     with serve_folder(folder) as url:

@@ -167,8 +167,7 @@ class LoaderConfig:
             raise ValueError(f"unknown sampling mode {self.sampling!r} (uniform or dense)")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {self.decoder!r} (one of {', '.join(DECODERS)})")
+        check_decoder(self.decoder)
         if self.training and (self.clips > 1 or self.crops > 1):
             raise ValueError("clips and crops are evaluation views; training takes one random clip")
         if self.training and self.steps_per_epoch < 1:
@@ -196,6 +195,7 @@ class JpegDecoder:
     """
 
     def __init__(self, backend: str = "auto", reuse_memory: bool = False):
+        check_decoder(backend)
         self._pillow = backend == "pillow"
         self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
 
@@ -249,6 +249,12 @@ class JpegDecoder:
         if len(self._memory) < size:
             self._memory = torch.empty(size, dtype=torch.uint8)
         return self._memory[:size]
+
+
+def check_decoder(name: str) -> None:
+    """ValueError unless ``name`` is one of :data:`DECODERS`."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r} (one of {', '.join(DECODERS)})")
 
 
 def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
