@@ -36,7 +36,7 @@ from sifar.data.transforms import normalize
 from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import EvalResult, evaluate, write_eval_report
 from sifar.metrics_log import MetricsLog
-from sifar.models import SuperImageClassifier, create_model, resolve_config
+from sifar.models import SuperImageClassifier, compile_model, create_model, resolve_config
 from sifar.precision import allow_tf32, autocast_for
 
 LR_REFERENCE_BATCH = 512
@@ -231,6 +231,49 @@ class StepTimer:
         return self.clips / elapsed, self.waited / elapsed
 
 
+class LaggedLosses:
+    """A step's losses, read on the host one optimizer step later.
+
+    ``loss.item()`` every step makes the host wait for the GPU, which then idles while the host launches the
+    next step's kernels (1.6% of a SIFAR-B-12 training step on an H100, docs/PERFORMANCE.md). Here a step's
+    losses are copied to the host in stream order and read once the next step has been queued, when the copy
+    is done. A non-finite loss still stops training before anything after it is saved: the trainer
+    resolves the pending step before each checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None, dict[str, Any]] | None = None
+
+    def push(self, losses: list[torch.Tensor], record: dict[str, Any]) -> dict[str, Any] | None:
+        """Queue one step's micro-batch losses and its log record; the previous step's record, resolved."""
+        previous = self.resolve()
+        values, event = torch.stack(losses).float(), None
+        if values.is_cuda:
+            values = values.to("cpu", non_blocking=True)  # into pinned memory, without waiting
+            event = torch.cuda.Event()
+            event.record()
+        self._pending = (values, event, record)
+        return previous
+
+    def resolve(self) -> dict[str, Any] | None:
+        """The pending step's record with ``loss`` (its last micro-batch's) added, or None if none is pending.
+
+        NonFiniteLossError if any loss of that step is NaN or infinite.
+        """
+        if self._pending is None:
+            return None
+        values, event, record = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        losses = values.tolist()
+        for loss in losses:
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"loss is {loss} at epoch {record['epoch']}, step {record['step']}; "
+                                         f"stopping with the last good checkpoint kept")
+        return {**record, "loss": losses[-1]}
+
+
 def timed(iterator: Iterator, timer: StepTimer) -> Iterator:
     """Yield from ``iterator``, adding the time spent waiting for each item to ``timer.waited``."""
     while True:
@@ -251,6 +294,15 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
     timer = StepTimer()
     batches = tqdm(total=len(loader), initial=0, disable=not dist_info.is_main, desc=f"epoch {state.epoch}",
                    dynamic_ncols=True)
+    losses = LaggedLosses()
+    step_losses: list[torch.Tensor] = []
+
+    def report(record: dict[str, Any] | None) -> None:
+        if record is not None:
+            batches.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                clips_s=f"{record['clips_per_s']:.1f}", wait=f"{100 * record['data_wait']:.0f}%")
+            log.step(**record)
+
     for micro, (frames, labels, _keys) in enumerate(timed(iter(loader), timer)):
         frames = normalize(frames.to(device, non_blocking=True), model.mean, model.std)
         labels = labels.to(device, non_blocking=True)
@@ -262,11 +314,8 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         with sync:
             with autocast_for(device, config.precision):
                 loss = criterion(train_model(frames), targets)
-            loss_value = loss.item()  # the one host sync of a step, reused for the log line
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(f"loss is {loss_value} at epoch {state.epoch}, step {state.step}; "
-                                         f"stopping with the last good checkpoint kept")
             (loss / config.accum_steps).backward()
+        step_losses.append(loss.detach())
         state.batch_in_epoch += 1
         timer.clips += frames.shape[0] * dist_info.world_size
         batches.update(1)
@@ -281,16 +330,17 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         if ema is not None:
             ema.update(model, step=state.step)
         clips_per_s, wait = timer.snapshot()
-        lr = optimizer.param_groups[0]["lr"]
-        batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}",
-                            wait=f"{100 * wait:.0f}%")
-        log.step(step=state.step, epoch=state.epoch, loss=loss_value, lr=lr, clips_per_s=clips_per_s,
-                 data_wait=wait, wait_s=timer.step_wait())
+        report(losses.push(step_losses, dict(step=state.step, epoch=state.epoch, lr=optimizer.param_groups[0]["lr"],
+                                              clips_per_s=clips_per_s, data_wait=wait, wait_s=timer.step_wait())))
+        step_losses = []
         if state.step % config.save_every == 0:
+            report(losses.resolve())  # a non-finite loss stops the run before this step is saved
             save()
         if config.max_steps is not None and state.step >= config.max_steps:
+            report(losses.resolve())
             batches.close()
             return False
+    report(losses.resolve())
     batches.close()
     return True
 
@@ -337,7 +387,7 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
         train_model = DistributedDataParallel(model, device_ids=[dist_info.local_rank]
                                               if dist_info.device.type == "cuda" else None)
     if config.compile:
-        train_model = torch.compile(train_model)
+        train_model = compile_model(train_model)
     val_loader = _val_loader(config, dist_info) if config.val_shards else None
     log = MetricsLog(output, enabled=dist_info.is_main)
 

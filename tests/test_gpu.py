@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sifar.models import create_model
+from sifar.models import compile_model, create_model
 
 MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only)")
@@ -25,7 +25,7 @@ def test_bf16_compiled_logits_match_fp32_eager(attention):
         torch.backends.cuda.matmul.allow_tf32 = False
         expected = reference.eval()(frames)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            got = torch.compile(fast.eval())(frames).float()
+            got = compile_model(fast.eval())(frames).float()
     relative_error = (got - expected).norm() / expected.norm()
     assert relative_error <= 2e-2, f"bf16 logits are off by {relative_error:.2e} (relative norm)"
 
@@ -38,6 +38,18 @@ def test_flex_attention_gradients_match_the_explicit_path(model):
     torch.backends.cuda.matmul.allow_tf32 = False
     reference(frames).square().mean().backward()
     fast(frames).square().mean().backward()  # eager model, compiled FlexAttention kernels
+    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_compiled_training_gradients_match_eager():
+    """The whole model compiled as sifar-train compiles it (Programmatic Dependent Launch on, where kernels
+    may start before the previous one ends): fp32 gradients equal the eager explicit path's."""
+    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference(frames).square().mean().backward()
+    compile_model(fast)(frames).square().mean().backward()
     for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
 

@@ -19,6 +19,7 @@ from sifar.cli.train import main as train_main
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
+from sifar.train import LaggedLosses, NonFiniteLossError
 
 TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
         "--warmup-epochs", "0.5", "--lr", "1e-3"]
@@ -137,6 +138,23 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
     losses = step_losses(out)
     assert kept["state"]["step"] == len(losses) >= 1
     assert all(torch.isfinite(torch.tensor(l)) for _, l in losses)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the pinned-memory copy needs a CUDA GPU (CI is CPU-only)"))])
+def test_lagged_losses_report_each_step_one_step_later_and_stop_at_a_non_finite_one(device):
+    def push(step, *values, epoch=0):
+        return losses.push([torch.tensor(v, device=device) for v in values], {"step": step, "epoch": epoch})
+
+    losses = LaggedLosses()
+    assert losses.resolve() is None
+    assert push(1, 2.0, 1.5) is None
+    assert push(2, 1.0) == {"step": 1, "epoch": 0, "loss": 1.5}  # a step's last micro-batch loss
+    assert losses.resolve() == {"step": 2, "epoch": 0, "loss": 1.0}
+    assert losses.resolve() is None
+    push(3, float("nan"), 1.0, epoch=1)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1, step 3"):
+        push(4, 1.0)
 
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):

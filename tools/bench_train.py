@@ -5,6 +5,9 @@
 
 1. Model step (random inputs): forward + backward + AdamW step of each variant below, clips/s, ms/step,
    peak memory and MFU against ``--peak-tflops`` (a training clip costs 3 x 2 x the forward multiply-adds).
+   ms/step is the time of ``--steps`` steps queued back to back between two CUDA events, as ``sifar-train``
+   runs them (it reads each step's loss a step late, so it never waits for the GPU in between); "synced ms"
+   is the median of single steps with a host sync after each, the method of the figures before session 8.
    The baseline ``official`` runs this project's model the way the official SIFAR code does: fp32 with
    TF32 matmuls, explicit (unfused) attention, eager, unfused AdamW; it does the official arithmetic.
 2. Inference (random inputs, ``--batch`` clips x 3 crops): clips/s of the baseline and the fast variant.
@@ -32,6 +35,7 @@ from timm.optim import create_optimizer_v2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.models import create_model, get_config  # noqa: E402
+from sifar.models.compile import COMPILE_OPTIONS  # noqa: E402
 from sifar.models.flops import count_cost  # noqa: E402
 from sifar.models.window_attention import set_attention  # noqa: E402
 from sifar.precision import allow_tf32  # noqa: E402
@@ -47,6 +51,7 @@ class Variant:
     compile: bool
     fused_adamw: bool
     flex_kernel_options: dict | None = None  # None: FLEX_KERNEL_OPTIONS
+    compile_options: dict | None = None  # None: COMPILE_OPTIONS, as sifar-train --compile runs
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -60,6 +65,9 @@ VARIANTS = (
     # the previous tiles, to measure what the backward's tiles of 16 moved
     Variant("flex-bf16-compile-tiles64", attention="flex", bf16=True, compile=True, fused_adamw=True,
             flex_kernel_options=FLEX_TILES_64),
+    # without Programmatic Dependent Launch, to measure what it moves
+    Variant("flex-bf16-compile-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            compile_options={}),
 )
 
 
@@ -70,26 +78,34 @@ class Measurement:
     mode: str  # train or infer
     clips_per_s: float
     ms_per_step: float
+    synced_ms: float
     peak_gib: float
     mfu: float
     speedup: float = 1.0
 
 
-def median_step_ms(step, warmup: int, steps: int) -> float:
-    """Median of per-step CUDA-event times after ``warmup`` untimed steps (compilation happens there)."""
+def step_ms(step, warmup: int, steps: int) -> tuple[float, float]:
+    """(ms a step over ``steps`` steps queued back to back, median ms of single steps each followed by a host
+    sync), after ``warmup`` untimed steps (compilation happens there)."""
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        step()
+    end.record()
+    end.synchronize()
+    back_to_back = start.elapsed_time(end) / steps
     times = []
     for _ in range(steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return back_to_back, sorted(times)[len(times) // 2]
 
 
 def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Module:
@@ -100,6 +116,12 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     return model
 
 
+def compiled(model: torch.nn.Module, variant: Variant) -> torch.nn.Module:
+    if not variant.compile:
+        return model
+    return torch.compile(model, options=COMPILE_OPTIONS if variant.compile_options is None else variant.compile_options)
+
+
 def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_classes: int):
     """One training step on fixed random clips and soft (Mixup-like) targets."""
     config = get_config(model.name)
@@ -107,7 +129,7 @@ def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_clas
     targets = torch.rand(batch, num_classes, device="cuda").softmax(-1)
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=variant.fused_adamw)
     criterion = SoftTargetCrossEntropy()
-    forward = torch.compile(model) if variant.compile else model
+    forward = compiled(model, variant)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=variant.bf16):
@@ -122,7 +144,7 @@ def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_clas
 def infer_step_fn(model: torch.nn.Module, variant: Variant, batch: int, crops: int = 3):
     config = get_config(model.name)
     frames = torch.randn(batch * crops, config.num_frames, 3, config.frame_size, config.frame_size, device="cuda")
-    forward = torch.compile(model.eval()) if variant.compile else model.eval()
+    forward = compiled(model.eval(), variant)
 
     @torch.no_grad()  # as sifar-eval runs
     def step() -> None:
@@ -138,7 +160,7 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
     try:
         step = (train_step_fn(model, variant, args.batch, args.num_classes) if mode == "train"
                 else infer_step_fn(model, variant, args.batch))
-        ms = median_step_ms(step, args.warmup, args.steps)
+        ms, synced_ms = step_ms(step, args.warmup, args.steps)
         if variant.name in args.profile.split(","):
             profile(step, f"{model_name}-{variant.name}-{mode}", args.json)
     except Exception as err:  # out of memory, or a kernel this GPU/torch lacks: report it, go on
@@ -153,9 +175,10 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
     # 2 FLOPs per multiply-add, times 3: forward + backward when training, 3 crops per clip in inference.
     flops_per_clip = 3 * 2 * 1e9 * count_cost(model_name, num_classes=args.num_classes).gflops
     mfu = clips_per_s * flops_per_clip / (args.peak_tflops * 1e12)
-    result = Measurement(model_name, variant.name, mode, clips_per_s, ms, peak, mfu)
+    result = Measurement(model_name, variant.name, mode, clips_per_s, ms, synced_ms, peak, mfu)
     print(f"{model_name:16s} {variant.name:18s} {mode:5s} {clips_per_s:8.1f} clips/s {ms:8.1f} ms "
-          f"{peak:6.1f} GiB  MFU {100 * mfu:5.1f}%", flush=True)
+          f"(synced {synced_ms:.1f} ms = {1000.0 * args.batch / synced_ms:.1f} clips/s) {peak:6.1f} GiB  "
+          f"MFU {100 * mfu:5.1f}%", flush=True)
     return result
 
 
@@ -179,10 +202,10 @@ def add_speedups(results: list[Measurement]) -> None:
 
 
 def print_table(results: list[Measurement]) -> None:
-    print("\n| model | variant | mode | clips/s | ms/step | peak GiB | MFU | x official |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | variant | mode | clips/s | ms/step | synced ms | peak GiB | MFU | x official |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.model} | {r.variant} | {r.mode} | {r.clips_per_s:.1f} | {r.ms_per_step:.1f} | "
+        print(f"| {r.model} | {r.variant} | {r.mode} | {r.clips_per_s:.1f} | {r.ms_per_step:.1f} | {r.synced_ms:.1f} | "
               f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {'-' if math.isnan(r.speedup) else f'{r.speedup:.2f}x'} |")
 
 
@@ -271,7 +294,7 @@ def main() -> None:
     e2e = []
     if args.end_to_end:
         # the commands run the library's defaults, so only variants with the default kernel options compare
-        defaults = {v.name: v for v in VARIANTS if v.flex_kernel_options is None}
+        defaults = {v.name: v for v in VARIANTS if v.flex_kernel_options is None and v.compile_options is None}
         trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in defaults]
         fastest = max(trained, key=lambda r: r.clips_per_s)
         fast = defaults[fastest.variant]

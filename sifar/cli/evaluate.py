@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import torch
 
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data import build_loader
 from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import evaluate, write_eval_report
+from sifar.models import compile_model
 from sifar.models.weights import CheckpointError
 from sifar.precision import allow_tf32
 
@@ -30,10 +30,10 @@ from sifar.precision import allow_tf32
 @click.option("--device", default="auto", show_default=True)
 @click.option("--attention", default="auto", type=click.Choice(["auto", "flex", "sdpa", "eager"]), show_default=True,
               help="Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (GPU: faster after warm-up).")
+@click.option("--compile", "compiled", is_flag=True, help="torch.compile the model (GPU: faster after warm-up).")
 @click.option("--output", default=None, help="Report folder (default: beside the checkpoint).")
 def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch_size, workers, split, ema,
-         precision, device, attention, compile_model, output) -> None:
+         precision, device, attention, compiled, output) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix; softmax averaged over clips x crops."""
     if reverse_frames and shuffle_frames:
         raise click.UsageError("--reverse-frames and --shuffle-frames exclude each other")
@@ -49,7 +49,7 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
             raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on "
                              f"{len(classes)}")
         model = model.to(info.device)
-        result = evaluate(torch.compile(model) if compile_model else model, loader, info.device, len(classes),
+        result = evaluate(compile_model(model) if compiled else model, loader, info.device, len(classes),
                           precision, order)
     except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
