@@ -25,7 +25,7 @@ def test_bf16_compiled_logits_match_fp32_eager(attention):
         torch.backends.cuda.matmul.allow_tf32 = False
         expected = reference.eval()(frames)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            got = compile_model(fast.eval())(frames).float()
+            got = compile_model(fast.eval(), training=False)(frames).float()
     relative_error = (got - expected).norm() / expected.norm()
     assert relative_error <= 2e-2, f"bf16 logits are off by {relative_error:.2e} (relative norm)"
 
@@ -49,7 +49,7 @@ def test_compiled_training_gradients_match_eager():
     frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     reference(frames).square().mean().backward()
-    compile_model(fast)(frames).square().mean().backward()
+    compile_model(fast, training=True)(frames).square().mean().backward()
     for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
 

@@ -34,8 +34,7 @@ from timm.optim import create_optimizer_v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sifar.models import create_model, get_config  # noqa: E402
-from sifar.models.compile import COMPILE_OPTIONS  # noqa: E402
+from sifar.models import compile_model, create_model, get_config  # noqa: E402
 from sifar.models.flops import count_cost  # noqa: E402
 from sifar.models.window_attention import set_attention  # noqa: E402
 from sifar.precision import allow_tf32  # noqa: E402
@@ -51,7 +50,7 @@ class Variant:
     compile: bool
     fused_adamw: bool
     flex_kernel_options: dict | None = None  # None: FLEX_KERNEL_OPTIONS
-    compile_options: dict | None = None  # None: COMPILE_OPTIONS, as sifar-train --compile runs
+    compile_options: dict | None = None  # None: as sifar-train / sifar-eval --compile run (compile_model)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -65,7 +64,7 @@ VARIANTS = (
     # the previous tiles, to measure what the backward's tiles of 16 moved
     Variant("flex-bf16-compile-tiles64", attention="flex", bf16=True, compile=True, fused_adamw=True,
             flex_kernel_options=FLEX_TILES_64),
-    # without Programmatic Dependent Launch, to measure what it moves
+    # training without Programmatic Dependent Launch, to measure what it moves (inference runs without it)
     Variant("flex-bf16-compile-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={}),
 )
@@ -116,10 +115,12 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     return model
 
 
-def compiled(model: torch.nn.Module, variant: Variant) -> torch.nn.Module:
+def compiled(model: torch.nn.Module, variant: Variant, training: bool) -> torch.nn.Module:
     if not variant.compile:
         return model
-    return torch.compile(model, options=COMPILE_OPTIONS if variant.compile_options is None else variant.compile_options)
+    if variant.compile_options is None:
+        return compile_model(model, training)
+    return torch.compile(model, options=variant.compile_options)
 
 
 def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_classes: int):
@@ -129,7 +130,7 @@ def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_clas
     targets = torch.rand(batch, num_classes, device="cuda").softmax(-1)
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=variant.fused_adamw)
     criterion = SoftTargetCrossEntropy()
-    forward = compiled(model, variant)
+    forward = compiled(model, variant, training=True)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=variant.bf16):
@@ -144,7 +145,7 @@ def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_clas
 def infer_step_fn(model: torch.nn.Module, variant: Variant, batch: int, crops: int = 3):
     config = get_config(model.name)
     frames = torch.randn(batch * crops, config.num_frames, 3, config.frame_size, config.frame_size, device="cuda")
-    forward = compiled(model.eval(), variant)
+    forward = compiled(model.eval(), variant, training=False)
 
     @torch.no_grad()  # as sifar-eval runs
     def step() -> None:
