@@ -236,10 +236,9 @@ class LaggedLosses:
 
     ``loss.item()`` every step makes the host wait for the GPU, which then idles while the host launches the
     next kernels (``sifar-train --compile`` with SIFAR-B-12 on an H100: 310.6 clips/s that way, 318.4 this
-    way, in runs of two sessions; docs/PERFORMANCE.md). Here a step's
-    losses are copied to the host in stream order and read once the next step has been queued, when the copy
-    is done. A non-finite loss still stops training before anything after it is saved: the trainer
-    resolves the pending step before each checkpoint.
+    way, in runs of two sessions; docs/PERFORMANCE.md). Here a step's losses are copied to the host in stream
+    order and read once the next step has been queued, when the copy is done. A non-finite loss still stops
+    training before anything after it is saved: the trainer resolves the pending step before each checkpoint.
     """
 
     def __init__(self) -> None:
