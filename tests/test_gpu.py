@@ -34,22 +34,23 @@ def test_bf16_compiled_logits_match_fp32_eager(attention):
 def test_flex_attention_gradients_match_the_explicit_path(model):
     """fp32 gradients through FlexAttention's kernels (bias table and shift mask included) equal the explicit path."""
     reference, fast = _model_pair("flex", model=model)
-    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    reference(frames).square().mean().backward()
-    fast(frames).square().mean().backward()  # eager model, compiled FlexAttention kernels
-    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+    _assert_fp32_gradients_match(reference, fast, fast)  # eager model, compiled FlexAttention kernels
 
 
 def test_compiled_training_gradients_match_eager():
     """The whole model compiled as sifar-train compiles it (Programmatic Dependent Launch on, where kernels
     may start before the previous one ends): fp32 gradients equal the eager explicit path's."""
     reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    _assert_fp32_gradients_match(reference, fast, compile_model(fast, training=True))
+
+
+def _assert_fp32_gradients_match(reference, fast, run_fast) -> None:
+    """``fast``'s parameter gradients, run through ``run_fast`` (``fast`` or its compiled form), equal
+    ``reference``'s on the same 64px clips, in fp32 without TF32."""
     frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     reference(frames).square().mean().backward()
-    compile_model(fast, training=True)(frames).square().mean().backward()
+    run_fast(frames).square().mean().backward()
     for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
 

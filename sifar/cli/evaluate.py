@@ -49,8 +49,8 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
             raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on "
                              f"{len(classes)}")
         model = model.to(info.device)
-        result = evaluate(compile_model(model, training=False) if compiled else model, loader, info.device, len(classes),
-                          precision, order)
+        model = compile_model(model, training=False) if compiled else model
+        result = evaluate(model, loader, info.device, len(classes), precision, order)
     except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
     finally:
