@@ -55,6 +55,27 @@ def _assert_fp32_gradients_match(reference, fast, run_fast) -> None:
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
+def test_bf16_compiled_training_gradients_stay_close_to_fp32():
+    """sifar-train's step (bf16 autocast, compiled, the bias in bf16 inside FlexAttention with its gradient summed
+    in fp32): each relative-position table's gradient, and all gradients together, within bf16 tolerance of the
+    fp32 eager explicit model's."""
+    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference(frames).square().mean().backward()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = compile_model(fast, training=True)(frames).float().square().mean()
+    loss.backward()
+    pairs = [(name, a.grad, b.grad) for (name, a), b in zip(reference.named_parameters(), fast.parameters())]
+    for name, expected, got in pairs:
+        if name.endswith("relative_position_bias_table"):
+            error = (got - expected).norm() / expected.norm()
+            assert error <= 3e-2, f"{name}: bf16 gradient off by {error:.2e} (relative norm)"
+    expected, got = (torch.cat([p[i].flatten() for p in pairs]) for i in (1, 2))
+    error = (got - expected).norm() / expected.norm()
+    assert error <= 3e-2, f"bf16 gradients off by {error:.2e} (relative norm)"
+
+
 def test_under_autocast_every_stage_carries_its_stream_in_bf16():
     """Stage 1 too: PatchEmbed's LayerNorm returns fp32 under autocast, and the model casts it."""
     model = create_model("SIFAR-N-6", num_classes=4).cuda().eval()

@@ -3,9 +3,9 @@
 timm's fused path adds the relative-position bias and the shifted-window mask into one dense
 (windows * batch, heads, N, N) tensor before ``scaled_dot_product_attention``; on a 3x3 super image at
 batch 32 that is gigabytes of memory traffic per block (and as much again for the bias gradient). The
-``flex`` implementation folds both into FlexAttention's ``score_mod`` instead: the bias is read from the
-small table and the shift mask from a per-window region id, inside the kernel, so nothing of size N x N per
-window is ever written.
+``flex`` implementation folds both into FlexAttention's ``score_mod`` instead: the kernel reads the bias from
+one (heads, N, N) tensor shared by all windows and the shift mask from a per-window region id, so nothing of
+size N x N per window is ever written.
 
 - ``eager``: the explicit softmax(QK^T + B + M) V of the official code (the baseline of the benchmarks);
 - ``sdpa``:  timm's fused path (``scaled_dot_product_attention`` with a dense additive mask);
@@ -30,6 +30,13 @@ ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 # (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with tiles of 64/64/32/64/64/32, 305 with
 # these; tools/bench_train.py measures both, docs/PERFORMANCE.md).
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
+# The bias reaches FlexAttention in the scores' dtype (bf16 under autocast, as SDPA adds its mask): the kernels
+# then read 2 bytes of it per score instead of 4 (H100, SIFAR-B-12 training: 329.5 -> 350.8 clips/s in one run,
+# docs/PERFORMANCE.md). Its
+# gradient is still summed in fp32 by FlexAttention and rounded to bf16 once, as every weight gradient is
+# under autocast. torch 2.11 casts that fp32 sum back to the bias's dtype (pytorch#174251); earlier versions
+# fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
+BIAS_IN_SCORE_DTYPE = torch.__version__ >= "2.11"
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
@@ -97,8 +104,11 @@ class SifarWindowAttention(WindowAttention):
 
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         # The (heads, N, N) bias is gathered from the table outside the kernel: its gradient then lands on
-        # N*N*heads distinct addresses instead of being scattered by every score into the small table.
+        # N*N*heads distinct addresses instead of being scattered by every score into the small table. It goes
+        # in the scores' dtype (see BIAS_IN_SCORE_DTYPE).
         bias = self._get_rel_pos_bias()[0]
+        if BIAS_IN_SCORE_DTYPE:
+            bias = bias.to(q.dtype)
         if torch.compiler.is_compiling():
             bias = materialize(bias)
         if mask is None:
@@ -115,7 +125,6 @@ class SifarWindowAttention(WindowAttention):
         if q.is_cuda and not torch.compiler.is_compiling():
             attend = compiled_flex_attention()
         return attend(q, k, v, score_mod=score_mod, scale=self.scale, kernel_options=self.flex_kernel_options)
-
 
 def set_attention(model: nn.Module, impl: AttentionImpl, flex_kernel_options: dict | None = None) -> None:
     """Switch every Swin window attention of ``model`` to ``impl`` (see the module docstring).
