@@ -32,10 +32,9 @@ ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
 # The bias reaches FlexAttention in the scores' dtype (bf16 under autocast, as SDPA adds its mask): the kernels
 # then read 2 bytes of it per score instead of 4 (H100, SIFAR-B-12 training: 329.5 -> 350.8 clips/s in one run,
-# docs/PERFORMANCE.md). Its
-# gradient is still summed in fp32 by FlexAttention and rounded to bf16 once, as every weight gradient is
-# under autocast. torch 2.11 casts that fp32 sum back to the bias's dtype (pytorch#174251); earlier versions
-# fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
+# docs/PERFORMANCE.md). Its gradient is still summed in fp32 by FlexAttention and rounded to bf16 once, as every
+# weight gradient is under autocast. torch 2.11 casts that fp32 sum back to the bias's dtype (pytorch#174251);
+# earlier versions fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
 BIAS_IN_SCORE_DTYPE = torch.__version__ >= "2.11"
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
@@ -125,6 +124,7 @@ class SifarWindowAttention(WindowAttention):
         if q.is_cuda and not torch.compiler.is_compiling():
             attend = compiled_flex_attention()
         return attend(q, k, v, score_mod=score_mod, scale=self.scale, kernel_options=self.flex_kernel_options)
+
 
 def set_attention(model: nn.Module, impl: AttentionImpl, flex_kernel_options: dict | None = None) -> None:
     """Switch every Swin window attention of ``model`` to ``impl`` (see the module docstring).
