@@ -47,12 +47,8 @@ def test_compiled_training_gradients_match_eager():
 def _assert_fp32_gradients_match(reference, fast, run_fast) -> None:
     """``fast``'s parameter gradients, run through ``run_fast`` (``fast`` or its compiled form), equal
     ``reference``'s on the same 64px clips, in fp32 without TF32."""
-    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    reference(frames).square().mean().backward()
-    run_fast(frames).square().mean().backward()
-    for (name, a), b in zip(reference.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+    for name, expected, got in _gradients(reference, fast, run_fast):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3, msg=name)
 
 
 def test_bf16_compiled_training_gradients_stay_close_to_fp32():
@@ -60,20 +56,26 @@ def test_bf16_compiled_training_gradients_stay_close_to_fp32():
     in fp32): each relative-position table's gradient, and all gradients together, within bf16 tolerance of the
     fp32 eager explicit model's."""
     reference, fast = _model_pair("flex", model="SIFAR-N-6")
-    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    reference(frames).square().mean().backward()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = compile_model(fast, training=True)(frames).float().square().mean()
-    loss.backward()
-    pairs = [(name, a.grad, b.grad) for (name, a), b in zip(reference.named_parameters(), fast.parameters())]
+    pairs = _gradients(reference, fast, compile_model(fast, training=True), bf16=True)
     for name, expected, got in pairs:
         if name.endswith("relative_position_bias_table"):
             error = (got - expected).norm() / expected.norm()
             assert error <= 3e-2, f"{name}: bf16 gradient off by {error:.2e} (relative norm)"
-    expected, got = (torch.cat([p[i].flatten() for p in pairs]) for i in (1, 2))
+    expected, got = (torch.cat([pair[i].flatten() for pair in pairs]) for i in (1, 2))
     error = (got - expected).norm() / expected.norm()
     assert error <= 3e-2, f"bf16 gradients off by {error:.2e} (relative norm)"
+
+
+def _gradients(reference, fast, run_fast, bf16: bool = False) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, ``reference``'s gradient in fp32 without TF32, ``fast``'s gradient) for each parameter, from the same
+    64px clips; ``fast`` runs through ``run_fast`` (itself or its compiled form), under bf16 autocast if ``bf16``."""
+    frames = torch.randn(2, 8, 3, 64, 64, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference(frames).square().mean().backward()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        loss = run_fast(frames).float().square().mean()
+    loss.backward()
+    return [(name, a.grad, b.grad) for (name, a), b in zip(reference.named_parameters(), fast.parameters())]
 
 
 def test_under_autocast_every_stage_carries_its_stream_in_bf16():
