@@ -18,9 +18,11 @@ from there on.
 Format: POSIX ustar and GNU tar (every header carries the ``ustar`` magic; old v7 archives are refused),
 GNU long names (``L``; long link names ``K`` are skipped), pax headers (``x`` ``path`` and ``size``;
 global ``g`` headers are skipped), base-256 sizes. Header checksums are verified for every member whose
-data is read (summing 512 bytes would double the cost of walking past the others; a damaged header
-among those shows up as a missing magic one member later). Damage raises :class:`TarFormatError`
-naming the shard and the byte offset.
+data is read on a walk (summing 512 bytes would double the cost of walking past the others; a damaged
+header among those shows up as a missing magic one member later). A member reached through the index is
+checked against the index instead (type, magic, name and size all as expected), which a misplaced or
+damaged header fails just as well. Damage raises :class:`TarFormatError` naming the shard and the byte
+offset.
 """
 
 from __future__ import annotations
@@ -141,18 +143,16 @@ class TarMemberReader:
         """
         self.seek(position)
         block = self._read_exact(BLOCK + (size if keep_data else 0)) if size else b""
-        found = _plain_member(block, position, self._name) if block else None
-        if found is not None:
+        if block and _is_plain_member(block, name, size, position, self._name):
             data = block[BLOCK:]
             self._unread = _padded(size) - len(data)  # next_member skips the rest
-        else:  # behind a long-name or pax header (or empty): parsed the general way
-            self.seek(position)
-            member = self.next_member()
-            found = None if member is None else (member.name, member.size)
-            data = self.read(member) if keep_data and found == (name, size) else b""
-        if found != (name, size):
+            return data
+        # behind a long-name or pax header, empty, or not the member expected: parsed the general way
+        self.seek(position)
+        member = self.next_member()
+        if member is None or (member.name, member.size) != (name, size):
             raise TarFormatError(f"{self._name}: the member at byte {position} is not {name} ({size} bytes)")
-        return data
+        return self.read(member) if keep_data else b""
 
     @property
     def name(self) -> str:
@@ -238,13 +238,13 @@ def _header_name(raw_name: bytes, magic: bytes, header: bytes) -> str:
     return name
 
 
-def _plain_member(block: bytes, offset: int, source: str) -> tuple[str, int] | None:
-    """(name, size) when ``block`` starts with the header of a regular file (checksum checked), else None."""
+def _is_plain_member(block: bytes, name: str, size: int, offset: int, source: str) -> bool:
+    """Whether ``block`` starts with the header of the regular file ``name`` of ``size`` bytes, named in the
+    header itself (no long-name or pax header before it). Type, magic, name and size are compared with what
+    the index expects instead of summing the header for its checksum."""
     raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(block)
-    if typeflag not in _REGULAR_TYPES or magic[:5] != b"ustar":
-        return None
-    _check_checksum(block[:BLOCK], offset, source)
-    return _header_name(raw_name, magic, block), _parse_size(raw_size, offset, source)
+    return (typeflag in _REGULAR_TYPES and magic[:5] == b"ustar" and _parse_size(raw_size, offset, source) == size
+            and _header_name(raw_name, magic, block) == name)
 
 
 def _check_checksum(header: bytes, offset: int, source: str) -> None:
@@ -407,10 +407,11 @@ def _frame_index(meta: dict[str, Any]) -> list[Any]:
 def _index_entry(index: list[Any], frame: int) -> tuple[int, int]:
     """(data offset, size) of ``frame``; ValueError for an entry that is not two non-negative integers."""
     entry = index[frame]
-    if (not isinstance(entry, list) or len(entry) != 2
-            or not all(type(number) is int and number >= 0 for number in entry)):
-        raise ValueError(f"frame_index entry {entry!r} of frame {frame} is not [offset, size]")
-    return entry[0], entry[1]
+    if type(entry) is list and len(entry) == 2:
+        offset, size = entry
+        if type(offset) is int and type(size) is int and offset >= 0 and size >= 0:
+            return offset, size
+    raise ValueError(f"frame_index entry {entry!r} of frame {frame} is not [offset, size]")
 
 
 def _check_frames(outcome: ShardSample | SampleError, wanted: dict[str, int]) -> ShardSample | SampleError:
