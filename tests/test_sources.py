@@ -141,6 +141,8 @@ def test_local_shards_open_for_positioned_reads(tmp_path):
         assert shard.readinto(into) == 6 and bytes(into) == data[100:106] and shard.tell() == 106
         with pytest.raises(ValueError, match="a.tar: cannot seek to byte -1"):
             shard.seek(-1)
+        with pytest.raises(ValueError, match="a.tar: invalid whence 7"):
+            shard.seek(0, 7)
     assert shard.closed
     with pytest.raises(FileNotFoundError):
         open_shard(str(tmp_path / "missing.tar"))

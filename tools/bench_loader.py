@@ -1,9 +1,11 @@
 """Loader speed, measured side by side in one run on synthetic 240p videos.
 
     python tools/bench_loader.py [--videos 48] [--frames 90] [--batches 20] [--batch-size 32] [--rounds 3]
+                                 [--grain 0]
 
-Makes ``--videos`` synthetic 426x240 mp4s (``sifar.data.synth``), shards them at their original size
-with the project's shard writer, then prints, each on one core (torch threads 1), per CPU second of the
+Makes ``--videos`` synthetic 426x240 mp4s (``sifar.data.synth``; with ``--grain``, re-encoded with film
+grain, see :func:`add_film_grain`), shards them at their original size with the project's shard writer,
+then prints, each on one core (torch threads 1), per CPU second of the
 process doing the work (independent of whatever else the machine runs) and per wall second:
 
 1. the raw bound: decoding the very JPEGs the loader samples, nothing else (frames/s; /8 = clips/s),
@@ -47,7 +49,7 @@ from sifar.data.sampling import train_indices  # noqa: E402
 from sifar.data.shard_reader import read_shard  # noqa: E402
 from sifar.data.shard_writer import ShardLimits  # noqa: E402
 from sifar.data.sharding import ShardJob, shard_dataset  # noqa: E402
-from sifar.data.synth import SynthConfig, make_dataset  # noqa: E402
+from sifar.data.synth import SynthConfig, encoder_options, make_dataset  # noqa: E402
 from sifar.data.transforms import draw_crop_jitter, train_transform  # noqa: E402
 
 CLIP_FRAMES = 8
@@ -57,15 +59,34 @@ FRAME_SIZE = 192
 WIDTH, HEIGHT = 426, 240
 
 
-def make_shards(work: Path, videos: int, frames: int) -> tuple[Path, Path]:
+def make_shards(work: Path, videos: int, frames: int, grain: int = 0) -> tuple[Path, Path]:
     """Synthetic mp4s and their shards (frames kept at 426x240); returns (video folder, shard folder)."""
     video_dir, shard_dir = work / "videos", work / "shards"
     make_dataset(SynthConfig(out=video_dir, videos=videos, frames=frames, width=WIDTH, height=HEIGHT,
                              fps=30.0, val_fraction=0.0), progress=False)
+    if grain:
+        add_film_grain(video_dir, grain)
     shard_dataset(ShardJob(dataset="csv", src=video_dir, out=shard_dir, split="train",
                            decode=DecodeSettings(short_side=0, quality=3),
                            limits=ShardLimits(max_samples=max(1, videos // 4)), progress=False))
     return video_dir, shard_dir
+
+
+def add_film_grain(video_dir: Path, strength: int) -> None:
+    """Re-encode every mp4 under ``video_dir`` with ffmpeg's temporal noise filter at ``strength`` (0-100).
+
+    The synthetic videos are flat shapes on smooth backgrounds, and their 426x240 frames make JPEGs of ~3 KB.
+    Decoding a JPEG costs more the more it holds, while the loader's crop and resize cost the same for
+    any content, so the loader's share of the decode bound depends on the frames. Grain of strength 12
+    gives JPEGs of ~14 KB, frames with the sensor noise and fine texture that real footage has.
+    """
+    encoder = [arg for key, value in encoder_options().items() for arg in (f"-{key}", str(value))]
+    for path in sorted(video_dir.rglob("*.mp4")):
+        grainy = path.with_name(f".{path.stem}.grain.mp4")
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(path),
+                        "-vf", f"noise=alls={strength}:allf=t+u", "-pix_fmt", "yuv420p", *encoder, str(grainy)],
+                       check=True)
+        grainy.replace(path)
 
 
 def sampled_jpegs(shard_dir: Path) -> tuple[list[list[bytes]], list[dict]]:
@@ -205,24 +226,27 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per loader run")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (1) and (2); best kept")
+    parser.add_argument("--grain", type=int, default=0,
+                        help="film grain added to the synthetic videos (ffmpeg noise strength, 0-100; 0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        video_dir, shard_dir = make_shards(Path(tmp), args.videos, args.frames)
+        video_dir, shard_dir = make_shards(Path(tmp), args.videos, args.frames, args.grain)
         clips, metas = sampled_jpegs(shard_dir)
         bound, loader, in_process = best_rounds(clips, shard_dir, args)
         anchor = bench_mp4_anchor(video_dir, metas)
         plain = bench_plain_webdataset(shard_dir)
-    print_table(args, bound, loader, in_process, anchor, plain)
+    jpeg_kb = sum(len(jpeg) for clip in clips for jpeg in clip) / (1024 * CLIP_FRAMES * len(clips))
+    print_table(args, jpeg_kb, bound, loader, in_process, anchor, plain)
 
 
-def print_table(args, bound: dict[str, float], loader: dict[str, tuple[float, float]],
+def print_table(args, jpeg_kb: float, bound: dict[str, float], loader: dict[str, tuple[float, float]],
                 in_process: tuple[float, float], anchor: tuple[float, float], plain: float) -> None:
     best_bound = max(bound.values()) / CLIP_FRAMES
     best = max(cpu for cpu, _ in loader.values())
-    print(f"{args.videos} synthetic videos, {args.frames} frames of {WIDTH}x{HEIGHT} each; clips of {CLIP_FRAMES} "
-          f"frames at {FRAME_SIZE}x{FRAME_SIZE}, batches of {args.batch_size}; torch threads 1; "
-          f"(1), (2): best of {args.rounds} interleaved rounds")
+    print(f"{args.videos} synthetic videos (film grain {args.grain}), {args.frames} frames of {WIDTH}x{HEIGHT} each, "
+          f"JPEGs of {jpeg_kb:.1f} KiB on average; clips of {CLIP_FRAMES} frames at {FRAME_SIZE}x{FRAME_SIZE}, "
+          f"batches of {args.batch_size}; torch threads 1; (1), (2): best of {args.rounds} interleaved rounds")
     print(f"{'':44}{'per CPU second':>16}{'per wall second':>17}  ratio")
     rows = [(f"(1) JPEG decode bound, {name}", f"{rate:10.0f} fr/s", "", f"= {rate / CLIP_FRAMES:.0f} clips/s")
             for name, rate in bound.items()]

@@ -97,8 +97,14 @@ class LocalShardFile(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: None}[whence]
-        position = (os.fstat(self._fd).st_size if base is None else base) + offset
+        if whence == os.SEEK_SET:
+            position = offset
+        elif whence == os.SEEK_CUR:
+            position = self._position + offset
+        elif whence == os.SEEK_END:
+            position = os.fstat(self._fd).st_size + offset
+        else:
+            raise ValueError(f"{self.name}: invalid whence {whence!r}")
         if position < 0:
             raise ValueError(f"{self.name}: cannot seek to byte {position}")
         self._position = position
