@@ -75,10 +75,10 @@ def make_shards(work: Path, videos: int, frames: int, grain: int = 0) -> tuple[P
 def add_film_grain(video_dir: Path, strength: int) -> None:
     """Re-encode every mp4 under ``video_dir`` with ffmpeg's temporal noise filter at ``strength`` (0-100).
 
-    The synthetic videos are flat shapes on smooth backgrounds, and their 426x240 frames make JPEGs of ~3 KB.
+    The synthetic videos are flat shapes on smooth backgrounds, and their 426x240 frames make JPEGs of ~4 KiB.
     Decoding a JPEG costs more the more it holds, while the loader's crop and resize cost the same for
     any content, so the loader's share of the decode bound depends on the frames. Grain of strength 12
-    gives JPEGs of ~14 KB, frames with the sensor noise and fine texture that real footage has.
+    gives JPEGs of ~11 KiB: frames with some of the sensor noise and fine texture of real footage.
     """
     encoder = [arg for key, value in encoder_options().items() for arg in (f"-{key}", str(value))]
     for path in sorted(video_dir.rglob("*.mp4")):
