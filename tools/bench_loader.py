@@ -37,13 +37,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import ffmpeg
 import torch
 import webdataset as wds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.data import build_loader  # noqa: E402
-from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe  # noqa: E402
+from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe, quiet_command  # noqa: E402
 from sifar.data.loader import JpegDecoder  # noqa: E402
 from sifar.data.sampling import train_indices  # noqa: E402
 from sifar.data.shard_reader import read_shard  # noqa: E402
@@ -80,12 +81,12 @@ def add_film_grain(video_dir: Path, strength: int) -> None:
     any content, so the loader's share of the decode bound depends on the frames. Grain of strength 12
     gives JPEGs of ~11 KiB: frames with some of the sensor noise and fine texture of real footage.
     """
-    encoder = [arg for key, value in encoder_options().items() for arg in (f"-{key}", str(value))]
     for path in sorted(video_dir.rglob("*.mp4")):
         grainy = path.with_name(f".{path.stem}.grain.mp4")
-        subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(path),
-                        "-vf", f"noise=alls={strength}:allf=t+u", "-pix_fmt", "yuv420p", *encoder, str(grainy)],
-                       check=True)
+        subprocess.run(quiet_command(
+            ffmpeg.input(str(path))
+            .output(str(grainy), vf=f"noise=alls={strength}:allf=t+u", pix_fmt="yuv420p", **encoder_options())
+            .overwrite_output()), check=True)
         grainy.replace(path)
 
 

@@ -110,6 +110,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def quiet_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:
+    """The command line of an ffmpeg-python output ``stream``, run by :func:`ffmpeg_exe`, printing errors only."""
+    command = stream.compile(cmd=ffmpeg_exe())
+    return [command[0], "-nostdin", "-hide_banner", "-loglevel", "error", *command[1:]]
+
+
 @functools.lru_cache(maxsize=None)
 def has_encoder(name: str) -> bool:
     """Whether this ffmpeg build can encode with ``name`` (e.g. ``libx264``, ``libvpx-vp9``)."""

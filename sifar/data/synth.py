@@ -24,7 +24,7 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from sifar.data.ffmpeg import ffmpeg_exe, has_encoder
+from sifar.data.ffmpeg import has_encoder, quiet_command
 from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write
 
@@ -242,11 +242,10 @@ def write_mp4(clip: Clip, path: Path, fps: float) -> None:
     _, height, width, _ = clip.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    command = (ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
-               .output(str(temporary), format="mp4", pix_fmt="yuv420p", movflags="+faststart", **encoder_options())
-               .overwrite_output()
-               .compile(cmd=ffmpeg_exe()))
-    command[1:1] = ["-nostdin", "-hide_banner", "-loglevel", "error"]
+    command = quiet_command(
+        ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        .output(str(temporary), format="mp4", pix_fmt="yuv420p", movflags="+faststart", **encoder_options())
+        .overwrite_output())
     try:
         result = subprocess.run(command, input=clip.tobytes(), capture_output=True)
         if result.returncode != 0:
