@@ -12,7 +12,7 @@ import torch
 
 from sifar.cam import ClassActivationMap, class_activation_map
 from sifar.data.ffmpeg import DecodeSettings, decode_video
-from sifar.data.loader import JpegDecoder
+from sifar.data.decoders import JpegDecoder
 from sifar.data.sampling import eval_indices
 from sifar.data.transforms import eval_transform, normalize
 from sifar.models import SuperImageClassifier

@@ -14,12 +14,15 @@ from PIL import Image
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
-from sifar.data.loader import BadDataWarning, Batch, BatchMemory, JpegDecoder, Shipment, _free_when_dropped
+from sifar.data.decoders import JpegDecoder, region_decoding_available
+from sifar.data.loader import BadDataWarning, Batch, BatchMemory, Shipment, _free_when_dropped
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
 
 SIZE = 32
+LIBJPEG = pytest.param("libjpeg", marks=pytest.mark.skipif(not region_decoding_available(),
+                                                           reason="the libjpeg region decoder is not built"))
 
 
 @pytest.fixture(scope="module")
@@ -253,16 +256,26 @@ def test_rank_and_world_size_come_from_the_environment(folder, monkeypatch):
     assert (loader.config.rank, loader.config.world_size, loader.steps_per_epoch) == (1, 3, 2)
 
 
+def batch_frames(folder, split: str, decoder: str) -> list[torch.Tensor]:
+    return [batch.frames.int() for batch in loader_for(folder, split, decoder=decoder, steps_per_epoch=3)]
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_pillow_and_simplejpeg_decode_alike(folder, split):
     """Training too: simplejpeg decodes the clips it flips as BGR and mirrors them by reversing bytes,
     Pillow decodes RGB and mirrors pixels; the same seed gives the same crops and flips."""
-    pillow = [batch.frames.int() for batch in loader_for(folder, split, decoder="pillow", steps_per_epoch=3)]
-    default = [batch.frames.int() for batch in loader_for(folder, split, steps_per_epoch=3)]
-    assert all((a - b).abs().max() <= 2 for a, b in zip(pillow, default, strict=True))
+    pairs = zip(batch_frames(folder, split, "pillow"), batch_frames(folder, split, "simplejpeg"), strict=True)
+    assert all((a - b).abs().max() <= 2 for a, b in pairs)
 
 
-@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
+@pytest.mark.skipif(not region_decoding_available(), reason="the libjpeg region decoder is not built")
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_libjpeg_decoding_only_the_crops_gives_the_batches_of_whole_frame_decoding(folder, split):
+    pairs = zip(batch_frames(folder, split, "libjpeg"), batch_frames(folder, split, "simplejpeg"), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("decoder", [LIBJPEG, "simplejpeg", "pillow"])
 def test_large_stored_frames_decode_in_draft_mode_to_the_same_picture(tmp_path, decoder):
     write_shard(tmp_path / "val-000000.tar", [Sample("big", 0, 3, width=320, height=240)])
     frames = next(iter(loader_for(tmp_path / "val-000000.tar", "val", num_frames=3, decoder=decoder))).frames
@@ -273,61 +286,6 @@ def test_large_stored_frames_decode_in_draft_mode_to_the_same_picture(tmp_path, 
     centre = reference[:, 5:5 + SIZE].permute(2, 0, 1).int()
     assert (frames[0, 0, 1].int() - centre).abs().float().mean() < 3
     assert JpegDecoder(decoder).decode(jpeg, draft_short_side=SIZE).shape == (60, 80, 3)  # 1/4: short side >= 32
-
-
-def jpeg_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
-    image = Image.new(mode, (width, height), 90 if mode == "L" else (200, 90, 30))
-    data = io.BytesIO()
-    image.save(data, "JPEG", quality=95)
-    return data.getvalue()
-
-
-@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
-def test_decoder_gives_a_clip_tensor_with_each_distinct_frame_decoded_once(decoder):
-    jpegs = {3: jpeg_bytes(40, 30), 7: jpeg_bytes(40, 30, "L")}  # grayscale JPEGs come out as RGB
-    frames = JpegDecoder(decoder).frames(jpegs, [3, 3, 7, 7, 7])
-    assert frames.shape == (5, 30, 40, 3) and frames.dtype == torch.uint8
-    assert torch.equal(frames[0], frames[1]) and torch.equal(frames[2], frames[4])
-    assert abs(int(frames[0, 5, 5, 0]) - 200) <= 3 and frames[2, 5, 5].tolist() == [90, 90, 90]
-
-
-@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
-def test_decoder_gives_bgr_frames_as_the_rgb_ones_with_channels_reversed(decoder):
-    jpegs = {0: jpeg_bytes(40, 30), 1: jpeg_bytes(40, 30, "L")}
-    rgb = JpegDecoder(decoder).frames(jpegs, [0, 1])
-    assert torch.equal(JpegDecoder(decoder).frames(jpegs, [0, 1], channels="BGR"), rgb.flip(-1))
-    assert torch.equal(JpegDecoder(decoder).decode(jpegs[0], channels="BGR"), rgb[0].flip(-1))
-    with pytest.raises(ValueError, match="one of RGB, BGR"):
-        JpegDecoder(decoder).decode_many([jpegs[0]], channels="YCbCr")
-
-
-def test_a_decoder_reusing_memory_decodes_each_clip_into_the_same_memory_grown_as_needed():
-    decoder, fresh = JpegDecoder("simplejpeg", reuse_memory=True), JpegDecoder("simplejpeg")
-    small, large = [jpeg_bytes(40, 30), jpeg_bytes(40, 30, "L")], [jpeg_bytes(80, 60)] * 3
-    first = decoder.decode_many(small)
-    assert torch.equal(first, fresh.decode_many(small))
-    grown = decoder.decode_many(large)
-    assert torch.equal(grown, fresh.decode_many(large))
-    again = decoder.decode_many(small)
-    assert again.data_ptr() == grown.data_ptr() and torch.equal(again, fresh.decode_many(small))
-    assert decoder.decode(small[0], draft_short_side=15).shape == (15, 20, 3)  # scaled into the same memory
-
-
-@pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
-@pytest.mark.parametrize("jpegs, message", [
-    ([jpeg_bytes(40, 30), jpeg_bytes(40, 20)], "differ in size"),
-    ([jpeg_bytes(40, 30), jpeg_bytes(40, 30)[:300]], None),  # truncated
-    ([b"not a jpeg"], None),
-    ([], "at least one frame"),
-])
-def test_decoder_refuses_bad_clips_with_a_value_error(decoder, jpegs, message):
-    with pytest.raises(ValueError, match=message):
-        JpegDecoder(decoder).decode_many(jpegs)
-
-
-def test_decoder_refuses_an_unknown_backend():
-    with pytest.raises(ValueError, match="unknown decoder 'opencv'"):
-        JpegDecoder("opencv")
 
 
 def test_shards_stream_over_http_like_local_files(folder):

@@ -8,19 +8,21 @@ grain, see :func:`add_film_grain`), shards them at their original size with the 
 then prints, each on one core (torch threads 1), per CPU second of the
 process doing the work (independent of whatever else the machine runs) and per wall second:
 
-1. the raw bound: decoding the very JPEGs the loader samples, nothing else (frames/s; /8 = clips/s),
-   with each decoder the loader offers (at its best: into reused memory) and torchvision's; the fastest is
-   the bound;
+1. the raw bound: decoding the very JPEGs the loader samples, whole frames, nothing else (frames/s; /8 =
+   clips/s), with each decoder the loader offers (at its best: into reused memory) and torchvision's; the
+   fastest is the bound. For reference, (1') decoding only the training crops of those frames with the
+   ``libjpeg`` decoder (crops drawn as the loader draws them), which is the decoding that loader does;
 2. this loader's training pipeline, 8 frames at 192x192 per clip, batches of 32 (the trainer's
-   default), in one DataLoader worker process (clips/s per worker), and in the calling process
-   (num_workers=0) for reference;
+   default), in one DataLoader worker process (clips/s per worker) with each decoder (``libjpeg``, the
+   default where built, decodes only each clip's crop; the others decode whole frames), and in the
+   calling process (num_workers=0, the default decoder) for reference;
 3. the anchor users would otherwise run: decoding each clip's 8 frames from its mp4 with an ffmpeg
    subprocess (one decoder thread), then the same crop and resize;
 4. for reference, plain webdataset iteration over the same shards (every tar member through Python).
 
 Goals: (2) >= 150 clips/s per worker and >= 60% of (1)/8; (2) >= 10x (3).
 
-(1) and (2) are measured in ``--rounds`` interleaved rounds (one decode pass per decoder, then one run
+(1), (1') and (2) are measured in ``--rounds`` interleaved rounds (one decode pass per decoder, then one run
 of each loader) and each keeps its best round: on a shared machine the load changes over a minute, and
 alternating exposes the bound and the loader to the same conditions.
 """
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.data import build_loader  # noqa: E402
 from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe, quiet_command  # noqa: E402
-from sifar.data.loader import JpegDecoder  # noqa: E402
+from sifar.data.decoders import JpegDecoder, region_decoding_available  # noqa: E402
 from sifar.data.sampling import train_indices  # noqa: E402
 from sifar.data.shard_reader import read_shard  # noqa: E402
 from sifar.data.shard_writer import ShardLimits  # noqa: E402
@@ -54,7 +56,7 @@ from sifar.data.synth import SynthConfig, encoder_options, make_dataset  # noqa:
 from sifar.data.transforms import draw_crop_jitter, train_transform  # noqa: E402
 
 CLIP_FRAMES = 8
-BACKENDS = ("simplejpeg", "pillow")
+BACKENDS = ("libjpeg", "simplejpeg", "pillow") if region_decoding_available() else ("simplejpeg", "pillow")
 WARMUP = 3
 FRAME_SIZE = 192
 WIDTH, HEIGHT = 426, 240
@@ -129,6 +131,15 @@ def bench_decode_bound(clips: list[list[bytes]], decode_clip: Callable[[list[byt
     return len(clips) * CLIP_FRAMES / clock.own
 
 
+def crop_decoder(seed: int = 0) -> Callable[[list[bytes]], object] | None:
+    """Decoding only the training crop of each clip's frames (``libjpeg``), crops drawn as the loader draws
+    them (flips included); None where that decoder is not built."""
+    if not region_decoding_available():
+        return None
+    decoder, rng = JpegDecoder("libjpeg", reuse_memory=True), random.Random(seed)
+    return lambda clip: decoder.crops(dict(enumerate(clip)), range(len(clip)), draw_crop_jitter(rng, True))
+
+
 def clip_decoders() -> dict[str, Callable[[list[bytes]], object]]:
     """The loader's decoders, and torchvision's libjpeg-turbo decoder as another candidate for the bound."""
     decoders = {name: JpegDecoder(name, reuse_memory=True).decode_many for name in BACKENDS}  # each at its best
@@ -166,23 +177,26 @@ def bench_loader(shard_dir: Path, workers: int, batches: int, batch_size: int, d
     return (long_clips - short_clips) / cpu, (long_clips - short_clips) / (long.wall - short.wall)
 
 
-def best_rounds(clips: list[list[bytes]], shard_dir: Path, args) -> tuple[dict, dict, tuple[float, float]]:
-    """(1) and (2) in ``args.rounds`` interleaved rounds, each figure the best of its rounds.
+def best_rounds(clips: list[list[bytes]], shard_dir: Path, args) -> tuple[dict, float | None, dict, tuple]:
+    """(1), (1') and (2) in ``args.rounds`` interleaved rounds, each figure the best of its rounds.
 
     A first loader run, not counted, pays one-time costs (imports, page cache).
     """
-    decoders = clip_decoders()
+    decoders, crops = clip_decoders(), crop_decoder()
     run_loader(shard_dir, 1, WARMUP, args.batch_size, "auto")
     bound: dict[str, list[float]] = {name: [] for name in decoders}
+    crop_rates: list[float] = []
     loader: dict[str, list[tuple[float, float]]] = {name: [] for name in BACKENDS}
     in_process: list[tuple[float, float]] = []
     for _ in range(args.rounds):
         for name, decoder in decoders.items():
             bound[name].append(bench_decode_bound(clips, decoder))
+        if crops is not None:
+            crop_rates.append(bench_decode_bound(clips, crops))
         for name in BACKENDS:
             loader[name].append(bench_loader(shard_dir, 1, args.batches, args.batch_size, name))
         in_process.append(bench_loader(shard_dir, 0, args.batches, args.batch_size, "auto"))
-    return ({name: max(rates) for name, rates in bound.items()},
+    return ({name: max(rates) for name, rates in bound.items()}, max(crop_rates, default=None),
             {name: _best(runs) for name, runs in loader.items()}, _best(in_process))
 
 
@@ -234,23 +248,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         video_dir, shard_dir = make_shards(Path(tmp), args.videos, args.frames, args.grain)
         clips, metas = sampled_jpegs(shard_dir)
-        bound, loader, in_process = best_rounds(clips, shard_dir, args)
+        bound, crops, loader, in_process = best_rounds(clips, shard_dir, args)
         anchor = bench_mp4_anchor(video_dir, metas)
         plain = bench_plain_webdataset(shard_dir)
     jpeg_kb = sum(len(jpeg) for clip in clips for jpeg in clip) / (1024 * CLIP_FRAMES * len(clips))
-    print_table(args, jpeg_kb, bound, loader, in_process, anchor, plain)
+    print_table(args, jpeg_kb, bound, crops, loader, in_process, anchor, plain)
 
 
-def print_table(args, jpeg_kb: float, bound: dict[str, float], loader: dict[str, tuple[float, float]],
-                in_process: tuple[float, float], anchor: tuple[float, float], plain: float) -> None:
+def print_table(args, jpeg_kb: float, bound: dict[str, float], crops: float | None,
+                loader: dict[str, tuple[float, float]], in_process: tuple[float, float], anchor: tuple[float, float],
+                plain: float) -> None:
     best_bound = max(bound.values()) / CLIP_FRAMES
     best = max(cpu for cpu, _ in loader.values())
     print(f"{args.videos} synthetic videos (film grain {args.grain}), {args.frames} frames of {WIDTH}x{HEIGHT} each, "
           f"JPEGs of {jpeg_kb:.1f} KiB on average; clips of {CLIP_FRAMES} frames at {FRAME_SIZE}x{FRAME_SIZE}, "
-          f"batches of {args.batch_size}; torch threads 1; (1), (2): best of {args.rounds} interleaved rounds")
+          f"batches of {args.batch_size}; torch threads 1; (1), (2): best of {args.rounds} interleaved rounds; "
+          f"the loader's default decoder: {JpegDecoder().backend}")
     print(f"{'':44}{'per CPU second':>16}{'per wall second':>17}  ratio")
     rows = [(f"(1) JPEG decode bound, {name}", f"{rate:10.0f} fr/s", "", f"= {rate / CLIP_FRAMES:.0f} clips/s")
             for name, rate in bound.items()]
+    if crops is not None:
+        rows.append(("(1') only the crops, libjpeg", f"{crops:10.0f} fr/s", "", f"= {crops / CLIP_FRAMES:.0f} clips/s"))
     rows += [(f"(2) loader, 1 worker process, {name}", f"{cpu:9.0f} clips", f"{wall:10.0f} clips",
               f"{cpu / best_bound:.0%} of best (1)/8") for name, (cpu, wall) in loader.items()]
     rows.append(("(2) loader, in the calling process", f"{in_process[0]:9.0f} clips", f"{in_process[1]:10.0f} clips",

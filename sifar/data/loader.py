@@ -36,7 +36,6 @@ in many shards in a row stops with an error instead of spinning.
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import os
@@ -46,24 +45,22 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
-import simplejpeg
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sifar.data.decoders import DECODE_ERRORS, JpegDecoder, check_decoder
 from sifar.data.sampling import Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard, resolve_source
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, as_clip, check_channels, default_flip,
-                                   draw_crop_jitter, resize_short_side, spatial_crops, train_transform)
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
+                                   resize_short_side, spatial_crops)
 from sifar.io import is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
-DECODERS = ("auto", "simplejpeg", "pillow")
 MAX_WARNINGS = 50
 _INITIAL_SHUFFLE = 100
 
@@ -176,104 +173,6 @@ class LoaderConfig:
     @property
     def views(self) -> int:
         return self.clips * self.crops
-
-
-class JpegDecoder:
-    """JPEG bytes -> (N, H, W, 3) uint8 tensors, the frames of a clip decoded into one tensor.
-
-    ``simplejpeg`` (libjpeg-turbo, decoding straight into the clip's tensor: no array per frame) measured
-    fastest in tools/bench_loader.py and is what ``auto`` takes; ``pillow`` gives the same pixels. When the
-    stored frames are at least twice as large as needed, both shrink them while decoding (DCT-domain
-    scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
-
-    ``channels``: "RGB" or "BGR"; libjpeg-turbo writes either at the same cost (:attr:`bgr_is_free`), Pillow
-    gives RGB and its BGR is a copy with the channels reversed.
-
-    ``reuse_memory``: decode every clip into the same memory (simplejpeg only), valid until the next call.
-    A clip of 8 frames at 426x240 takes 2.4 MB, and memory that large comes fresh from the system each
-    time, a page fault per 4 KiB (~0.1 ms a clip); the training pipeline copies each clip's crop at once.
-    """
-
-    def __init__(self, backend: str = "auto", reuse_memory: bool = False):
-        check_decoder(backend)
-        self._pillow = backend == "pillow"
-        self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
-
-    @property
-    def bgr_is_free(self) -> bool:
-        """True when decoding to BGR costs what RGB does (libjpeg-turbo's output formats)."""
-        return not self._pillow
-
-    def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
-               stored_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
-        """(len(indices), H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
-        distinct = list(dict.fromkeys(indices))
-        decoded = self.decode_many([jpegs[i] for i in distinct], _draft_size(needed_short_side, stored_short_side),
-                                   channels)
-        if len(distinct) == len(indices):
-            return decoded
-        row = {index: n for n, index in enumerate(distinct)}
-        return decoded[[row[i] for i in indices]]
-
-    def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
-        """(N, H, W, 3) uint8; with ``draft_short_side``, shrunk by a power of two keeping at least that.
-
-        ValueError when a JPEG does not decode, the frames differ in size, or ``channels`` is unknown.
-        """
-        check_channels(channels)
-        if self._pillow:
-            clip = as_clip([_decode_pillow(jpeg, draft_short_side) for jpeg in jpegs])
-            return clip.flip(-1) if channels == "BGR" else clip
-        if not jpegs:
-            raise ValueError("a clip needs at least one frame")
-        options = {"colorspace": channels}
-        if draft_short_side:
-            options.update(min_height=draft_short_side, min_width=draft_short_side, min_factor=2)
-        height, width = simplejpeg.decode_jpeg_header(jpegs[0])[:2]  # before scaling: enough room
-        memory = self._take(len(jpegs) * height * width * 3)
-        first = simplejpeg.decode_jpeg(jpegs[0], buffer=memory.numpy(), **options)  # at the start
-        frames = memory[:len(jpegs) * first.size].view(len(jpegs), *first.shape)
-        for row, jpeg in zip(frames.numpy()[1:], jpegs[1:]):
-            if simplejpeg.decode_jpeg(jpeg, buffer=row, **options).shape != first.shape:  # smaller ones fit
-                raise ValueError(f"the frames of a clip differ in size (the first decodes to {first.shape[:2]})")
-        return frames
-
-    def decode(self, jpeg: bytes, draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
-        """One (H, W, 3) uint8 frame."""
-        return self.decode_many([jpeg], draft_short_side, channels)[0]
-
-    def _take(self, size: int) -> torch.Tensor:
-        """``size`` bytes of uninitialized memory: the reused memory (grown when too small) or new."""
-        if self._memory is None:
-            return torch.empty(size, dtype=torch.uint8)
-        if len(self._memory) < size:
-            self._memory = torch.empty(size, dtype=torch.uint8)
-        return self._memory[:size]
-
-
-def check_decoder(name: str) -> None:
-    """ValueError unless ``name`` is one of :data:`DECODERS`."""
-    if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r} (one of {', '.join(DECODERS)})")
-
-
-def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
-    """The short side to shrink frames to while decoding, or 0 when they cannot shrink by 2x."""
-    return needed_short_side if 0 < 2 * needed_short_side <= stored_short_side else 0
-
-
-def _decode_pillow(data: bytes, draft_short_side: int = 0) -> torch.Tensor:
-    try:
-        image = Image.open(io.BytesIO(data), formats=("JPEG",))
-        if draft_short_side:
-            scale = draft_short_side / min(image.size)
-            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-        return torch.from_numpy(np.array(image.convert("RGB") if image.mode != "RGB" else image))
-    except (OSError, SyntaxError) as err:  # Pillow's errors for bytes it cannot decode
-        raise ValueError(f"the JPEG does not decode: {err}") from err
-
-
-_DECODE_ERRORS = (RuntimeError, ValueError)
 
 
 # ---- pipeline stages -------------------------------------------------------------------------------------
@@ -414,10 +313,8 @@ def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter,
                   out: torch.Tensor) -> torch.Tensor:
     # decoding may shrink frames (draft mode) as long as the smaller crop side still covers frame_size
     needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
-    # a clip to be flipped is decoded as BGR where that costs nothing: its flip is then a byte reversal
-    channels = "BGR" if jitter.flip and decoder.bgr_is_free else "RGB"
-    frames = decoder.frames(sample.jpegs, sample.clips[0], needed, _stored_short_side(sample.meta), channels)
-    return train_transform(frames, jitter, config.frame_size, out, channels)
+    crops = decoder.crops(sample.jpegs, sample.clips[0], jitter, needed, _stored_short_side(sample.meta))
+    return resize_crop(crops, config.frame_size, out)
 
 
 def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:
@@ -449,7 +346,7 @@ def _stored_short_side(meta: dict) -> int:
 def _clip_or_report(sample: ShardSample, stats: LoaderStats, make_frames: Callable[[], torch.Tensor]) -> Clip | None:
     try:
         return Clip(make_frames(), sample.meta["label"], sample.key)
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         stats.report("bad_samples", f"skipping sample {sample.key}: its frames do not decode ({err})")
         return None
 
@@ -780,7 +677,8 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
       same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
       k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
     - ``shuffle_buffer``: samples held for shuffling per worker (only their sampled frames' JPEG bytes).
-    - ``decoder``: "auto" or "simplejpeg" (libjpeg-turbo through simplejpeg), or "pillow".
+    - ``decoder``: "auto", "libjpeg" (decodes only the training crop), "simplejpeg" or "pillow"
+      (:mod:`sifar.data.decoders`).
     - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
       waiting ``retry_delay * 2**i`` seconds before each.
     - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it

@@ -69,10 +69,15 @@ def train_transform(frames: torch.Tensor | Sequence[torch.Tensor], jitter: CropJ
     ``out``: a (T, C, size, size) uint8 tensor (e.g. a row of a batch) that receives the result, returned.
     ``channels``: the frames' channel order, "RGB" or "BGR" (3 channels); the result is RGB either way.
     Decoding a clip that is to be flipped as BGR makes its flip ~2x cheaper (:func:`copy_crop`).
+    (The loader's ``libjpeg`` decoder decodes the crop alone, flipped, and only calls :func:`resize_crop`.)
     """
     clip = as_clip(frames)
     left, top, crop_w, crop_h = jitter_box(jitter, clip.shape[2], clip.shape[1])
-    crop = copy_crop(clip[:, top:top + crop_h, left:left + crop_w], jitter.flip, channels)
+    return resize_crop(copy_crop(clip[:, top:top + crop_h, left:left + crop_w], jitter.flip, channels), size, out)
+
+
+def resize_crop(crop: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A contiguous (T, h, w, C) uint8 crop -> (T, C, size, size), into ``out`` when given."""
     return _resize(crop.permute(0, 3, 1, 2), (size, size), out)
 
 
