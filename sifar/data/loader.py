@@ -7,9 +7,10 @@ One pipeline runs in each DataLoader worker (in the calling process when ``num_w
                                     each shard drawn (else every worker would reread the same shards' heads)
                 read_clips          each sample's JSON first, its frame indices sampled, only those JPEGs read
                 shuffle             a sample buffer, seeded the same way
-                train_batches       crop jitter drawn, sampled JPEGs decoded, cropped, resized and flipped
-                                    straight into the rows of a batch in the worker's reused shared memory
-                                    (BatchMemory); full batches only
+                train_batches       crop jitter drawn; of each sampled JPEG only the crop decoded, flipped
+                                    (the libjpeg decoder; the others decode whole frames and copy the crop),
+                                    resized straight into the rows of a batch in the worker's reused shared
+                                    memory (BatchMemory); full batches only
                 slice               exactly this worker's share of ``steps_per_epoch``
     evaluation  SimpleShardList     every shard, in order, no shuffle
                 split_for_worker    this rank and worker's shards; with fewer shards than ranks x workers,
