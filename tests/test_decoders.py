@@ -27,7 +27,8 @@ def jpeg_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
     return data.getvalue()
 
 
-def textured_jpeg(width: int, height: int, seed: int, subsampling: str = "4:2:0", gray: bool = False) -> bytes:
+def textured_jpeg(width: int, height: int, seed: int, subsampling: str = "4:2:0", gray: bool = False,
+                  progressive: bool = False) -> bytes:
     """A JPEG with edges and colour everywhere, so that chroma upsampling at a region's edges matters."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
@@ -35,7 +36,8 @@ def textured_jpeg(width: int, height: int, seed: int, subsampling: str = "4:2:0"
     pixels = np.clip(smooth + rng.integers(-40, 40, smooth.shape), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels).convert("L") if gray else Image.fromarray(pixels)
     data = io.BytesIO()
-    image.save(data, "JPEG", quality=90, **({} if gray else {"subsampling": SUBSAMPLINGS[subsampling]}))
+    image.save(data, "JPEG", quality=90, progressive=progressive,
+               **({} if gray else {"subsampling": SUBSAMPLINGS[subsampling]}))
     return data.getvalue()
 
 
@@ -148,12 +150,14 @@ def test_crops_of_large_frames_come_from_the_scaled_decode():
 @needs_region_decoder
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), width=st.integers(1, 90), height=st.integers(1, 70),
-       kind=st.sampled_from([*SUBSAMPLINGS, "gray"]), scale=st.sampled_from([1, 2, 4, 8]),
+       kind=st.sampled_from([*SUBSAMPLINGS, "gray"]), progressive=st.booleans(), scale=st.sampled_from([1, 2, 4, 8]),
        mirror=st.booleans(), bgr=st.booleans())
-def test_a_region_has_the_pixels_of_the_whole_frame_decode(data, width, height, kind, scale, mirror, bgr):
+def test_a_region_has_the_pixels_of_the_whole_frame_decode(data, width, height, kind, progressive, scale, mirror,
+                                                           bgr):
     from sifar.data._jpeg_region import decode_region
 
-    jpeg = textured_jpeg(width, height, width * height, "4:2:0" if kind == "gray" else kind, kind == "gray")
+    jpeg = textured_jpeg(width, height, width * height, "4:2:0" if kind == "gray" else kind, kind == "gray",
+                         progressive)
     whole = np.empty((-(-height // scale), -(-width // scale), 3), np.uint8)
     assert decode_region(jpeg, whole, 0, 0, whole.shape[1], whole.shape[0], scale) == (whole.shape[1], whole.shape[0])
     left = data.draw(st.integers(0, whole.shape[1] - 1))
