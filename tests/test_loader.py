@@ -390,10 +390,11 @@ def test_a_buffer_released_unshipped_is_handed_out_again():
     assert free[0] == 0 and slot_again == 0 and again.data_ptr() == first.data_ptr()
 
 
-def test_good_data_loads_without_a_warning(folder):
+@pytest.mark.parametrize("decoder", [LIBJPEG, "simplejpeg"])
+def test_good_data_loads_without_a_warning(folder, decoder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. a deprecation warned by a library on every decoded clip
-        assert len(list(loader_for(folder, decoder="simplejpeg"))) == 3
+        assert len(list(loader_for(folder, decoder=decoder))) == 3
 
 
 def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():
