@@ -12,17 +12,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
+from test_decoders import LIBJPEG, needs_region_decoder
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
-from sifar.data.decoders import JpegDecoder, region_decoding_available
+from sifar.data.decoders import JpegDecoder
 from sifar.data.loader import BadDataWarning, Batch, BatchMemory, Shipment, _free_when_dropped
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
 
 SIZE = 32
-LIBJPEG = pytest.param("libjpeg", marks=pytest.mark.skipif(not region_decoding_available(),
-                                                           reason="the libjpeg region decoder is not built"))
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +267,7 @@ def test_pillow_and_simplejpeg_decode_alike(folder, split):
     assert all((a - b).abs().max() <= 2 for a, b in pairs)
 
 
-@pytest.mark.skipif(not region_decoding_available(), reason="the libjpeg region decoder is not built")
+@needs_region_decoder
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_libjpeg_decoding_only_the_crops_gives_the_batches_of_whole_frame_decoding(folder, split):
     pairs = zip(batch_frames(folder, split, "libjpeg"), batch_frames(folder, split, "simplejpeg"), strict=True)

@@ -46,7 +46,7 @@ import webdataset as wds
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.data import build_loader  # noqa: E402
-from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe, quiet_command  # noqa: E402
+from sifar.data.ffmpeg import DecodeSettings, quiet_command  # noqa: E402
 from sifar.data.decoders import JpegDecoder, region_decoding_available  # noqa: E402
 from sifar.data.sampling import train_indices  # noqa: E402
 from sifar.data.shard_reader import read_shard  # noqa: E402
@@ -131,12 +131,12 @@ def bench_decode_bound(clips: list[list[bytes]], decode_clip: Callable[[list[byt
     return len(clips) * CLIP_FRAMES / clock.own
 
 
-def crop_decoder(seed: int = 0) -> Callable[[list[bytes]], object] | None:
+def crop_decoder() -> Callable[[list[bytes]], object] | None:
     """Decoding only the training crop of each clip's frames (``libjpeg``), crops drawn as the loader draws
     them (flips included); None where that decoder is not built."""
     if not region_decoding_available():
         return None
-    decoder, rng = JpegDecoder("libjpeg", reuse_memory=True), random.Random(seed)
+    decoder, rng = JpegDecoder("libjpeg", reuse_memory=True), random.Random(0)
     return lambda clip: decoder.crops(dict(enumerate(clip)), range(len(clip)), draw_crop_jitter(rng, True))
 
 
@@ -218,8 +218,9 @@ def bench_mp4_anchor(video_dir: Path, metas: list[dict]) -> tuple[float, float]:
 
 def decode_mp4_frames(path: Path, indices: list[int], width: int, height: int) -> torch.Tensor:
     wanted = "+".join(f"eq(n\\,{i})" for i in sorted(set(indices)))
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-i", str(path),
-               "-vf", f"select={wanted}", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    command = quiet_command(ffmpeg.input(str(path), threads=1)
+                            .output("pipe:1", vf=f"select={wanted}", fps_mode="passthrough", format="rawvideo",
+                                    pix_fmt="rgb24"))
     raw = subprocess.run(command, capture_output=True, check=True).stdout
     distinct = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, height, width, 3)
     row = {index: n for n, index in enumerate(sorted(set(indices)))}

@@ -48,6 +48,15 @@ static void warning_is_error(j_common_ptr cinfo, int level) {
         raise_error(cinfo);
 }
 
+/* A decompressor whose errors, corrupt-data warnings included, jump back to err->escape with err->message. */
+static void create_decompressor(struct jpeg_decompress_struct *cinfo, ErrorManager *err) {
+    cinfo->err = jpeg_std_error(&err->base);
+    err->base.error_exit = raise_error;
+    err->base.emit_message = warning_is_error;
+    err->message[0] = '\0';
+    jpeg_create_decompress(cinfo);
+}
+
 typedef struct {
     int left, top, width, height, scale_denom, mirror, bgr;
 } Region;
@@ -113,11 +122,7 @@ static const char *check_region(const Region *region, const Py_buffer *out) {
 static PyObject *decode_checked(const Py_buffer *data, const Py_buffer *out, const Region *region) {
     struct jpeg_decompress_struct cinfo;
     ErrorManager err;
-    cinfo.err = jpeg_std_error(&err.base);
-    err.base.error_exit = raise_error;
-    err.base.emit_message = warning_is_error;
-    err.message[0] = '\0';
-    jpeg_create_decompress(&cinfo);
+    create_decompressor(&cinfo, &err);
     JDIMENSION full_width = 0, full_height = 0;
     int status;
     Py_BEGIN_ALLOW_THREADS
@@ -155,10 +160,7 @@ static PyObject *image_size(PyObject *self, PyObject *arg) {
     PyObject *result = NULL;
     struct jpeg_decompress_struct cinfo;
     ErrorManager err;
-    cinfo.err = jpeg_std_error(&err.base);
-    err.base.error_exit = raise_error;
-    err.base.emit_message = warning_is_error;
-    jpeg_create_decompress(&cinfo);
+    create_decompressor(&cinfo, &err);
     if (setjmp(err.escape)) {
         PyErr_Format(PyExc_ValueError, "the JPEG does not decode: %s", err.message);
     } else {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import simplejpeg
@@ -53,8 +53,8 @@ class JpegDecoder:
     When the stored frames are at least twice as large as needed, every backend shrinks them while
     decoding (DCT-domain scaling by 1/2, 1/4 or 1/8, Pillow's draft mode), which skips most of the work.
 
-    ``channels``: "RGB" or "BGR"; libjpeg-turbo writes either at the same cost (:attr:`bgr_is_free`), Pillow
-    gives RGB and its BGR is a copy with the channels reversed.
+    ``channels``: "RGB" or "BGR"; libjpeg-turbo writes either at the same cost, Pillow gives RGB and its BGR
+    is a copy with the channels reversed.
 
     ``reuse_memory``: decode every clip into the same memory (libjpeg and simplejpeg), valid until the next
     call. A clip of 8 frames at 426x240 takes 2.4 MB, and memory that large comes fresh from the system each
@@ -68,18 +68,11 @@ class JpegDecoder:
         self.backend = backend
         self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
 
-    @property
-    def bgr_is_free(self) -> bool:
-        """True when decoding to BGR costs what RGB does (libjpeg-turbo's output formats)."""
-        return self.backend != "pillow"
-
     def frames(self, jpegs: dict[int, bytes], indices: Sequence[int], needed_short_side: int = 0,
                stored_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """(len(indices), H, W, 3) uint8 frames for ``indices``; each distinct frame decoded once."""
-        distinct = list(dict.fromkeys(indices))
-        decoded = self.decode_many([jpegs[i] for i in distinct], _draft_size(needed_short_side, stored_short_side),
-                                   channels)
-        return _repeat_rows(decoded, distinct, indices)
+        draft = _draft_size(needed_short_side, stored_short_side)
+        return _each_distinct_once(jpegs, indices, lambda distinct: self.decode_many(distinct, draft, channels))
 
     def crops(self, jpegs: dict[int, bytes], indices: Sequence[int], jitter: CropJitter, needed_short_side: int = 0,
               stored_short_side: int = 0) -> torch.Tensor:
@@ -89,16 +82,8 @@ class JpegDecoder:
         ``libjpeg`` decodes only the crop's region; the others decode whole frames and copy the crop (a clip
         to be flipped decoded as BGR, whose mirror is then a byte reversal: :func:`~sifar.data.transforms.copy_crop`).
         """
-        if self.backend != "libjpeg":
-            channels = "BGR" if jitter.flip and self.bgr_is_free else "RGB"
-            frames = self.frames(jpegs, indices, needed_short_side, stored_short_side, channels)
-            left, top, width, height = jitter_box(jitter, frames.shape[2], frames.shape[1])
-            return copy_crop(frames[:, top:top + height, left:left + width], jitter.flip, channels)
-        distinct = list(dict.fromkeys(indices))
-        width, height, denominator = _decoded_size(jpegs[distinct[0]], needed_short_side)
-        box = jitter_box(jitter, width, height)
-        crops = self._decode_regions([jpegs[i] for i in distinct], box, denominator, jitter.flip)
-        return _repeat_rows(crops, distinct, indices)
+        draft = _draft_size(needed_short_side, stored_short_side)
+        return _each_distinct_once(jpegs, indices, lambda distinct: self._crops(distinct, jitter, draft))
 
     def decode_many(self, jpegs: Sequence[bytes], draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """(N, H, W, 3) uint8; with ``draft_short_side``, shrunk by a power of two keeping at least that.
@@ -119,6 +104,16 @@ class JpegDecoder:
     def decode(self, jpeg: bytes, draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
         """One (H, W, 3) uint8 frame."""
         return self.decode_many([jpeg], draft_short_side, channels)[0]
+
+    def _crops(self, jpegs: Sequence[bytes], jitter: CropJitter, draft_short_side: int) -> torch.Tensor:
+        """(N, h, w, 3) contiguous RGB: the crop of each of N distinct frames, mirrored when ``jitter`` flips."""
+        if self.backend == "libjpeg":
+            width, height, denominator = _decoded_size(jpegs[0], draft_short_side)
+            return self._decode_regions(jpegs, jitter_box(jitter, width, height), denominator, jitter.flip)
+        channels = "BGR" if jitter.flip and self.backend == "simplejpeg" else "RGB"  # Pillow's BGR would be a copy
+        frames = self.decode_many(jpegs, draft_short_side, channels)
+        left, top, width, height = jitter_box(jitter, frames.shape[2], frames.shape[1])
+        return copy_crop(frames[:, top:top + height, left:left + width], jitter.flip, channels)
 
     def _decode_regions(self, jpegs: Sequence[bytes], box: tuple[int, int, int, int], denominator: int,
                         mirror: bool = False, bgr: bool = False) -> torch.Tensor:
@@ -159,8 +154,12 @@ class JpegDecoder:
         return self._memory[:size]
 
 
-def _repeat_rows(decoded: torch.Tensor, distinct: list[int], indices: Sequence[int]) -> torch.Tensor:
-    """The rows of ``decoded`` (one per distinct index) in the order of ``indices`` (short videos repeat)."""
+def _each_distinct_once(jpegs: dict[int, bytes], indices: Sequence[int],
+                        decode: Callable[[list[bytes]], torch.Tensor]) -> torch.Tensor:
+    """``decode`` of the distinct frames among ``indices``, its rows repeated in the order of ``indices``
+    (short videos repeat frames)."""
+    distinct = list(dict.fromkeys(indices))
+    decoded = decode([jpegs[i] for i in distinct])
     if len(distinct) == len(indices):
         return decoded
     row = {index: n for n, index in enumerate(distinct)}
@@ -172,12 +171,12 @@ def _draft_size(needed_short_side: int, stored_short_side: int) -> int:
     return needed_short_side if 0 < 2 * needed_short_side <= stored_short_side else 0
 
 
-def _decoded_size(jpeg: bytes, needed_short_side: int) -> tuple[int, int, int]:
+def _decoded_size(jpeg: bytes, draft_short_side: int) -> tuple[int, int, int]:
     """(width, height, d): the JPEG's size decoded at 1/d, d the largest of 8, 4, 2 that keeps the short side
-    >= ``needed_short_side`` (1 when none does, or nothing is needed)."""
+    >= ``draft_short_side`` (1 when none does, or for 0)."""
     width, height = _jpeg_region.image_size(jpeg)
     short = min(width, height)
-    wanted = (d for d in _SCALE_DENOMINATORS if _ceil_div(short, d) >= needed_short_side > 0)
+    wanted = (d for d in _SCALE_DENOMINATORS if _ceil_div(short, d) >= draft_short_side > 0)
     denominator = next(wanted, 1)
     return _ceil_div(width, denominator), _ceil_div(height, denominator), denominator
 
