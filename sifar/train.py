@@ -74,6 +74,7 @@ class TrainConfig:
     ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).")
     compile: bool = help_field(False, "torch.compile the model.")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
+    channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
     attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
         "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
         "eager (as the official code).")
@@ -368,6 +369,8 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     num_classes = resolve_num_classes(config, train_loader.num_classes)
     classes = train_loader.classes or [str(i) for i in range(num_classes)]
     model = build_model(config, num_classes).to(dist_info.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if dist_info.is_main:
         (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     updates_per_epoch = max(1, train_loader.steps_per_epoch // config.accum_steps)

@@ -285,3 +285,29 @@ def test_csv_bad_lines_and_missing_list(tmp_path):
     write(tmp_path / "train.csv", "a.mp4,0\njust-a-path.mp4\n")
     with pytest.raises(ValueError, match="train.csv line 2: expected 'path,label'"):
         read_split("csv", ReadRequest(tmp_path, "train"))
+
+
+def test_csv_with_a_boxes_column_gives_each_record_its_boxes(tmp_path):
+    write(tmp_path / "train.csv", 'path,label,boxes\n"clips/a, b.mp4",walk,"[[1,2,5,6],null]"\n'
+                                  'clips/c.mp4,run,"[[0,0,4,4.5],[1,1,2,2]]"\n')
+    index = read_split("csv", ReadRequest(tmp_path, "train"))
+    assert [(r.source, r.label_name, r.boxes) for r in index.records] == [
+        ("clips/a, b.mp4", "walk", ((1, 2, 5, 6), None)), ("clips/c.mp4", "run", ((0, 0, 4, 4.5), (1, 1, 2, 2)))]
+    plain = write(tmp_path / "plain.csv", "clips/c.mp4,run\n")
+    assert read_split("csv", ReadRequest(tmp_path, "train", annotations=plain)).records[0].boxes is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ('a.mp4,walk,"[[1,2,5,6]"', "line 2: bad boxes"),                   # not JSON
+    ('a.mp4,walk,"[]"', "line 2: bad boxes: expected a non-empty list"),
+    ('a.mp4,walk,"[[5,2,1,6]]"', r"frame 0: expected \[x0, y0, x1, y1\] with x0 < x1"),
+    ('a.mp4,walk,"[[1,2,5]]"', "frame 0"),
+    ('a.mp4,walk,"[[1,2,5,true]]"', "frame 0"),
+    ("a.mp4,walk", "expected 'path,label,boxes'"),
+    ("a.mp4,walk,[1,2]", "got 4 fields"),                                 # unquoted JSON
+])
+def test_csv_bad_boxes_name_the_file_and_line(tmp_path, line, message):
+    write(tmp_path / "train.csv", f"path,label,boxes\n{line}\n")
+    with pytest.raises(ValueError, match=message) as caught:
+        read_split("csv", ReadRequest(tmp_path, "train"))
+    assert "train.csv" in str(caught.value)

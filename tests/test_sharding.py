@@ -382,3 +382,23 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_shards(counter
     assert run_shard(*base, "--short-side", "16", "--samples-per-shard", "10").exit_code == 0
     assert sorted(p.name for p in out.glob("train-*.tar")) == ["train-000000.tar"]
     assert read_manifest(out / "train.json").num_samples == 6
+
+
+def test_boxes_of_a_csv_list_travel_into_the_samples_scaled_trimmed_and_checked(tmp_path):
+    """Boxes in a ``path,label,boxes`` list reach each sample's JSON in pixels of the stored frames; a video
+    with more frames than boxes fails with a reason and the run goes on."""
+    make_video(tmp_path / "a.mp4", frames=6, size=(64, 48), content="counter")
+    make_video(tmp_path / "long.mp4", frames=8, size=(64, 48), content="counter")
+    boxes = [[2 * i, 4, 2 * i + 11, 21] for i in range(5)] + [None]
+    (tmp_path / "train.csv").write_text(
+        f'path,label,boxes\na.mp4,walk,"{json.dumps(boxes)}"\nlong.mp4,walk,"{json.dumps(boxes)}"\n')
+    out = tmp_path / "shards"
+    result = run_shard("--dataset", "csv", "--src", str(tmp_path), "--out", str(out), "--short-side", "24",
+                       "--workers", "1", "--max-failures", "0.5")
+    assert result.exit_code == 0, result.output
+    (meta,) = [sample["meta"] for sample in samples_in(out / "train-000000.tar").values()]
+    assert (meta["width"], meta["height"], meta["num_frames"]) == (32, 24, 6)
+    # scaled by 1/2, widened to whole pixels: [2i, 4, 2i + 11, 21] -> [i, 2, ceil(i + 5.5), ceil(10.5)]
+    assert meta["boxes"] == [[i, 2, i + 6, 11] for i in range(5)] + [None]
+    errors = (out / "train-errors.jsonl").read_text()
+    assert "long.mp4" in errors and "6 object boxes" in errors

@@ -15,6 +15,7 @@ from sifar.data.shard_writer import ShardLimits, parse_size
 from sifar.data.shard_inspect import find_manifests, format_report, inspect_split
 from sifar.data.sharding import ShardJob, ShardReport, shard_dataset
 from sifar.data.synth import CLASSES, SynthConfig, make_dataset
+from sifar.data.synth_reference import evaluate_split
 from sifar.data.workers import available_cores
 from sifar.io import atomic_write, check_store_access, is_url
 
@@ -159,6 +160,26 @@ def synth(out: Path, videos: int, classes: tuple[str, ...], frames: int, size: t
                f" (then --split val)")
 
 
+@click.command("synth-reference")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--frames", "num_frames", type=click.IntRange(min=2), default=8, show_default=True,
+              help="Frames sampled uniformly from each video (the centre of each segment).")
+def synth_reference(src: Path, split: str, num_frames: int) -> None:
+    """Check that every class of a synthetic dataset is decidable: a reference classifier that learns
+    nothing names each video's class from its frames in order (and its twin from them reversed)."""
+    try:
+        report = evaluate_split(src, split, num_frames)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    videos = sum(report.total.values())
+    click.echo(f"reference classifier on {videos} {split} videos of {src}, {num_frames} frames each: "
+               f"top-1 {report.accuracy:.1f}%; reversed frames named as the twin class: "
+               f"{report.reversed_twin_rate:.1f}%")
+    for name, accuracy in report.per_class().items():
+        click.echo(f"  {name:<11} {accuracy:5.1f}%  ({report.correct[name]}/{report.total[name]})")
+
+
 @click.command()
 @click.argument("path")
 @click.option("--decode", is_flag=True, help="Also decode every JPEG (slower).")
@@ -202,4 +223,4 @@ def preview(path: str, sample: str, out_file: Path, split: str, frames: int, lay
                f"({image.width}x{image.height})")
 
 
-COMMANDS = [shard, synth, inspect, preview]
+COMMANDS = [shard, synth, synth_reference, inspect, preview]

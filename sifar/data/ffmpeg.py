@@ -97,6 +97,8 @@ class DecodedVideo:
     height: int
     orig_width: int
     orig_height: int
+    orig_fps: float | None = None
+    """The source's frame rate (None where unknown)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,7 +195,7 @@ def _run(command: list[str], settings: DecodeSettings, stdin: bytes | None, defa
         raise DecodeError("no video frames decoded")
     width, height = jpeg_size(jpegs[0])
     fps = settings.fps if settings.fps is not None else (info.fps or default_fps)
-    return DecodedVideo(jpegs, fps, width, height, info.width, info.height)
+    return DecodedVideo(jpegs, fps, width, height, info.width, info.height, info.fps or default_fps)
 
 
 def first_problem(log: str) -> str | None:

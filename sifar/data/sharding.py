@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import posixpath
 import random
@@ -353,9 +354,10 @@ def encode_record(record: VideoRecord, dataset: str, settings: DecodeSettings,
             decoded = read_frame_folder(record.path, settings, record.fps, trim)
         else:
             decoded = decode_video(record.path, settings, trim, threads=threads)
+        meta = sample_meta(record, decoded, dataset)
     except (DecodeError, OSError) as err:
         return Failure(record.source, str(err))
-    return EncodedSample(record.key, sample_meta(record, decoded, dataset), decoded.frames)
+    return EncodedSample(record.key, meta, decoded.frames)
 
 
 def _frame_range(record: VideoRecord) -> FrameRange | None:
@@ -372,7 +374,31 @@ def sample_meta(record: VideoRecord, decoded: DecodedVideo, dataset: str) -> dic
             "source": record.source, "dataset": dataset}
     if record.start_frame is not None or record.end_frame is not None:
         meta["start_frame"], meta["end_frame"] = record.start_frame, record.end_frame
+    if record.boxes is not None:
+        meta["boxes"] = stored_boxes(record, decoded)
     return meta
+
+
+def stored_boxes(record: VideoRecord, decoded: DecodedVideo) -> list[list[int] | None]:
+    """The record's per-frame object boxes for the frames as stored: trimmed, resampled and scaled like them
+    (widened to whole pixels, so a box still holds every pixel of its object); DecodeError when the record
+    has fewer boxes than the video has frames."""
+    boxes = record.boxes[record.start_frame or 0:record.end_frame]
+    rate = 1.0
+    if decoded.fps and decoded.orig_fps and not math.isclose(decoded.fps, decoded.orig_fps):
+        rate = decoded.orig_fps / decoded.fps  # ffmpeg's fps filter keeps the source frame nearest in time
+    scale_x, scale_y = decoded.width / decoded.orig_width, decoded.height / decoded.orig_height
+    stored = []
+    for i in range(len(decoded.frames)):
+        source = math.floor(i * rate + 0.5)
+        if source >= len(boxes):
+            raise DecodeError(f"the list gives {len(record.boxes)} object boxes, but frame {source} is needed "
+                              f"(the video has more frames than boxes)")
+        box = boxes[source]
+        stored.append(None if box is None else [
+            math.floor(box[0] * scale_x), math.floor(box[1] * scale_y),
+            math.ceil(box[2] * scale_x), math.ceil(box[3] * scale_y)])
+    return stored
 
 
 def _progress(outcomes: Iterator[EncodedSample | Failure], total: int,

@@ -13,6 +13,8 @@ part 2 when the ffmpeg build has no libx264). The output folder gets ``videos/<c
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -25,10 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 from sifar.data.ffmpeg import has_encoder, quiet_command
+from sifar.data.formats.csv_list import ListEntry, write_entries
 from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write
 
+SETTINGS_FILE = "synth.json"
 Clip = np.ndarray  # (frames, height, width, 3) uint8
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the frame (x1, y1 exclusive)
 Rng = np.random.Generator
 
 
@@ -45,7 +50,7 @@ MOTIONS = {
     "horizontal": Motion("x", 0.35, 0.6),      # fraction of the width travelled
     "vertical": Motion("y", 0.35, 0.6),        # fraction of the height travelled
     "scale": Motion("radius", 1.8, 3.0),       # end radius / start radius
-    "rotation": Motion("angle", 6.0, 15.0),    # degrees per frame (below half of any shape's symmetry)
+    "rotation": Motion("angle", 180.0, 300.0), # degrees turned over the clip (shapes without symmetry)
     "opacity": Motion("alpha", 0.3, 1.0),      # fraction of the clip the fade-in lasts
 }
 
@@ -101,6 +106,18 @@ def _triangle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return inside
 
 
+def _arrow(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    shaft = (u >= -0.95) & (u <= 0.15) & (abs(v) <= 0.22)
+    head = (u >= 0.05) & (abs(v) <= 0.75 * (0.95 - u))
+    return shaft | head
+
+
+def _ell(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    upright = (u >= -0.85) & (u <= -0.3) & (abs(v) <= 0.9)
+    foot = (u >= -0.85) & (u <= 0.85) & (v >= 0.35) & (v <= 0.9)
+    return upright | foot
+
+
 SHAPES: dict[str, Shape] = {
     "disk": lambda u, v: u * u + v * v <= 1,
     "ring": lambda u, v: (u * u + v * v <= 1) & (u * u + v * v >= 0.3),
@@ -108,31 +125,55 @@ SHAPES: dict[str, Shape] = {
     "diamond": lambda u, v: abs(u) + abs(v) <= 1,
     "triangle": _triangle,
     "cross": lambda u, v: ((abs(u) <= 0.3) & (abs(v) <= 1)) | ((abs(v) <= 0.3) & (abs(u) <= 1)),
+    "arrow": _arrow,
+    "pacman": lambda u, v: (u * u + v * v <= 1) & ~((u > 0) & (abs(v) < 0.7 * u)),
+    "half_disk": lambda u, v: (u * u + v * v <= 1) & (v <= 0.15),
+    "ell": _ell,
 }
-# Shapes whose turning shows without a texture (a plain disk or ring looks the same at every angle).
-TURNING_SHAPES = ("square", "diamond", "triangle", "cross")
+RADIUS = (0.1, 0.2)  # an object's radius, as a fraction of the frame's short side
+TURNING_RADIUS = (0.3, 0.42)  # a turning object's: large enough for its turn to show in frames of 24 px
+# Shapes that look different at every angle (no rotational symmetry), so a turn and its reverse differ in
+# every pair of frames; the others have 90, 120 or 360/n degree symmetries (a disk: every angle).
+TURNING_SHAPES = ("arrow", "pacman", "half_disk", "ell")
+
+
+def _centroid(shape: Shape, samples: int = 401) -> tuple[float, float]:
+    u, v = np.meshgrid(*[np.linspace(-1.5, 1.5, samples)] * 2)
+    inside = shape(u, v)
+    return float(u[inside].mean()), float(v[inside].mean())
+
+
+# Every shape is drawn around its own centroid: a turning shape then turns in place (its centroid stays
+# put), and a moving one's centroid is where the plan says the object is.
+SHAPE_CENTROIDS = {name: _centroid(shape) for name, shape in SHAPES.items()}
 
 TEXTURES: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
     "solid": lambda u, v, k: np.zeros(u.shape, dtype=np.float32),
     "stripes": lambda u, v, k: (np.sin(k * u) > 0).astype(np.float32),
     "checker": lambda u, v, k: ((np.floor(k * u) + np.floor(k * v)) % 2).astype(np.float32),
 }
+MIN_CONTRAST = 150.0
+"""Least L1 distance (over RGB, 0-255) between an object colour and any colour of its background."""
 
 
 def _colour(rng: Rng) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _distinct_colour(rng: Rng, avoid: np.ndarray) -> np.ndarray:
-    """A colour clearly different from ``avoid`` (so the object stands out from the background)."""
+def _distinct_colour(rng: Rng, background_colours: np.ndarray) -> np.ndarray:
+    """A colour at least :data:`MIN_CONTRAST` away from every colour the background mixes (the segment
+    between its two colours), so the object stands out wherever it is."""
+    a, b = background_colours
+    mixes = a + (b - a) * np.linspace(0, 1, 11, dtype=np.float32)[:, None]
     while True:
         colour = _colour(rng)
-        if np.abs(colour - avoid).sum() > 180:
+        if np.abs(mixes - colour).sum(axis=1).min() > MIN_CONTRAST:
             return colour
 
 
-def draw_background(rng: Rng, height: int, width: int) -> np.ndarray:
-    """A random static background: plain, gradient, stripes or smooth noise; (H, W, 3) float32."""
+def draw_background(rng: Rng, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random static background: plain, gradient, stripes or smooth noise, as (H, W, 3) float32, and
+    the two colours it mixes, (2, 3)."""
     kind = rng.choice(["plain", "gradient", "stripes", "noise"])
     a, b = _colour(rng), _colour(rng)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -149,7 +190,7 @@ def draw_background(rng: Rng, height: int, width: int) -> np.ndarray:
         rows = np.linspace(0, 3, height).round().astype(int)
         cols = np.linspace(0, 3, width).round().astype(int)
         weight = coarse[rows][:, cols]
-    return a + (b - a) * weight[..., None]
+    return a + (b - a) * weight[..., None], np.stack([a, b])
 
 
 @dataclass(frozen=True)
@@ -168,12 +209,17 @@ class ObjectPath:
 
 
 def plan_object(motion_name: str, rng: Rng, frames: int, height: int, width: int,
-                background_colour: np.ndarray) -> ObjectPath:
-    """Random look, start and speed; only the attribute the motion names changes over time."""
+                background_colours: np.ndarray) -> ObjectPath:
+    """Random look, start and speed; only the attribute the motion names changes over time.
+
+    A turning object is larger (:data:`TURNING_RADIUS`) so its turn shows at small frame sizes; its turn is
+    a total over the clip, so any frame count samples it alike.
+    """
     motion = MOTIONS[motion_name]
     side = min(height, width)
     t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
-    radius = np.full(frames, rng.uniform(0.1, 0.2) * side, dtype=np.float32)
+    low, high = TURNING_RADIUS if motion.attribute == "angle" else RADIUS
+    radius = np.full(frames, rng.uniform(low, high) * side, dtype=np.float32)
     if motion.attribute == "radius":
         start = rng.uniform(0.06, 0.1) * side
         radius = start * (1 + (rng.uniform(motion.min_change, motion.max_change) - 1) * t)
@@ -188,40 +234,67 @@ def plan_object(motion_name: str, rng: Rng, frames: int, height: int, width: int
         x, y = (path, y) if motion.attribute == "x" else (x, path)
     angle = np.full(frames, rng.uniform(0, 2 * math.pi), dtype=np.float32)
     if motion.attribute == "angle":
-        step = math.radians(rng.uniform(motion.min_change, motion.max_change))
-        angle = angle + step * np.arange(frames, dtype=np.float32)
+        angle = angle + math.radians(rng.uniform(motion.min_change, motion.max_change)) * t
     alpha = np.ones(frames, dtype=np.float32)
     if motion.attribute == "alpha":
         duration = rng.uniform(motion.min_change, motion.max_change) * (frames - 1)
         fade_in = rng.uniform(0.0, frames - 1 - duration)
         alpha = np.clip((np.arange(frames) - fade_in) / max(duration, 1.0), 0.0, 1.0).astype(np.float32)
     shape = rng.choice(TURNING_SHAPES if motion.attribute == "angle" else list(SHAPES))
-    colours = (_distinct_colour(rng, background_colour), _distinct_colour(rng, background_colour))
+    colours = (_distinct_colour(rng, background_colours), _distinct_colour(rng, background_colours))
     return ObjectPath(str(shape), str(rng.choice(list(TEXTURES))), float(rng.uniform(4, 10)), colours,
                       x, y, radius, angle, alpha)
 
 
-def draw_object(background: np.ndarray, grid: np.ndarray, obj: ObjectPath, i: int) -> np.ndarray:
-    """Frame ``i``: the object composited over the background; ``grid`` is ``np.mgrid`` of the frame."""
+def object_mask(grid: np.ndarray, obj: ObjectPath, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame ``i``'s shape as a boolean (H, W) mask (opacity aside) and the object's own coordinates
+    ``u, v`` at every pixel; ``grid`` is ``np.mgrid`` of the frame."""
     yy, xx = grid
     dx, dy = (xx - obj.x[i]) / obj.radius[i], (yy - obj.y[i]) / obj.radius[i]
     cos, sin = math.cos(obj.angle[i]), math.sin(obj.angle[i])
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
-    mask = SHAPES[obj.shape](u, v).astype(np.float32) * obj.alpha[i]
+    centre_u, centre_v = SHAPE_CENTROIDS[obj.shape]
+    u, v = cos * dx + sin * dy + centre_u, -sin * dx + cos * dy + centre_v
+    return SHAPES[obj.shape](u, v), u, v
+
+
+def draw_object(background: np.ndarray, grid: np.ndarray, obj: ObjectPath, i: int) -> tuple[np.ndarray, Box | None]:
+    """Frame ``i``: the object composited over the background, and its box (None when fully transparent)."""
+    inside, u, v = object_mask(grid, obj, i)
+    mask = inside.astype(np.float32) * obj.alpha[i]
     mix = TEXTURES[obj.texture](u, v, obj.texture_frequency)[..., None]
     colour = obj.colours[0] + (obj.colours[1] - obj.colours[0]) * mix
     frame = background + (colour - background) * mask[..., None]
-    return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(frame + 0.5, 0, 255).astype(np.uint8), mask_box(inside) if obj.alpha[i] > 0 else None
 
 
-def render_clip(class_name: str, rng: Rng, frames: int, height: int, width: int) -> Clip:
-    """One clip of ``class_name``: (frames, height, width, 3) uint8 RGB."""
+def mask_box(mask: np.ndarray) -> Box | None:
+    """``(x0, y0, x1, y1)`` of a boolean mask's pixels, in pixel edges (x1, y1 exclusive); None if empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+@dataclass(frozen=True)
+class SynthClip:
+    """A rendered clip in the class's order: frames (T, H, W, 3) uint8, each frame's object box (None where
+    the object is fully transparent) and the static background (H, W, 3) float32 it was drawn over."""
+
+    frames: Clip
+    boxes: list[Box | None]
+    background: np.ndarray
+
+
+def render_clip(class_name: str, rng: Rng, frames: int, height: int, width: int) -> SynthClip:
+    """One clip of ``class_name``: drawn forwards, then played backwards if the class is a reversed twin."""
     motion_name, backwards = CLASSES[class_name]
-    background = draw_background(rng, height, width)
-    obj = plan_object(motion_name, rng, frames, height, width, background.mean(axis=(0, 1)))
+    background, background_colours = draw_background(rng, height, width)
+    obj = plan_object(motion_name, rng, frames, height, width, background_colours)
     grid = np.mgrid[0:height, 0:width].astype(np.float32)
-    clip = np.stack([draw_object(background, grid, obj, i) for i in range(frames)])
-    return clip[::-1].copy() if backwards else clip
+    drawn = [draw_object(background, grid, obj, i) for i in range(frames)]
+    order = slice(None, None, -1) if backwards else slice(None)
+    return SynthClip(np.stack([frame for frame, _ in drawn])[order].copy(), [box for _, box in drawn][order],
+                     background)
 
 
 # --- encoding and the dataset -------------------------------------------------------------------------------
@@ -275,12 +348,18 @@ def plan_videos(config: SynthConfig) -> list[SynthVideo]:
     return videos
 
 
-def make_video(video: SynthVideo, config: SynthConfig) -> SynthVideo:
-    """Render and encode one video."""
+def make_video(video: SynthVideo, config: SynthConfig) -> list[Box | None]:
+    """Render and encode one video; returns its object boxes."""
     clip = render_clip(video.class_name, np.random.default_rng(video.seed), config.frames, config.height,
                        config.width)
-    write_mp4(clip, config.out / video.relative_path, config.fps)
-    return video
+    write_mp4(clip.frames, config.out / video.relative_path, config.fps)
+    return clip.boxes
+
+
+def video_background(video: SynthVideo, config: SynthConfig) -> np.ndarray:
+    """The static background ``video`` was drawn over, (H, W, 3) float32: the first draw from its seed."""
+    background, _ = draw_background(np.random.default_rng(video.seed), config.height, config.width)
+    return background
 
 
 def split_videos(videos: list[SynthVideo], val_fraction: float, seed: int) -> tuple[list[SynthVideo], list[SynthVideo]]:
@@ -297,26 +376,51 @@ def split_videos(videos: list[SynthVideo], val_fraction: float, seed: int) -> tu
     return sorted(train, key=lambda v: v.index), sorted(val, key=lambda v: v.index)
 
 
-def write_list(path: Path, videos: list[SynthVideo]) -> None:
-    """A ``path,label`` list for ``shard --dataset csv``."""
+def write_list(path: Path, videos: list[SynthVideo], boxes: dict[int, list[Box | None]]) -> None:
+    """A ``path,label,boxes`` list for ``shard --dataset csv``."""
     with atomic_write(path, "w") as handle:
-        handle.writelines(f"{v.relative_path},{v.class_name}\n" for v in videos)
+        write_entries(handle, [ListEntry(v.relative_path, v.class_name, tuple(boxes[v.index])) for v in videos])
+
+
+def write_config(config: SynthConfig) -> Path:
+    """``synth.json``: what made the dataset (everything but the output folder and the worker count)."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "workers")}
+    path = config.out / SETTINGS_FILE
+    with atomic_write(path, "w") as handle:
+        json.dump(settings, handle, indent=1)
+    return path
+
+
+def read_config(folder: Path) -> SynthConfig:
+    """The :class:`SynthConfig` that made the dataset in ``folder`` (from its ``synth.json``)."""
+    path = Path(folder) / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text())
+        return SynthConfig(out=Path(folder), **{**settings, "classes": tuple(settings["classes"])})
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: {folder} was not made by sifar-tools synth") from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} is not a synth settings file: {err}") from err
 
 
 def make_dataset(config: SynthConfig, progress: bool = True) -> tuple[Path, Path]:
-    """Make every video in ``config.workers`` processes, then the train and val lists; returns their paths."""
+    """Make every video in ``config.workers`` processes, then the train and val lists and ``synth.json``;
+    returns the lists' paths."""
     videos = plan_videos(config)
     tasks = [(video, config) for video in videos]
+    boxes = {}
     with worker_pool(min(config.workers, len(videos))) as pool:
         with tqdm(total=len(videos), unit="video", disable=not progress) as bar:
-            for _ in pool.imap_unordered(_make_video_task, tasks):
+            for index, video_boxes in pool.imap_unordered(_make_video_task, tasks):
+                boxes[index] = video_boxes
                 bar.update()
     train, val = split_videos(videos, config.val_fraction, config.seed)
     train_path, val_path = config.out / "train.csv", config.out / "val.csv"
-    write_list(train_path, train)
-    write_list(val_path, val)
+    write_list(train_path, train, boxes)
+    write_list(val_path, val, boxes)
+    write_config(config)
     return train_path, val_path
 
 
-def _make_video_task(task: tuple[SynthVideo, SynthConfig]) -> SynthVideo:
-    return make_video(*task)
+def _make_video_task(task: tuple[SynthVideo, SynthConfig]) -> tuple[int, list[Box | None]]:
+    return task[0].index, make_video(*task)

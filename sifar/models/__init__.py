@@ -1,6 +1,6 @@
 """SIFAR models: a registry of configs, timm backbones over super images, checkpoint conversion."""
 
-from sifar.models import cnn, swin  # noqa: F401  (register their configs)
+from sifar.models import cnn, swin, vgg  # noqa: F401  (register their configs)
 from sifar.models.compile import compile_model
 from sifar.models.factory import create_model, resolve_config
 from sifar.models.registry import ModelConfig, get_config, list_configs

@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 UNLABELED = -1
+Box = tuple[float, float, float, float]
+"""An object's box in one frame: x0, y0, x1, y1 in pixels (x1, y1 exclusive)."""
 _KEY_UNSAFE = re.compile(r"[./\\]")
 
 
@@ -28,6 +30,8 @@ class VideoRecord:
     """True for datasets shipped as folders of JPEG frames (Jester)."""
     fps: float | None = None
     """Frame rate stated by the dataset for frame folders (videos carry their own)."""
+    boxes: tuple[Box | None, ...] | None = None
+    """The object's box in every frame of the video (None where none is visible), for lists that give it."""
 
 
 @dataclass
