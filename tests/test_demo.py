@@ -23,10 +23,10 @@ def test_demo_runs_the_whole_pipeline_and_says_where_each_result_went(tmp_path):
     assert "held-out top-1" in result.output and "(chance 10%)" in result.output and "per class: " in result.output
     held_out = [line.strip() for line in (out / "synth" / "val.csv").read_text().splitlines()[1:]]
     classes = {line.split(",")[1] for line in held_out}
-    predicted = [line for line in result.output.splitlines() if " video -> " in line]
+    predicted = [line for line in result.output.splitlines() if " -> " in line and ".mp4)" in line]
     assert len(predicted) == len(classes) == 10   # one held-out video of each class, marked right or WRONG
     assert all(line.split()[0] in ("right", "WRONG") for line in predicted)
-    assert {line.split()[2] for line in predicted} == classes
+    assert {line.split()[1] for line in predicted} == classes
     train = read_manifest(manifest_path(out / "shards", "train"))
     assert train.num_samples > 5 and len(train.shards) == math.ceil(train.num_samples / 5)  # 5 videos a shard
     assert all(shard.samples <= 5 for shard in train.shards)

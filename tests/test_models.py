@@ -48,6 +48,8 @@ def test_parameter_counts(name, params_m):
     ("SIFAR-R50-C7", SMALL),
     ("timm:resnet18", SMALL),
     ("timm:vit_tiny_patch16_224", {"frame_size": 32, "num_frames": 4}),
+    ("SIFAR-VGG-T", {}),
+    ("SIFAR-VGG-T", {"frame_size": 32, "num_frames": 4, "layout": "1x4"}),
 ])
 def test_small_models_train_on_cpu(name, kwargs):
     torch.manual_seed(0)
@@ -145,12 +147,13 @@ def test_unknown_attention_is_a_clear_error():
         create_model("SIFAR-N-6", num_classes=4, attention="fast")
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-VGG-T"])
+def test_activation_checkpointing_gives_the_same_gradients(name):
     torch.manual_seed(0)
-    model = create_model("SIFAR-N-6", num_classes=4, drop_path_rate=0.0)  # no random drop path
-    checkpointed = create_model("SIFAR-N-6", num_classes=4, drop_path_rate=0.0, grad_checkpointing=True)
+    model = create_model(name, num_classes=4, drop_path_rate=0.0)  # no random drop path
+    checkpointed = create_model(name, num_classes=4, drop_path_rate=0.0, grad_checkpointing=True)
     checkpointed.load_state_dict(model.state_dict())
-    frames = torch.randn(2, 8, 3, 64, 64)
+    frames = torch.randn(2, 8, 3, model.frame_size, model.frame_size)
     model(frames).sum().backward()
     checkpointed(frames).sum().backward()
     for (name, a), b in zip(model.named_parameters(), checkpointed.parameters()):
@@ -200,3 +203,32 @@ def test_no_weight_decay_names_exist():
     assert "backbone.frame_pos_embed" in skip
     assert any("relative_position_bias_table" in n for n in skip)
     assert skip <= set(names)
+
+
+def test_positional_cnn_sizes_its_head_for_the_super_image_and_refuses_what_it_cannot_do():
+    model = create_model("SIFAR-VGG-T", num_classes=7, drop_path_rate=0.0)
+    assert model.backbone.feature_size == (9, 9)    # 72 px super image at stride 8
+    assert model.backbone.get_classifier().out_features == 7
+    wide = create_model("SIFAR-VGG-T", num_classes=7, num_frames=8, layout="2x4", frame_size=32)
+    assert wide.backbone.feature_size == (8, 16)
+    with pytest.raises(ValueError, match="stochastic depth"):
+        create_model("SIFAR-VGG-T", num_classes=7, drop_path_rate=0.1)
+    with pytest.raises(ValueError, match="Swin models only"):
+        create_model("SIFAR-VGG-T", num_classes=7, frame_embed=True)
+    with pytest.raises(ValueError, match="does not divide into the model's stride 8"):
+        create_model("SIFAR-VGG-T", num_classes=7, frame_size=30)
+
+
+def test_positional_cnn_maps_and_weights_round_trip(tmp_path):
+    """The CAM path (feature map, then head) gives the model's logits; its own weights load by file, and
+    with another class count everything but the classifier loads."""
+    torch.manual_seed(0)
+    model = create_model("SIFAR-VGG-T", num_classes=5).eval()
+    frames = torch.randn(2, 8, 3, 24, 24)
+    torch.testing.assert_close(model.head_from_feature_map(model.feature_map(frames)), model(frames))
+    path = tmp_path / "vgg.pt"
+    torch.save(model.state_dict(), path)
+    same = create_model("SIFAR-VGG-T", num_classes=5, pretrained=path).eval()
+    torch.testing.assert_close(same(frames), model(frames))
+    other = create_model("SIFAR-VGG-T", num_classes=3, pretrained=path)
+    torch.testing.assert_close(other.backbone.pre_logits[2].weight, model.backbone.pre_logits[2].weight)

@@ -107,6 +107,22 @@ def test_predict_prints_classes_and_rejects_non_videos(data, tmp_path):
     assert bad.exit_code == 1 and "notes.mp4 is not a readable video" in bad.output
 
 
+def test_demo_model_trains_channels_last_and_evaluates(data, tmp_path):
+    out = tmp_path / "vgg"
+    common = ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", "--model", "SIFAR-VGG-T",
+              "--batch-size", "4", "--workers", "0"]
+    refused = CliRunner().invoke(train_main, common)   # the default drop path 0.1 has nothing to drop
+    assert refused.exit_code == 1 and "--drop-path 0" in refused.output
+    result = run_train([*common, "--drop-path", "0", "--channels-last"])
+    assert result.exit_code == 0, result.output
+    weights = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]
+    first_conv = weights["backbone.stages.0.0.weight"]
+    assert first_conv.is_contiguous(memory_format=torch.channels_last) and not first_conv.is_contiguous()
+    evaluated = CliRunner().invoke(eval_main, ["--shards", str(data["shards"]), "--checkpoint", str(out / "last.pt"),
+                                               "--workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+
+
 def test_class_count_that_disagrees_with_the_manifest(data, tmp_path):
     result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path / "r"),
                                              "--num-classes", "3", *TINY])

@@ -85,12 +85,12 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     result = evaluate(model, loader, torch.device("cpu"), len(classes))
     paths = write_eval_report(result, classes, run / "eval", extra={"crops": 3})
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
-    click.echo("one held-out video of each class:")
+    click.echo("one held-out video of each class (true class -> top-2 predicted):")
     for entry in one_video_per_class(read_entries(val_list)):
         prediction = predict(model, classes, synth.out / entry.video, torch.device("cpu"), topk=2)
         verdict = "right" if prediction.classes[0] == entry.label else "WRONG"
         guesses = ", ".join(f"{c} {p:.0%}" for c, p in zip(prediction.classes, prediction.probabilities))
-        click.echo(f"  {verdict}  a {entry.label} video -> {guesses}  ({synth.out / entry.video})")
+        click.echo(f"  {verdict}  {entry.label:<10} -> {guesses}  ({synth.out / entry.video})")
     click.echo(f"\nsuper-image preview: {preview}\ncurves: {run / 'curves.png'}\n"
                f"confusion matrix: {paths['confusion']}\nmetrics: {paths['report']}")
     click.echo(f"total {(time.perf_counter() - began) / 60:.1f} min")
