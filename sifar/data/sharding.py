@@ -367,7 +367,8 @@ def _frame_range(record: VideoRecord) -> FrameRange | None:
 
 
 def sample_meta(record: VideoRecord, decoded: DecodedVideo, dataset: str) -> dict[str, Any]:
-    """The sample's ``<key>.json``."""
+    """The sample's ``<key>.json``: key, label, frame count, rate and size, the source, and where the list
+    gives them, the trim (``start_frame``/``end_frame``) and the object ``boxes`` of every stored frame."""
     meta = {"key": record.key, "label": record.label, "label_name": record.label_name,
             "num_frames": len(decoded.frames), "fps": decoded.fps, "width": decoded.width,
             "height": decoded.height, "orig_width": decoded.orig_width, "orig_height": decoded.orig_height,

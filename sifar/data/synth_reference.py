@@ -6,8 +6,9 @@ opacity), where it is (the centroid of its mask), how large it is (the mask's ar
 between frames (the shift that best aligns consecutive masks sampled on a polar grid round the object).
 The one attribute that changes names the motion and the sign of its change names the direction:
 
-1. opacity, when the object's contrast falls below half its peak in some frame (appear / disappear);
-2. position, when the centroid travels more than 15% of the frame (move right / left / down / up);
+1. position, when the centroid (in the frames that show at least a quarter of the object's largest mask)
+   travels more than 15% of the frame's short side (move right / left / down / up);
+2. opacity, when the object's contrast falls below 35% of its peak in some frame (appear / disappear);
 3. size, when the area changes by more than e^0.6 = 1.8x (grow / shrink);
 4. otherwise a turn: the sum of the signed turns between frames (rotate clockwise / counter-clockwise).
 
@@ -32,10 +33,14 @@ from sifar.data.formats.csv_list import read_entries
 from sifar.data.sampling import eval_indices
 from sifar.data.synth import CLASSES, SynthConfig, plan_videos, read_config, video_background
 
-OBJECT_THRESHOLD = 25.0
-"""Mean absolute difference from the background (0-255) above which a pixel is the object's: objects
-differ from their background by at least 50 per channel on average (synth.MIN_CONTRAST / 3)."""
-FADED = 0.5  # an object whose contrast drops below this share of its peak is fading
+OBJECT_THRESHOLD = 30.0
+"""Difference from the background (:func:`object_difference`, 0-255 scale) above which a pixel is the
+object's. Objects differ from every background colour by an RGB L1 distance of at least 150
+(synth.MIN_CONTRAST); video coding errors at sharp background edges stay under it in the codec's own
+colour space (below)."""
+FADED = 0.35  # an object whose contrast drops below this share of its peak is fading (a fade starts at
+# opacity 0, and the first of 8 uniformly sampled frames of a fade over 30% of the clip is below 0.22)
+SHOWN = 0.25  # a frame whose mask has this share of the largest mask's area shows the object's place
 TRAVELLED = 0.15  # a centroid that travels this share of the frame's short side is moving
 RESIZED = 0.6  # |log area change| above which the object grows or shrinks
 ANGLES = 90  # polar samples round the object (4 degrees apart)
@@ -53,16 +58,36 @@ class ObjectTrack:
     turn: np.ndarray  # degrees turned clockwise from each frame to the next (T - 1 values)
 
 
-def _slope_change(values: np.ndarray) -> float:
-    """The change over the clip of a least-squares line through ``values`` (robust to one noisy frame)."""
-    t = np.arange(len(values), dtype=np.float64)
+def _slope_change(values: np.ndarray, times: np.ndarray | None = None) -> float:
+    """The change from the first to the last frame of a least-squares line through ``values`` at ``times``
+    (default: every frame), which one noisy frame moves little."""
+    t = np.arange(len(values), dtype=np.float64) if times is None else times.astype(np.float64)
     slope = np.polyfit(t, values.astype(np.float64), 1)[0]
-    return float(slope * (len(values) - 1))
+    return float(slope * (t[-1] - t[0]))
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_CHROMA = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
+
+
+def _chroma_blocks(chroma: np.ndarray) -> np.ndarray:
+    """Each 2x2 block's mean, repeated over its pixels: the 4:2:0 chroma grid of H.264 and JPEG."""
+    height, width = chroma.shape[-3:-1]
+    even = chroma[..., : height // 2 * 2, : width // 2 * 2, :]
+    blocks = even.reshape(*even.shape[:-3], height // 2, 2, width // 2, 2, 2).mean(axis=(-4, -2))
+    full = np.repeat(np.repeat(blocks, 2, axis=-3), 2, axis=-2)
+    return np.pad(full, [(0, 0)] * (full.ndim - 3) + [(0, height - full.shape[-3]), (0, width - full.shape[-2]), (0, 0)],
+                  mode="edge")
 
 
 def object_difference(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """(T, H, W): each pixel's mean absolute difference from the background over the colour channels."""
-    return np.abs(frames.astype(np.float32) - background[None].astype(np.float32)).mean(axis=-1)
+    """(T, H, W): how far each pixel is from the background, as video coding keeps colour: luma per pixel,
+    chroma per 2x2 block (|dY| + |dCb| + |dCr|). Compared per pixel in RGB, the chroma that 4:2:0 coding
+    smears across a sharp background edge would read as an object all along the edge."""
+    frames, background = frames.astype(np.float32), background[None].astype(np.float32)
+    luma = np.abs((frames - background) @ _LUMA)
+    chroma = np.abs(_chroma_blocks(frames @ _CHROMA.T) - _chroma_blocks(background @ _CHROMA.T)).sum(axis=-1)
+    return luma + chroma
 
 
 def polar_masks(masks: np.ndarray, x: float, y: float, radius: float) -> np.ndarray:
@@ -112,15 +137,18 @@ def track_object(frames: np.ndarray, background: np.ndarray) -> ObjectTrack:
 
 def classify_track(track: ObjectTrack, side: int) -> str:
     """The class the measured changes name (see the module's rules)."""
+    visible = track.area >= max(SHOWN * float(track.area.max()), 3.0)
+    if visible.sum() >= 2:
+        dx = _slope_change(track.x[visible], np.flatnonzero(visible)) / side
+        dy = _slope_change(track.y[visible], np.flatnonzero(visible)) / side
+        if max(abs(dx), abs(dy)) > TRAVELLED:
+            if abs(dx) >= abs(dy):
+                return "move_right" if dx > 0 else "move_left"
+            return "move_down" if dy > 0 else "move_up"
     relative = track.contrast / max(float(track.contrast.max()), 1e-6)
     if relative.min() < FADED:
         half = len(relative) // 2
         return "appear" if relative[-half:].mean() > relative[:half].mean() else "disappear"
-    dx, dy = _slope_change(track.x) / side, _slope_change(track.y) / side
-    if max(abs(dx), abs(dy)) > TRAVELLED:
-        if abs(dx) >= abs(dy):
-            return "move_right" if dx > 0 else "move_left"
-        return "move_down" if dy > 0 else "move_up"
     growth = _slope_change(np.log(np.maximum(track.area, 1.0)))
     if abs(growth) > RESIZED:
         return "grow" if growth > 0 else "shrink"
