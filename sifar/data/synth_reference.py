@@ -6,8 +6,8 @@ opacity), where it is (the centroid of its mask), how large it is (the mask's ar
 between frames (the shift that best aligns consecutive masks sampled on a polar grid round the object).
 The one attribute that changes names the motion and the sign of its change names the direction:
 
-1. position, when the centroid (in the frames that show at least a quarter of the object's largest mask)
-   travels more than 15% of the frame's short side (move right / left / down / up);
+1. position, when the centroid (in the frames that show the object: a quarter of its largest mask, half
+   its peak contrast) travels more than 15% of the frame's short side (move right / left / down / up);
 2. opacity, when the object's contrast falls below 35% of its peak in some frame (appear / disappear);
 3. size, when the area changes by more than e^0.6 = 1.8x (grow / shrink);
 4. otherwise a turn: the sum of the signed turns between frames (rotate clockwise / counter-clockwise).
@@ -40,7 +40,8 @@ object's. Objects differ from every background colour by an RGB L1 distance of a
 colour space (below)."""
 FADED = 0.35  # an object whose contrast drops below this share of its peak is fading (a fade starts at
 # opacity 0, and the first of 8 uniformly sampled frames of a fade over 30% of the clip is below 0.22)
-SHOWN = 0.25  # a frame whose mask has this share of the largest mask's area shows the object's place
+SHOWN = 0.25  # a frame shows the object's place when its mask has this share of the largest mask's area
+# and its contrast half its peak (a fading object's faint remains are the parts that stand out most)
 TRAVELLED = 0.15  # a centroid that travels this share of the frame's short side is moving
 RESIZED = 0.6  # |log area change| above which the object grows or shrinks
 ANGLES = 90  # polar samples round the object (4 degrees apart)
@@ -137,7 +138,8 @@ def track_object(frames: np.ndarray, background: np.ndarray) -> ObjectTrack:
 
 def classify_track(track: ObjectTrack, side: int) -> str:
     """The class the measured changes name (see the module's rules)."""
-    visible = track.area >= max(SHOWN * float(track.area.max()), 3.0)
+    relative = track.contrast / max(float(track.contrast.max()), 1e-6)
+    visible = (track.area >= max(SHOWN * float(track.area.max()), 3.0)) & (relative >= 0.5)
     if visible.sum() >= 2:
         dx = _slope_change(track.x[visible], np.flatnonzero(visible)) / side
         dy = _slope_change(track.y[visible], np.flatnonzero(visible)) / side
@@ -145,7 +147,6 @@ def classify_track(track: ObjectTrack, side: int) -> str:
             if abs(dx) >= abs(dy):
                 return "move_right" if dx > 0 else "move_left"
             return "move_down" if dy > 0 else "move_up"
-    relative = track.contrast / max(float(track.contrast.max()), 1e-6)
     if relative.min() < FADED:
         half = len(relative) // 2
         return "appear" if relative[-half:].mean() > relative[:half].mean() else "disappear"
