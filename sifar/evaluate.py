@@ -51,6 +51,75 @@ class EvalResult:
                 "unlabeled": self.unlabeled, "videos_per_s": round(self.videos_per_s, 2)}
 
 
+class IncompleteEvaluationError(ValueError):
+    """Fewer videos were evaluated than the manifest lists (and a partial evaluation was not allowed)."""
+
+
+@dataclass
+class Coverage:
+    """What an evaluation read of what the manifest lists, summed over all ranks and workers."""
+
+    shards: list[tuple[str, int | None, int]]  # (shard, samples the manifest lists or None, samples read)
+    skipped: int  # read, but dropped: frames that do not decode or are missing
+
+    @property
+    def expected(self) -> int | None:
+        counts = [expected for _, expected, _ in self.shards]
+        return None if any(count is None for count in counts) else sum(counts)
+
+    def short_shards(self) -> list[tuple[str, int, int]]:
+        """(shard, expected, read) of every shard read short of its manifest count."""
+        return [(url, expected, read) for url, expected, read in self.shards
+                if expected is not None and read < expected]
+
+    def summary(self, evaluated: int) -> dict[str, Any]:
+        return {"expected": self.expected, "evaluated": evaluated, "skipped": self.skipped,
+                "short_shards": [{"shard": url, "expected": expected, "read": read}
+                                 for url, expected, read in self.short_shards()]}
+
+
+def evaluation_coverage(loader: Any, device: torch.device) -> Coverage:
+    """The :class:`Coverage` of the evaluation ``loader`` has just run (on every rank: it all-reduces)."""
+    reads = loader.shard_reads()
+    stats = loader.stats
+    counts = torch.tensor([read for _, _, read in reads] + [stats["bad_samples"] + stats["missing_frames"]],
+                          dtype=torch.int64, device=device)
+    all_reduce_sum(counts)
+    totals = counts.tolist()
+    return Coverage([(url, expected, read) for (url, expected, _), read in zip(reads, totals)], totals[-1])
+
+
+def check_coverage(coverage: Coverage, evaluated: int, allow_partial: bool = False) -> None:
+    """IncompleteEvaluationError when fewer videos were evaluated than the manifest lists, naming the shards
+    that came up short (expected against read) and the samples skipped, unless ``allow_partial``."""
+    expected = coverage.expected
+    if allow_partial or expected is None or evaluated >= expected:
+        return
+    short = coverage.short_shards()
+    shards = "; ".join(f"{url}: {read} of {count} read" for url, count, read in short[:10])
+    more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+    raise IncompleteEvaluationError(
+        f"evaluated {evaluated} of the {expected} videos the manifest lists: "
+        + (f"{len(short)} shard(s) came up short ({shards}{more})" if short else "no shard came up short")
+        + f"; {coverage.skipped} sample(s) skipped as undecodable or missing frames. "
+        "Pass --allow-partial to accept a partial evaluation.")
+
+
+def check_same_classes(expected: list[str], found: list[str] | None, expected_from: str, found_from: str) -> None:
+    """ValueError naming the first difference between two class lists; ``found`` None (no manifest) passes.
+
+    The number alone is not enough: the same names in another order would mislabel every prediction.
+    """
+    if found is None or list(found) == list(expected):
+        return
+    if len(found) != len(expected):
+        raise ValueError(f"{found_from} has {len(found)} classes but {expected_from} has {len(expected)}")
+    index = next(i for i, (a, b) in enumerate(zip(expected, found)) if a != b)
+    raise ValueError(f"the class lists differ: class {index} is {found[index]!r} in {found_from} but "
+                     f"{expected[index]!r} in {expected_from}; shard the split with the same class list "
+                     f"(sifar-tools shard --classes <the training manifest>)")
+
+
 def reorder_frames(frames: torch.Tensor, order: FrameOrder, generator: torch.Generator | None = None
                    ) -> torch.Tensor:
     """Reverse or shuffle the time axis (dim -4) of (..., T, C, H, W) clips (paper Table 9)."""

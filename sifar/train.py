@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -34,7 +35,8 @@ from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import normalize
 from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
-from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
+                            write_eval_report)
 from sifar.metrics_log import MetricsLog
 from sifar.models import SuperImageClassifier, compile_model, create_model, resolve_config
 from sifar.precision import allow_tf32, autocast_for
@@ -368,6 +370,10 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     )
     num_classes = resolve_num_classes(config, train_loader.num_classes)
     classes = train_loader.classes or [str(i) for i in range(num_classes)]
+    val_loader = _val_loader(config, dist_info) if config.val_shards else None
+    if val_loader is not None:
+        check_same_classes(classes, val_loader.classes, f"the training shards {config.shards}",
+                           f"the validation shards {config.val_shards}")
     model = build_model(config, num_classes).to(dist_info.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -391,7 +397,6 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
                                               if dist_info.device.type == "cuda" else None)
     if config.compile:
         train_model = compile_model(train_model, training=True)
-    val_loader = _val_loader(config, dist_info) if config.val_shards else None
     log = MetricsLog(output, enabled=dist_info.is_main)
 
     def save(name: str = "last.pt") -> None:
@@ -400,6 +405,7 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
         barrier()
 
     best: EvalResult | None = None
+    short_val_shards: set[str] = set()
     finished = True
     while state.epoch < config.epochs:
         train_loader.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
@@ -416,18 +422,30 @@ def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
         if val_loader is not None:
             result = evaluate(ema.module if ema is not None else model, val_loader, dist_info.device,
                               num_classes, config.precision)
-            log.epoch(epoch=state.epoch, **result.summary())
+            coverage = evaluation_coverage(val_loader, dist_info.device)
+            warn_short_shards(coverage, short_val_shards)
+            log.epoch(epoch=state.epoch, **result.summary(), **coverage.summary(result.num_samples + result.unlabeled))
             if result.top1 > state.best_top1:
                 state.best_top1, best = result.top1, result
                 save("best.pt")
         save()
     summary = {"epochs_done": state.epoch, "steps": state.step, "best_top1": state.best_top1,
-               "stopped_early": not finished, "loader": train_loader.stats}
+               "stopped_early": not finished, "loader": train_loader.stats,
+               "val_short_shards": sorted(short_val_shards)}
     if dist_info.is_main:
         if best is not None:
             write_eval_report(best, classes, output, prefix="best_")
         log.finish(summary)
     return summary
+
+
+def warn_short_shards(coverage: Coverage, warned: set[str]) -> None:
+    """Warn once per shard that validation read short of its manifest count (``warned``: those already)."""
+    for url, expected, read in coverage.short_shards():
+        if url not in warned:
+            warned.add(url)
+            warnings.warn(f"validation read {read} of the {expected} samples the manifest lists in {url}; "
+                          "its top-1 is over what was read (summary.json lists such shards)", stacklevel=2)
 
 
 def seed_everything(seed: int) -> None:

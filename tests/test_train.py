@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,65 @@ def test_eval_reports_and_frame_order_options(data, tmp_path):
     assert report["num_samples"] == json.loads((data["shards"] / "val.json").read_text())["num_samples"]
     assert report["clips"] == 2 and report["crops"] == 3
     assert (out / "eval" / "reverse_report.json").exists() and (out / "eval" / "shuffle_confusion.png").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    assert run_train(["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", *TINY]).exit_code == 0
+    return out / "last.pt"
+
+
+def run_eval(shards: Path, checkpoint: Path, *extra: str):
+    return CliRunner().invoke(eval_main, ["--shards", str(shards), "--checkpoint", str(checkpoint), "--workers", "0",
+                                          "--output", str(checkpoint.parent / "eval"), *extra])
+
+
+def test_eval_counts_against_the_manifest_and_names_the_shards_that_came_up_short(data, trained, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(data["shards"], shards)
+    listed = json.loads((shards / "val.json").read_text())["num_samples"]
+    whole = run_eval(shards, trained)
+    assert whole.exit_code == 0, whole.output
+    assert f"on {listed} videos of {listed} listed (0 skipped" in whole.output
+    report = json.loads((trained.parent / "eval" / "report.json").read_text())
+    assert (report["expected"], report["evaluated"], report["skipped"], report["short_shards"]) == (listed, listed, 0, [])
+
+    (shards / "val-000000.tar").write_bytes(b"")   # emptied: nothing to read, no error from the reader
+    short = run_eval(shards, trained)
+    assert short.exit_code == 1
+    assert f"evaluated 0 of the {listed} videos the manifest lists" in short.output
+    assert f"val-000000.tar: 0 of {listed} read" in short.output and "--allow-partial" in short.output
+    report = json.loads((trained.parent / "eval" / "report.json").read_text())   # written all the same
+    assert (report["expected"], report["evaluated"]) == (listed, 0)
+    accepted = run_eval(shards, trained, "--allow-partial")
+    assert accepted.exit_code == 0 and f"on 0 videos of {listed} listed" in accepted.output
+
+
+def test_training_warns_once_per_short_validation_shard_and_lists_it(data, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(data["shards"], shards)
+    (shards / "val-000000.tar").write_bytes(b"")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="validation read 0 of") as caught:
+        result = run_train(["--shards", str(shards), "--val-shards", str(shards), "--output", str(out),
+                            "--epochs", "2", "--steps-per-epoch", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert len([w for w in caught if "validation read" in str(w.message)]) == 1   # once, not once per epoch
+    summary = json.loads((out / "summary.json").read_text())
+    assert [Path(url).name for url in summary["val_short_shards"]] == ["val-000000.tar"]
+    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l]
+    assert all(r["evaluated"] == 0 and r["expected"] > 0 for r in epochs if r["kind"] == "epoch")
+
+
+def test_eval_refuses_shards_whose_class_list_differs_from_the_checkpoints(data, trained, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(data["shards"], shards)
+    manifest = json.loads((shards / "val.json").read_text())
+    manifest["classes"] = manifest["classes"][::-1]   # the same names in another order
+    (shards / "val.json").write_text(json.dumps(manifest))
+    result = run_eval(shards, trained)
+    assert result.exit_code == 1 and "the class lists differ: class 0 is" in result.output
 
 
 def test_predict_prints_classes_and_rejects_non_videos(data, tmp_path):

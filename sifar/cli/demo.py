@@ -27,7 +27,7 @@ from sifar.data.preview import find_sample, super_image
 from sifar.data.shard_writer import ShardLimits
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
-from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.evaluate import EvalResult, check_coverage, evaluate, evaluation_coverage, write_eval_report
 from sifar.predict import predict
 from sifar.train import TrainConfig, train
 
@@ -83,6 +83,7 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     loader = build_loader(str(shards), split="val", num_frames=model.num_frames, frame_size=model.frame_size,
                           batch_size=50, num_workers=workers, crops=3)
     result = evaluate(model, loader, torch.device("cpu"), len(classes))
+    check_coverage(evaluation_coverage(loader, torch.device("cpu")), result.num_samples + result.unlabeled)
     paths = write_eval_report(result, classes, run / "eval", extra={"crops": 3})
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
     click.echo("one held-out video of each class (true class -> top-2 predicted):")

@@ -9,7 +9,8 @@ import click
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data import build_loader
 from sifar.distributed import cleanup, init_distributed
-from sifar.evaluate import evaluate, write_eval_report
+from sifar.evaluate import (IncompleteEvaluationError, check_coverage, check_same_classes, evaluate,
+                            evaluation_coverage, write_eval_report)
 from sifar.models import compile_model
 from sifar.models.weights import CheckpointError
 from sifar.precision import allow_tf32
@@ -32,8 +33,10 @@ from sifar.precision import allow_tf32
               help="Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
 @click.option("--compile", "compiled", is_flag=True, help="torch.compile the model (GPU: faster after warm-up).")
 @click.option("--output", default=None, help="Report folder (default: beside the checkpoint).")
+@click.option("--allow-partial", is_flag=True,
+              help="Accept evaluating fewer videos than the manifest lists (default: an error naming the shards).")
 def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch_size, workers, split, ema,
-         precision, device, attention, compiled, output) -> None:
+         precision, device, attention, compiled, output, allow_partial) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix; softmax averaged over clips x crops."""
     if reverse_frames and shuffle_frames:
         raise click.UsageError("--reverse-frames and --shuffle-frames exclude each other")
@@ -45,26 +48,32 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
         loader = build_loader(shards, split=split, num_frames=model.num_frames, frame_size=model.frame_size,
                               batch_size=batch_size, num_workers=workers, clips=clips, crops=int(crops),
                               rank=info.rank, world_size=info.world_size)
-        if loader.num_classes not in (None, len(classes)):
-            raise ValueError(f"{shards} has {loader.num_classes} classes but {checkpoint} was trained on "
-                             f"{len(classes)}")
+        check_same_classes(classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
         model = model.to(info.device)
         model = compile_model(model, training=False) if compiled else model
         result = evaluate(model, loader, info.device, len(classes), precision, order)
+        coverage = evaluation_coverage(loader, info.device)
     except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
     finally:
         cleanup()
+    evaluated = result.num_samples + result.unlabeled
     if info.is_main:
         folder = Path(output) if output else Path(checkpoint).parent / "eval"
         prefix = "" if order == "normal" else f"{order}_"
         paths = write_eval_report(result, classes, folder, prefix=prefix,
                                   extra={"checkpoint": str(checkpoint), "shards": shards, "clips": clips,
-                                         "crops": int(crops), "frame_order": order, "loader": loader.stats})
-        click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos "
-                   f"({clips} clip(s) x {crops} crop(s), {order} order); "
+                                         "crops": int(crops), "frame_order": order, "loader": loader.stats,
+                                         **coverage.summary(evaluated)})
+        listed = "" if coverage.expected is None else f" of {coverage.expected} listed"
+        click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos{listed} "
+                   f"({coverage.skipped} skipped; {clips} clip(s) x {crops} crop(s), {order} order); "
                    f"{result.videos_per_s:.1f} videos/s per process after the first batch")
         click.echo(f"report: {paths['report']}\nconfusion matrix: {paths['confusion']}")
+    try:
+        check_coverage(coverage, evaluated, allow_partial)
+    except IncompleteEvaluationError as err:
+        raise click.ClickException(str(err)) from err
 
 
 if __name__ == "__main__":

@@ -101,10 +101,26 @@ class Clip(NamedTuple):
 
 
 class LoaderStats:
-    """Counters shared by all worker processes of a loader (shared memory, so they survive the workers)."""
+    """Counters shared by all worker processes of a loader (shared memory, so they survive the workers):
+    bad-data events, and the samples read from each shard of ``shards`` (good or not: what a complete read
+    of a shard must match in its manifest's count)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shards: list[str] = ()) -> None:
         self._counts = multiprocessing.Array("q", len(STAT_NAMES))
+        self._shard_index = {url: i for i, url in enumerate(shards)}
+        self._shard_reads = multiprocessing.Array("q", max(1, len(shards)))
+
+    def read_from(self, url: str) -> None:
+        """Count one sample read from shard ``url`` (URLs outside the loader's list are not counted)."""
+        index = self._shard_index.get(url)
+        if index is not None:
+            with self._shard_reads.get_lock():
+                self._shard_reads[index] += 1
+
+    def shard_reads(self) -> list[int]:
+        """Samples read from each shard so far, in the loader's shard order."""
+        with self._shard_reads.get_lock():
+            return list(self._shard_reads[:len(self._shard_index)])
 
     def add(self, name: str, count: int = 1) -> int:
         """Add to a counter; returns its new value."""
@@ -224,6 +240,7 @@ def _read_shard(url: str, select: Callable, keep: Callable | None, stats: Loader
                 reader = TarMemberReader(stream, url, seekable=not is_url(url))
                 for item in read_samples(reader, select, partial(_wanted, resume_at, keep)):
                     resume_at = item.position + 1
+                    stats.read_from(url)
                     if isinstance(item, SampleError):
                         kind = "missing_frames" if item.missing_frames else "bad_samples"
                         stats.report(kind, f"skipping sample {item.key} of {url}: {item.reason}")
@@ -560,7 +577,7 @@ class VideoLoader:
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self.reuse_memory = reuse_memory
-        self._stats = LoaderStats()
+        self._stats = LoaderStats(source.shards)
         self.set_epoch(epoch, start_batch)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -573,6 +590,8 @@ class VideoLoader:
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[Batch]:
+        if not self.config.training:  # an evaluation's counts are those of its last pass
+            self._stats = LoaderStats(self.source.shards)
         workers = self.config.num_workers
         # per worker: the batches it may have queued, and two the consumer holds (the current, the last)
         slots = self.prefetch_factor + 2 if workers and self.reuse_memory else 0
@@ -600,6 +619,11 @@ class VideoLoader:
     def stats(self) -> dict[str, int]:
         """Counts so far, all workers together: samples delivered and every kind of bad data skipped."""
         return self._stats.as_dict()
+
+    def shard_reads(self) -> list[tuple[str, int | None, int]]:
+        """(shard, samples its manifest lists or None, samples read so far) for every shard of the source."""
+        reads = self._stats.shard_reads()
+        return [(url, self.source.samples_in(url), read) for url, read in zip(self.source.shards, reads)]
 
     @property
     def manifest(self):
