@@ -99,10 +99,10 @@ def tools(*args: str) -> Result:
     return CliRunner().invoke(sifar_tools, list(args))
 
 
-def evaluate(shards: str, checkpoint: Path, output: Path) -> dict:
+def evaluate(shards: str, checkpoint: Path, output: Path, *extra: str) -> dict:
     result = CliRunner().invoke(eval_main, ["--shards", shards, "--checkpoint", str(checkpoint), "--split", "val",
                                             "--crops", "1", "--workers", "0", "--batch-size", "4",
-                                            "--output", str(output)])
+                                            "--output", str(output), *extra])
     assert result.exit_code == 0, result.output
     return json.loads((output / "report.json").read_text())
 
@@ -221,12 +221,14 @@ def test_failed_downloads_are_retried_and_a_dead_shard_is_skipped_and_reported(b
     with faulty_proxy(s3_endpoint, cut_gets=cut) as proxy:
         point_s3_at(monkeypatch, proxy.endpoint)
         with pytest.warns(BadDataWarning, match="val-000001.tar"):
-            flaky = evaluate(bucket["url"], checkpoint, tmp_path / "flaky")
+            flaky = evaluate(bucket["url"], checkpoint, tmp_path / "flaky", "--allow-partial")
     assert proxy.gets == {"synth/val-000000.tar": 4, "synth/val-000001.tar": 6, "synth/val-000002.tar": 1}
     assert flaky["loader"]["broken_shards"] == 1 and flaky["loader"]["shard_retries"] == 1 + 2
     dead = {name.split(".")[0] for name in tar_names(bucket["local"] / "val-000001.tar")}
     labels = Counter(label for key, label in val_labels(bucket["local"]).items() if key not in dead)
     assert flaky["num_samples"] == 6 - len(dead) == 4
+    assert (flaky["expected"], flaky["evaluated"], flaky["skipped"]) == (6, 4, 0)
+    assert flaky["short_shards"] == [{"shard": f"{bucket['url']}val-000001.tar", "expected": 2, "read": 0}]
     assert [sum(row) for row in flaky["confusion"]] == [labels[c] for c in range(3)]
 
 
