@@ -40,6 +40,7 @@ from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, 
 from sifar.metrics_log import MetricsLog
 from sifar.models import SuperImageClassifier, compile_model, create_model, resolve_config
 from sifar.precision import allow_tf32, autocast_for
+from sifar.run_lock import run_lock
 
 LR_REFERENCE_BATCH = 512
 
@@ -357,8 +358,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
         cleanup()
 
 
+TRAIN_LOCK = ".sifar-train.lock"
+
+
 def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
+    # rank 0 writes everything in the folder; if it cannot have it, it fails and torchrun ends the job
+    with run_lock(output, TRAIN_LOCK, "training run") if dist_info.is_main else contextlib.nullcontext():
+        return _train_in(output, config, dist_info)
+
+
+def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     allow_tf32()
     seed_everything(config.seed)  # same initial weights on every rank
     flip = {"auto": None, "on": True, "off": False}[config.flip]

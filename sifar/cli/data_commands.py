@@ -18,6 +18,7 @@ from sifar.data.synth import CLASSES, SynthConfig, make_dataset
 from sifar.data.synth_reference import evaluate_split
 from sifar.data.workers import available_cores
 from sifar.io import atomic_write, check_store_access, is_url
+from sifar.run_lock import FolderInUseError
 
 SPLITS = ("train", "val", "test")
 
@@ -88,7 +89,7 @@ def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Pat
                    workers=workers or available_cores(), seed=seed, resume=resume, progress=progress)
     try:
         report = shard_dataset(job)
-    except (ValueError, KeyError, OSError) as err:
+    except (ValueError, KeyError, OSError, FolderInUseError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(summary_line(report))
     if report.failure_fraction > max_failures:

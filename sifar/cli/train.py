@@ -7,10 +7,11 @@ import click
 from sifar.checkpoint import CheckpointWriteError
 from sifar.cli.options import dataclass_options
 from sifar.models.weights import CheckpointError
+from sifar.run_lock import FolderInUseError
 from sifar.train import NonFiniteLossError, TrainConfig, train
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
-               CheckpointWriteError, NonFiniteLossError)
+               CheckpointWriteError, NonFiniteLossError, FolderInUseError)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -39,6 +39,7 @@ from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
 from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write, check_store_access, is_http, is_url, storage_error, url_filesystem
+from sifar.run_lock import run_lock
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class ShardReport:
 def shard_dataset(job: ShardJob) -> ShardReport:
     """Run a whole shard job; returns its report (the caller decides what failures mean for the exit code)."""
     started = time.monotonic()
-    with shard_output(job.out) as output:
+    with shard_output(job.out, job.split) as output:
         classes = job.classes if job.classes is not None else sibling_classes(job, output)
         index = formats.read_split(job.dataset, ReadRequest(job.src, job.split, job.annotations, classes))
         records = shuffled(index.records, job.seed)
@@ -237,12 +238,15 @@ class ShardOutput:
 
 
 @contextlib.contextmanager
-def shard_output(out: Path | str) -> Iterator[ShardOutput]:
-    """The output of a run. A URL is checked at once (bucket and credentials) and gets a staging folder
-    in the temporary directory, removed afterwards; HTTP(S), being read-only, is refused."""
+def shard_output(out: Path | str, split: str) -> Iterator[ShardOutput]:
+    """The output of a run of ``split``. A local folder is held by one run of a split at a time
+    (:mod:`sifar.run_lock`). A URL is checked at once (bucket and credentials) and gets a staging folder in
+    the temporary directory, removed afterwards (an object store has no lock: runs of one split there must
+    not overlap); HTTP(S), being read-only, is refused."""
     if not is_url(out):
         Path(out).mkdir(parents=True, exist_ok=True)
-        yield ShardOutput(Path(out), Path(out))
+        with run_lock(out, f".{split}.lock", f"shard run of split {split}"):
+            yield ShardOutput(Path(out), Path(out))
         return
     if is_http(out):
         raise ValueError(f"cannot write shards to {out}: HTTP(S) is read-only; use a folder or an object store "
