@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,15 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """ValueError unless ``device`` is auto, cpu, cuda or cuda:N (anything else would silently run on CPU)."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def init_distributed(device: str | None = None) -> DistInfo:

@@ -30,11 +30,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sifar.cli.options import help_field
+from sifar.cli.options import check_bounds, help_field
 from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import normalize
-from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
+from sifar.distributed import DistInfo, barrier, check_device, cleanup, init_distributed
 from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
                             write_eval_report)
 from sifar.metrics_log import MetricsLog
@@ -45,6 +45,10 @@ from sifar.run_lock import run_lock
 LR_REFERENCE_BATCH = 512
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work: ``"<field>: <why>"``."""
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; written to ``<output>/config.json`` and into each checkpoint."""
@@ -53,28 +57,30 @@ class TrainConfig:
     output: str = help_field(None, "Output folder (checkpoints, metrics, plots). Re-running into it resumes.")
     val_shards: str | None = help_field(None, "Validation shards (same forms as --shards).")
     model: str = help_field("SIFAR-B-12", "Registered model name or alias, or timm:<any timm classifier>.")
-    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).")
+    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).", min=1)
     layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the paper's rule).")
-    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).")
+    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).", min=1)
     frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
     frame_average: bool = help_field(False, "Baseline (TSN-style): classify each frame alone, average the scores.")
-    num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).")
+    num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).",
+                                         min=1)
     pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
-    epochs: int = help_field(30, "Training epochs.")
-    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.")
-    batch_size: int = help_field(32, "Clips per GPU (per process) per step.")
-    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).")
+    epochs: int = help_field(30, "Training epochs.", min=1)
+    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.", min=0)
+    batch_size: int = help_field(32, "Clips per GPU (per process) per step.", min=1)
+    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).", min=0, min_open=True)
     scale_lr: bool = help_field(False, f"Scale the LR linearly by global batch / {LR_REFERENCE_BATCH}.")
-    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.")
-    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.")
-    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).")
-    drop_path: float = help_field(0.1, "Stochastic depth rate.")
-    smoothing: float = help_field(0.1, "Label smoothing.")
-    mixup: float = help_field(0.8, "Mixup alpha (0 disables).")
-    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).")
-    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.")
-    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.")
-    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).")
+    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.", min=0)
+    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.", min=0)
+    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).", min=0)
+    drop_path: float = help_field(0.1, "Stochastic depth rate.", min=0, max=1, max_open=True)
+    smoothing: float = help_field(0.1, "Label smoothing.", min=0, max=1, max_open=True)
+    mixup: float = help_field(0.8, "Mixup alpha (0 disables).", min=0)
+    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).", min=0)
+    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.", min=0, min_open=True)
+    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.", min=1)
+    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).", min=0, max=1,
+                                  max_open=True)
     compile: bool = help_field(False, "torch.compile the model.")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
     channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
@@ -84,15 +90,25 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
     sampling: Literal["uniform", "dense"] = help_field("uniform", "Frame sampling (the paper: uniform).")
     flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
-    workers: int = help_field(4, "Loader worker processes per GPU.")
-    steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).")
-    max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.")
-    val_clips: int = help_field(1, "Temporal clips per video when validating.")
+    workers: int = help_field(4, "Loader worker processes per GPU.", min=0)
+    steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).",
+                                             min=1)
+    max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
+    val_clips: int = help_field(1, "Temporal clips per video when validating.", min=1)
     val_crops: int = help_field(1, "Spatial crops per clip when validating (1 or 3).")
-    save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).")
+    save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).", min=1)
     resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
     seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
-    device: str = help_field("auto", "auto, cpu or cuda.")
+    device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
+
+    def __post_init__(self) -> None:
+        try:
+            check_bounds(self)
+            check_device(self.device)
+            if self.val_crops not in (1, 3):
+                raise ValueError(f"val_crops: 1 (centre) or 3 (top-left, centre, bottom-right), got {self.val_crops}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 @dataclass
@@ -128,6 +144,24 @@ def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
         attention=config.attention, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
         frame_average=config.frame_average,
     )
+
+
+def check_clip_fits_model(config: TrainConfig) -> None:
+    """ConfigError when the model cannot take the clip (a frame size its patches and windows do not divide,
+    frames its layout cannot hold, an option its family refuses), before any data is read: the model is
+    built and run on the meta device, which allocates nothing."""
+    try:
+        with torch.device("meta"):
+            model = build_model(dataclasses.replace(config, pretrained=None), num_classes=2)
+            model(torch.empty(1, model.num_frames, 3, model.frame_size, model.frame_size))
+    except Exception as err:  # noqa: BLE001 - whatever the model's layers raise for a shape they cannot take
+        if isinstance(err, KeyError):  # an unknown model name (the message lists the known ones)
+            raise ConfigError(f"model: {err.args[0]}") from None
+        known = resolve_config(config.model)
+        why = str(err).strip().splitlines()[-1].strip()
+        raise ConfigError(f"model: {config.model} cannot take {config.num_frames or known.num_frames} frames of "
+                          f"{config.frame_size or known.frame_size} px (layout {config.layout or 'by the paper rule'})"
+                          f": {why}") from None
 
 
 def prepare_output(folder: str) -> Path:
@@ -351,6 +385,7 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training job; returns the final summary (also written to summary.json)."""
+    check_clip_fits_model(config)
     dist_info = init_distributed(config.device)
     try:
         return _train(config, dist_info)

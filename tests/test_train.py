@@ -20,7 +20,7 @@ from sifar.cli.train import main as train_main
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
-from sifar.train import LaggedLosses, NonFiniteLossError
+from sifar.train import ConfigError, LaggedLosses, NonFiniteLossError, TrainConfig
 
 TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
         "--warmup-epochs", "0.5", "--lr", "1e-3"]
@@ -172,7 +172,7 @@ def test_demo_model_trains_channels_last_and_evaluates(data, tmp_path):
     common = ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1", "--model", "SIFAR-VGG-T",
               "--batch-size", "4", "--workers", "0"]
     refused = CliRunner().invoke(train_main, common)   # the default drop path 0.1 has nothing to drop
-    assert refused.exit_code == 1 and "--drop-path 0" in refused.output
+    assert refused.exit_code == 2 and "--drop-path 0" in refused.output   # refused before any work
     result = run_train([*common, "--drop-path", "0", "--channels-last"])
     assert result.exit_code == 0, result.output
     weights = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]
@@ -192,7 +192,35 @@ def test_class_count_that_disagrees_with_the_manifest(data, tmp_path):
 def test_layout_that_cannot_hold_the_frames(data, tmp_path):
     result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path / "r"),
                                              "--layout", "2x2", *TINY])
-    assert result.exit_code == 1 and "layout 2x2 has 4 cells, too few for 8 frames" in result.output
+    assert result.exit_code == 2 and "layout 2x2 has 4 cells, too few for 8 frames" in result.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "'--batch-size': 0 is not in the range x>=1"),
+    ("--accum-steps", "0", "'--accum-steps': 0 is not in the range x>=1"),
+    ("--num-frames", "0", "'--num-frames': 0 is not in the range x>=1"),   # was: silently the model's 8
+    ("--frame-size", "0", "'--frame-size': 0 is not in the range x>=1"),   # was: silently the model's 64
+    ("--lr", "0", "'--lr': 0.0 is not in the range x>0"),
+    ("--drop-path", "1", "'--drop-path': 1.0 is not in the range 0<=x<1"),
+    ("--device", "tpu", "'--device': expected auto, cpu, cuda or cuda:N, got 'tpu'"),   # was: silently the CPU
+    ("--val-crops", "2", "'--val-crops': 1 (centre) or 3"),
+    ("--frame-size", "33", "'--model': SIFAR-N-6 cannot take 8 frames of 33 px"),   # was: an einops traceback
+])
+def test_options_are_checked_where_they_enter(data, tmp_path, option, value, message):
+    out = tmp_path / "run"
+    args = ["--shards", str(data["shards"]), "--output", str(out), *TINY]
+    result = CliRunner().invoke(train_main, [*args, option, value])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)   # no traceback
+    assert not out.exists()   # refused before anything was written
+
+
+def test_configs_made_in_python_are_checked_the_same_way():
+    with pytest.raises(ConfigError, match="batch_size: 0 is not in the range x>=1"):
+        TrainConfig(shards="s", output="o", batch_size=0)
+    with pytest.raises(ConfigError, match="device: expected auto, cpu, cuda or cuda:N"):
+        TrainConfig(shards="s", output="o", device="gpu0")
+    assert TrainConfig(shards="s", output="o", device="cuda:1", num_frames=None).device == "cuda:1"
 
 
 def test_unwritable_output_folder(data, tmp_path):

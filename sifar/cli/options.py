@@ -10,8 +10,8 @@ from typing import Any, Callable
 import click
 
 
-def _option_type(hint: Any) -> tuple[Any, bool]:
-    """(click type, is_flag) for a field's annotation; Optional[X] becomes X."""
+def _option_type(hint: Any, bounds: dict[str, Any] | None = None) -> tuple[Any, bool]:
+    """(click type, is_flag) for a field's annotation and its bounds; Optional[X] becomes X."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         hint = inner[0]
@@ -19,7 +19,22 @@ def _option_type(hint: Any) -> tuple[Any, bool]:
         return bool, True
     if typing.get_origin(hint) is typing.Literal:
         return click.Choice([str(a) for a in typing.get_args(hint)]), False
+    if bounds and hint in (int, float):
+        return (click.IntRange if hint is int else click.FloatRange)(**bounds), False
     return hint, False
+
+
+def check_bounds(config: Any) -> None:
+    """ValueError naming the first field of a config dataclass outside its :func:`help_field` bounds (the
+    command line refuses those values itself, naming the option; this covers Python callers)."""
+    for field in dataclasses.fields(config):
+        bounds, value = field.metadata.get("bounds"), getattr(config, field.name)
+        if not bounds or value is None:
+            continue
+        try:
+            (click.IntRange if isinstance(value, int) else click.FloatRange)(**bounds).convert(value, None, None)
+        except click.BadParameter as err:
+            raise ValueError(f"{field.name}: {err.message}") from None
 
 
 def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
@@ -30,7 +45,7 @@ def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callab
         for field in reversed(dataclasses.fields(cls)):
             if field.name in skip:
                 continue
-            click_type, is_flag = _option_type(hints[field.name])
+            click_type, is_flag = _option_type(hints[field.name], field.metadata.get("bounds"))
             name = field.name.replace("_", "-")
             required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
             default = None if required else (
@@ -45,6 +60,11 @@ def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callab
     return decorate
 
 
-def help_field(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with its command-line help beside it."""
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+def help_field(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+               min_open: bool = False, max_open: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field with its command-line help and its bounds (``min``/``max``, open or closed) beside
+    it: the generated option refuses values outside them (click's usage error, exit 2, naming the option)."""
+    metadata: dict[str, Any] = {"help": help}
+    if min is not None or max is not None:
+        metadata["bounds"] = {"min": min, "max": max, "min_open": min_open, "max_open": max_open}
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -8,7 +8,7 @@ from sifar.checkpoint import CheckpointWriteError
 from sifar.cli.options import dataclass_options
 from sifar.models.weights import CheckpointError
 from sifar.run_lock import FolderInUseError
-from sifar.train import NonFiniteLossError, TrainConfig, train
+from sifar.train import ConfigError, NonFiniteLossError, TrainConfig, train
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
                CheckpointWriteError, NonFiniteLossError, FolderInUseError)
@@ -27,6 +27,9 @@ def main(**settings) -> None:
             raise click.UsageError(f"--{required} is required")
     try:
         summary = train(TrainConfig(**settings))
+    except ConfigError as err:  # "<field>: <why>": a usage error naming the option
+        field, _, why = str(err).partition(": ")
+        raise click.UsageError(f"Invalid value for '--{field.replace('_', '-')}': {why}") from err
     except USER_ERRORS as err:
         raise click.ClickException(str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from err
     click.echo(f"done: {summary['epochs_done']} epochs, {summary['steps']} steps, best top-1 {summary['best_top1']:.2f}"
