@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sifar.io import atomic_write
 from sifar.plots import plot_curves
 
 
@@ -25,6 +26,24 @@ class MetricsLog:
         record = {"time": round(time.time(), 3), **record}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def rewind(self, step: int, epoch: int) -> None:
+        """Keep only what a run resumed at ``step`` (in epoch ``epoch``) has done: records of later steps and
+        epochs (logged after the checkpoint, before a crash) and a half-written last line are dropped, so
+        each step appears once after the run goes on."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a crash cut short
+            if (record.get("kind") == "step" and record.get("step", 0) <= step) or \
+                    (record.get("kind") == "epoch" and record.get("epoch", 0) <= epoch):
+                kept.append(line + "\n")
+        with atomic_write(self.path, "w") as handle:
+            handle.writelines(kept)
 
     def step(self, step: int, **values: float) -> None:
         self._write({"kind": "step", "step": step, **values})

@@ -146,6 +146,12 @@ def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
     )
 
 
+def remove_unfinished_checkpoints(output: Path) -> None:
+    """Delete the temporary files of checkpoint writes that a killed run left (``.last.pt.*.tmp``)."""
+    for path in output.glob(".*.pt.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
 def check_clip_fits_model(config: TrainConfig) -> None:
     """ConfigError when the model cannot take the clip (a frame size its patches and windows do not divide,
     frames its layout cannot hold, an option its family refuses), before any data is read: the model is
@@ -342,6 +348,9 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
             log.step(**record)
 
     for micro, (frames, labels, _keys) in enumerate(timed(iter(loader), timer)):
+        if config.max_steps is not None and state.step >= config.max_steps:  # --max-steps counts every step
+            batches.close()
+            return False
         frames = normalize(frames.to(device, non_blocking=True), model.mean, model.std)
         labels = labels.to(device, non_blocking=True)
         targets = labels
@@ -422,8 +431,6 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
     model = build_model(config, num_classes).to(dist_info.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if dist_info.is_main:
-        (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     updates_per_epoch = max(1, train_loader.steps_per_epoch // config.accum_steps)
     optimizer = build_optimizer(model, config, effective_lr(config, dist_info.world_size), dist_info.device)
     scheduler = build_scheduler(optimizer, config, updates_per_epoch)
@@ -435,6 +442,9 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
     last = output / "last.pt"
     if config.resume and last.exists():
         state, saved_rng = restore(last, model, optimizer, scheduler, ema, config)
+    if dist_info.is_main:  # only now: a refused resume leaves the folder as it was
+        remove_unfinished_checkpoints(output)
+        (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams
     train_model = model
     if dist_info.world_size > 1:
@@ -443,6 +453,7 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
     if config.compile:
         train_model = compile_model(train_model, training=True)
     log = MetricsLog(output, enabled=dist_info.is_main)
+    log.rewind(state.step, state.epoch)
 
     def save(name: str = "last.pt") -> None:
         if dist_info.is_main:

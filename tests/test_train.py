@@ -267,8 +267,32 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
     assert run_train([*common, *TINY]).exit_code == 0
     other = [*TINY[:-2], "--lr", "1e-3"]
     other[other.index("4")] = "2"  # another batch size
+    before = (out / "config.json").read_text()
     result = CliRunner().invoke(train_main, [*common, *other])
     assert result.exit_code == 1 and "cannot resume" in result.output and "batch_size" in result.output
+    assert (out / "config.json").read_text() == before   # the refused settings were not written
+
+
+def test_a_resume_after_a_crash_logs_each_step_once_and_max_steps_counts_every_step(data, tmp_path):
+    common = ["--shards", str(data["shards"]), "--epochs", "2", "--steps-per-epoch", "3", "--save-every", "100",
+              *TINY]
+    straight = tmp_path / "straight"
+    assert run_train([*common, "--output", str(straight)]).exit_code == 0
+    broken = tmp_path / "broken"
+    assert run_train([*common, "--output", str(broken), "--max-steps", "4"]).exit_code == 0
+    assert run_train([*common, "--output", str(broken), "--max-steps", "4"]).exit_code == 0   # done: no 5th step
+    assert [s for s, _ in step_losses(broken)] == [1, 2, 3, 4]
+    # a crash after the checkpoint of step 4: steps 5 and 6 logged, a line cut short, a checkpoint half written
+    logged = (straight / "metrics.jsonl").read_text().splitlines()
+    later = [line for line in logged if json.loads(line).get("step") in (5, 6)]
+    with open(broken / "metrics.jsonl", "a") as handle:
+        handle.write("\n".join(later) + '\n{"time": 17, "kind": "st')
+    (broken / ".last.pt.k2x9.tmp").write_bytes(b"half a checkpoint")
+    assert run_train([*common, "--output", str(broken)]).exit_code == 0
+    resumed, expected = step_losses(broken), step_losses(straight)
+    assert [s for s, _ in resumed] == [1, 2, 3, 4, 5, 6]   # each step once
+    assert [l for _, l in resumed] == pytest.approx([l for _, l in expected], rel=1e-5, abs=1e-6)
+    assert not list(broken.glob("*.tmp"))
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
