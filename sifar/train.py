@@ -233,14 +233,19 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
 
 RESUME_MUST_MATCH = ("model", "num_frames", "layout", "frame_size", "frame_embed", "frame_average", "batch_size",
                      "accum_steps")
+# The restored scheduler and optimizer carry the schedule and the weight decay they were made with: a resume
+# that changed them would silently keep the old ones, so it is refused.
+RESUME_SCHEDULE = ("epochs", "warmup_epochs", "lr", "scale_lr", "min_lr", "warmup_lr", "weight_decay",
+                   "steps_per_epoch")
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    changed = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(config, k)]
+    changed = [k for k in RESUME_MUST_MATCH + RESUME_SCHEDULE if saved.get(k) != getattr(config, k)]
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise ValueError(f"cannot resume from {path}: the run was started with other settings ({details}); "
-                         f"use another --output or --no-resume")
+                         f"resume with the same ones, or start another --output (--pretrained {path} to go on "
+                         f"from its weights with a new schedule), or --no-resume")
 
 
 def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:

@@ -271,6 +271,9 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
     result = CliRunner().invoke(train_main, [*common, *other])
     assert result.exit_code == 1 and "cannot resume" in result.output and "batch_size" in result.output
     assert (out / "config.json").read_text() == before   # the refused settings were not written
+    for option, value in (("--epochs", "3"), ("--lr", "5e-4"), ("--warmup-epochs", "0")):
+        longer = run_train([*common, *TINY, option, value])   # the restored schedule would ignore it: refused
+        assert longer.exit_code == 1 and "cannot resume" in longer.output and option[2:].replace("-", "_") in longer.output
 
 
 def test_a_resume_after_a_crash_logs_each_step_once_and_max_steps_counts_every_step(data, tmp_path):
