@@ -158,7 +158,9 @@ def check_clip_fits_model(config: TrainConfig) -> None:
     built and run on the meta device, which allocates nothing."""
     try:
         with torch.device("meta"):
-            model = build_model(dataclasses.replace(config, pretrained=None), num_classes=2)
+            # sdpa: the attention kernel changes no shape, and FlexAttention (auto's choice on a GPU) has no
+            # meta-device kernel
+            model = build_model(dataclasses.replace(config, pretrained=None, attention="sdpa"), num_classes=2)
             model(torch.empty(1, model.num_frames, 3, model.frame_size, model.frame_size))
     except Exception as err:  # noqa: BLE001 - whatever the model's layers raise for a shape they cannot take
         if isinstance(err, KeyError):  # an unknown model name (the message lists the known ones)
