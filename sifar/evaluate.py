@@ -35,6 +35,11 @@ class EvalResult:
         return int(self.confusion.sum())
 
     @property
+    def evaluated(self) -> int:
+        """Videos evaluated, labelled or not (what coverage compares with the manifest)."""
+        return self.num_samples + self.unlabeled
+
+    @property
     def top1(self) -> float:
         return 100.0 * float(self.confusion.diag().sum()) / max(self.num_samples, 1)
 

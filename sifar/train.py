@@ -487,7 +487,7 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
                               num_classes, config.precision)
             coverage = evaluation_coverage(val_loader, dist_info.device)
             warn_short_shards(coverage, short_val_shards)
-            log.epoch(epoch=state.epoch, **result.summary(), **coverage.summary(result.num_samples + result.unlabeled))
+            log.epoch(epoch=state.epoch, **result.summary(), **coverage.summary(result.evaluated))
             if result.top1 > state.best_top1:
                 state.best_top1, best = result.top1, result
                 save("best.pt")

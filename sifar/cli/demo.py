@@ -83,7 +83,7 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     loader = build_loader(str(shards), split="val", num_frames=model.num_frames, frame_size=model.frame_size,
                           batch_size=50, num_workers=workers, crops=3)
     result = evaluate(model, loader, torch.device("cpu"), len(classes))
-    check_coverage(evaluation_coverage(loader, torch.device("cpu")), result.num_samples + result.unlabeled)
+    check_coverage(evaluation_coverage(loader, torch.device("cpu")), result.evaluated)
     paths = write_eval_report(result, classes, run / "eval", extra={"crops": 3})
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
     click.echo("one held-out video of each class (true class -> top-2 predicted):")

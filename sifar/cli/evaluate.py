@@ -57,21 +57,20 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
         raise click.ClickException(str(err)) from err
     finally:
         cleanup()
-    evaluated = result.num_samples + result.unlabeled
     if info.is_main:
         folder = Path(output) if output else Path(checkpoint).parent / "eval"
         prefix = "" if order == "normal" else f"{order}_"
         paths = write_eval_report(result, classes, folder, prefix=prefix,
                                   extra={"checkpoint": str(checkpoint), "shards": shards, "clips": clips,
                                          "crops": int(crops), "frame_order": order, "loader": loader.stats,
-                                         **coverage.summary(evaluated)})
+                                         **coverage.summary(result.evaluated)})
         listed = "" if coverage.expected is None else f" of {coverage.expected} listed"
         click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos{listed} "
                    f"({coverage.skipped} skipped; {clips} clip(s) x {crops} crop(s), {order} order); "
                    f"{result.videos_per_s:.1f} videos/s per process after the first batch")
         click.echo(f"report: {paths['report']}\nconfusion matrix: {paths['confusion']}")
     try:
-        check_coverage(coverage, evaluated, allow_partial)
+        check_coverage(coverage, result.evaluated, allow_partial)
     except IncompleteEvaluationError as err:
         raise click.ClickException(str(err)) from err
 

@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from sifar.data.ffmpeg import has_encoder, quiet_command
 from sifar.data.formats.csv_list import ListEntry, write_entries
+from sifar.data.formats.records import Box
 from sifar.data.workers import available_cores, worker_pool
 from sifar.io import atomic_write
 
 SETTINGS_FILE = "synth.json"
 Clip = np.ndarray  # (frames, height, width, 3) uint8
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the frame (x1, y1 exclusive)
 Rng = np.random.Generator
 
 

@@ -19,15 +19,14 @@ a split of a made dataset, decoding the videos as sharding does.
 
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from sifar.data.decoders import JpegDecoder
 from sifar.data.ffmpeg import DecodeSettings, decode_video
 from sifar.data.formats.csv_list import read_entries
 from sifar.data.sampling import eval_indices
@@ -40,8 +39,9 @@ object's. Objects differ from every background colour by an RGB L1 distance of a
 colour space (below)."""
 FADED = 0.35  # an object whose contrast drops below this share of its peak is fading (a fade starts at
 # opacity 0, and the first of 8 uniformly sampled frames of a fade over 30% of the clip is below 0.22)
-SHOWN = 0.25  # a frame shows the object's place when its mask has this share of the largest mask's area
-# and its contrast half its peak (a fading object's faint remains are the parts that stand out most)
+SHOWN_AREA = 0.25  # a frame shows the object's place when its mask has this share of the largest mask's
+SHOWN_CONTRAST = 0.5  # area and its contrast this share of its peak (a fading object's faint remains are the
+# parts that stand out most, off its centre)
 TRAVELLED = 0.15  # a centroid that travels this share of the frame's short side is moving
 RESIZED = 0.6  # |log area change| above which the object grows or shrinks
 ANGLES = 90  # polar samples round the object (4 degrees apart)
@@ -139,7 +139,7 @@ def track_object(frames: np.ndarray, background: np.ndarray) -> ObjectTrack:
 def classify_track(track: ObjectTrack, side: int) -> str:
     """The class the measured changes name (see the module's rules)."""
     relative = track.contrast / max(float(track.contrast.max()), 1e-6)
-    visible = (track.area >= max(SHOWN * float(track.area.max()), 3.0)) & (relative >= 0.5)
+    visible = (track.area >= max(SHOWN_AREA * float(track.area.max()), 3.0)) & (relative >= SHOWN_CONTRAST)
     if visible.sum() >= 2:
         dx = _slope_change(track.x[visible], np.flatnonzero(visible)) / side
         dy = _slope_change(track.y[visible], np.flatnonzero(visible)) / side
@@ -191,10 +191,12 @@ class ReferenceReport:
         return {name: 100 * self.correct[name] / self.total[name] for name in sorted(self.total)}
 
 
-def decoded_frames(path: Path) -> np.ndarray:
-    """Every frame of a video as (T, H, W, 3) uint8, decoded as sharding stores them (JPEG at full size)."""
+def sampled_frames(path: Path, num_frames: int) -> np.ndarray:
+    """The ``num_frames`` uniformly sampled frames of a video (centre of each segment), (T, H, W, 3) uint8,
+    decoded as sharding stores them (JPEG at full size) and read back as the loader decodes them."""
     decoded = decode_video(path, DecodeSettings(short_side=0))
-    return np.stack([np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for jpeg in decoded.frames])
+    indices = eval_indices(len(decoded.frames), num_frames)[0]
+    return JpegDecoder().frames(dict(enumerate(decoded.frames)), indices).numpy()
 
 
 def evaluate_split(folder: Path, split: str = "val", num_frames: int = 8) -> ReferenceReport:
@@ -207,8 +209,7 @@ def evaluate_split(folder: Path, split: str = "val", num_frames: int = 8) -> Ref
         video = by_path.get(entry.video)
         if video is None:
             raise ValueError(f"{folder / split}.csv lists {entry.video}, which {folder}/synth.json did not make")
-        frames = decoded_frames(folder / entry.video)
-        clip = frames[eval_indices(len(frames), num_frames)[0]]
+        clip = sampled_frames(folder / entry.video, num_frames)
         background = video_background(video, config)
         report.total[entry.label] += 1
         report.correct[entry.label] += classify_clip(clip, background) == entry.label
