@@ -1,13 +1,20 @@
 """Small file helpers shared by shard writing, manifests and checkpoints: atomic writes, URL opening,
 and clear errors for object stores (S3 endpoint and credentials come from the standard AWS environment:
-``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``)."""
+``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``).
+
+Every remote file system is made here, with deadlines (:class:`NetworkDeadlines`): the storage
+libraries' own defaults wait 5 minutes (aiohttp, so fsspec's HTTP and gcsfs) or retry 5 x 5 times
+(s3fs around botocore), so one silent server hung a run for more than 7 minutes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -18,6 +25,79 @@ CREDENTIALS_HINT = ("credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS
                     "the endpoint from AWS_ENDPOINT_URL")
 _PATTERN = re.compile(r"[{*?\[]")
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> the extra installing its package
+DEADLINE_VARIABLES = {"connect_timeout": "SIFAR_CONNECT_TIMEOUT", "read_timeout": "SIFAR_READ_TIMEOUT",
+                      "probe_timeout": "SIFAR_PROBE_TIMEOUT"}
+
+
+@dataclass(frozen=True)
+class NetworkDeadlines:
+    """How long a remote request may wait, for S3, GCS and HTTP(S) alike.
+
+    ``connect_timeout``: seconds to open a connection; ``read_timeout``: seconds without a byte from the
+    server, between the bytes of a body too (so a stalled download fails instead of hanging). Each
+    request is tried by its library's own loop, once: s3fs 5 times (botocore's retries are switched off,
+    else they multiply: 5 x 5 tries before), gcsfs 6 times with up to 31 s of back-off, fsspec's HTTP
+    once (the loader re-opens a shard whose body stalls, from the sample where it stalled).
+    ``probe_timeout``: the first contact with a bucket (does it exist, are the credentials accepted) must
+    end within it whatever the library's retry schedule, so a wrong or silent endpoint fails in a minute.
+    Set with ``SIFAR_CONNECT_TIMEOUT``, ``SIFAR_READ_TIMEOUT`` and ``SIFAR_PROBE_TIMEOUT``; what fsspec's
+    own configuration sets (``FSSPEC_S3='{"config_kwargs": ...}'``, ``~/.config/fsspec``) wins over these.
+    """
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 10.0
+    probe_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"{DEADLINE_VARIABLES[name]} must be > 0 seconds, got {value}")
+
+    @classmethod
+    def from_environment(cls) -> NetworkDeadlines:
+        """The defaults, with what the ``SIFAR_*`` variables set; a malformed value names its variable."""
+        values = {}
+        for name, variable in DEADLINE_VARIABLES.items():
+            text = os.environ.get(variable)
+            if text is not None:
+                try:
+                    values[name] = float(text)
+                except ValueError:
+                    raise ValueError(f"{variable}={text!r} is not a number of seconds") from None
+        return cls(**values)
+
+    def options_for(self, protocol: str) -> dict[str, Any]:
+        """fsspec storage options of ``protocol`` that set these deadlines (none for local files)."""
+        if protocol in ("s3", "s3a"):
+            return {"config_kwargs": {"connect_timeout": self.connect_timeout, "read_timeout": self.read_timeout,
+                                      "retries": {"total_max_attempts": 1}}}
+        if protocol in ("http", "https"):
+            return {"client_kwargs": {"timeout": self._aiohttp_timeout()}}
+        if protocol in ("gs", "gcs"):
+            return {"requests_timeout": self._aiohttp_timeout()}
+        return {}
+
+    def _aiohttp_timeout(self) -> Any:
+        import aiohttp  # fsspec's HTTP and gcsfs are built on it; imported only when they are used
+
+        # no total: a long shard streams for as long as bytes keep coming (aiohttp's default cuts at 300 s)
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """The storage options every remote file system of ``url`` is made with: the deadlines, under what
+    fsspec's configuration sets for the protocol."""
+    protocol = url.split("://", 1)[0] if is_url(url) else "file"
+    ours = NetworkDeadlines.from_environment().options_for(protocol)
+    return _merged(ours, fsspec.config.conf.get(protocol, {}))
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both_dicts else value
+    return merged
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -57,8 +137,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def open_url(path: str | os.PathLike, mode: str = "rb") -> IO:
-    """Open a local path or any fsspec URL (s3://, gs://, http(s)://) for reading."""
-    return fsspec.open(str(path), mode).open()
+    """Open a local path or any fsspec URL (s3://, gs://, http(s)://) for reading (with deadlines)."""
+    return fsspec.open(str(path), mode, **storage_options(str(path))).open()
 
 
 def without_secrets(text: str) -> str:
@@ -71,6 +151,16 @@ def without_secrets(text: str) -> str:
     return text
 
 
+def describe_error(err: BaseException) -> str:
+    """What went wrong, for a message: the error's text (its type when it has none), a timeout said as one."""
+    if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
+        deadlines = asdict(NetworkDeadlines.from_environment())
+        limits = ", ".join(f"{name.removesuffix('_timeout')} {deadlines[name]:g} s ({variable})"
+                           for name, variable in DEADLINE_VARIABLES.items())
+        return f"timed out; deadlines: {limits}"
+    return without_secrets(str(err) or type(err).__name__)
+
+
 def storage_error(url: str, err: BaseException, context: str = "") -> OSError:
     """An error naming ``url`` (and nothing secret) for a failed storage call, of the kind the cause was.
 
@@ -78,7 +168,7 @@ def storage_error(url: str, err: BaseException, context: str = "") -> OSError:
     error of a file system or network library: ConnectionError.
     """
     lead = f"{context}: " if context else ""
-    reason = without_secrets(str(err) or type(err).__name__)
+    reason = describe_error(err)
     if isinstance(err, PermissionError):
         return PermissionError(f"{lead}access to {url} denied ({reason}); {CREDENTIALS_HINT}")
     if isinstance(err, FileNotFoundError):
@@ -87,9 +177,10 @@ def storage_error(url: str, err: BaseException, context: str = "") -> OSError:
 
 
 def url_filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec file system of ``url`` and the path within it; ValueError when its package is missing."""
+    """The fsspec file system of ``url`` (with deadlines) and the path within it; ValueError when its
+    package is missing."""
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **storage_options(url))
     except ImportError as err:  # e.g. gs:// without gcsfs
         extra = _EXTRAS.get(url.split("://", 1)[0])
         hint = f" (pip install 'sifar[{extra}]')" if extra else ""
@@ -106,8 +197,10 @@ def check_store_access(url: str, context: str = "") -> None:
     fs, path = url_filesystem(_PATTERN.split(url, maxsplit=1)[0])
     bucket = path.split("/", 1)[0]
     lead = f"{context}: " if context else ""
+    # fsspec's blocking wrappers of asynchronous file systems take a deadline for the whole call
+    bounded = {"timeout": NetworkDeadlines.from_environment().probe_timeout} if fs.async_impl else {}
     try:
-        fs.info(bucket)
+        fs.info(bucket, **bounded)
         return
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{lead}{url}: bucket {bucket!r} does not exist") from err
@@ -116,7 +209,7 @@ def check_store_access(url: str, context: str = "") -> None:
     except Exception as err:  # file systems and network libraries raise their own types
         raise storage_error(url, err, context) from err
     try:
-        fs.ls(path)
+        fs.ls(path, **bounded)
     except FileNotFoundError:
         pass
     except Exception as err:  # file systems and network libraries raise their own types

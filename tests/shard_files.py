@@ -13,8 +13,10 @@ import http.server
 import io
 import json
 import os
+import socket
 import tarfile
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -110,35 +112,91 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-class _BreakingHandler(_QuietHandler):
-    """Sends only half of the files named in ``break_once`` the first time each is asked for, then hangs up."""
+class _FaultPlan:
+    """Which downloads go wrong: files in ``break_once`` are cut off half-way the first time they are asked
+    for (then the connection is closed); files in ``stall`` send half and then nothing (the connection is
+    held open until the server stops) the first N times, every time for None."""
 
-    def __init__(self, *args, break_once: set[str], **kwargs):
-        self.break_once = break_once
+    def __init__(self, break_once: set[str], stall: dict[str, int | None]):
+        self.break_once, self.stall = set(break_once), dict(stall)
+        self.stalled: Counter = Counter()
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+
+    def fault_for(self, name: str) -> str | None:
+        with self.lock:
+            if name in self.break_once:
+                self.break_once.discard(name)
+                return "break"
+            if name in self.stall:
+                self.stalled[name] += 1
+                times = self.stall[name]
+                return "stall" if times is None or self.stalled[name] <= times else None
+        return None
+
+
+class _FaultyHandler(_QuietHandler):
+    def __init__(self, *args, plan: _FaultPlan, **kwargs):
+        self.plan = plan
         super().__init__(*args, **kwargs)
 
     def copyfile(self, source, outputfile):
-        name = self.path.lstrip("/")
-        if name not in self.break_once:
+        fault = self.plan.fault_for(self.path.lstrip("/"))
+        if fault is None:
             return super().copyfile(source, outputfile)
-        self.break_once.discard(name)
         data = source.read()
         outputfile.write(data[:len(data) // 2])
+        outputfile.flush()
+        if fault == "stall":
+            self.plan.stopped.wait(timeout=120)
         self.close_connection = True
 
 
 @contextlib.contextmanager
-def serve_folder(folder: str | os.PathLike, break_once: set[str] = frozenset()) -> Iterator[str]:
+def serve_folder(folder: str | os.PathLike, break_once: set[str] = frozenset(),
+                 stall: dict[str, int | None] | None = None) -> Iterator[str]:
     """Serve ``folder`` over HTTP on 127.0.0.1 (a real server, in a thread); yields its base URL.
 
-    Files named in ``break_once`` are cut off half-way the first time they are downloaded.
+    Files named in ``break_once`` are cut off half-way the first time they are downloaded; files in
+    ``stall`` stall half-way the first N times (None: always).
     """
-    handler = functools.partial(_BreakingHandler, directory=str(folder), break_once=set(break_once))
+    plan = _FaultPlan(break_once, stall or {})
+    handler = functools.partial(_FaultyHandler, directory=str(folder), plan=plan)
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
             yield f"http://127.0.0.1:{server.server_address[1]}"
         finally:
+            plan.stopped.set()
             server.shutdown()
             thread.join()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts every connection and never answers; yields ``http://host:port``."""
+    held: list[socket.socket] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stopped = threading.Event()
+
+    def accept() -> None:
+        while not stopped.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopped.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()

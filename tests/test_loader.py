@@ -367,6 +367,21 @@ def test_a_stream_that_breaks_off_is_read_on_from_where_it_broke(folder):
     assert loader.stats["shard_retries"] == 2 and loader.stats["broken_shards"] == 0
 
 
+@pytest.mark.timeout(60)
+def test_a_stalled_download_is_retried_then_counted_as_a_broken_shard(folder, monkeypatch):
+    """The server sends half of val-000001.tar once and of val-000003.tar every time, then nothing: each
+    stall ends after the read timeout, the shard is re-opened from the sample where it stalled, and the
+    one that always stalls keeps what was read and is counted."""
+    monkeypatch.setenv("SIFAR_READ_TIMEOUT", "0.5")
+    local = keys_of(loader_for(folder, "val"))
+    with serve_folder(folder, stall={"val-000001.tar": 1, "val-000003.tar": None}) as url:
+        loader = loader_for(f"{url}/val.json", "val", retry_delay=0)
+        with pytest.warns(BadDataWarning, match=r"stopped reading shard .*/val-000003.tar after 1 samples: .*"):
+            remote = keys_of(loader)
+    assert remote == [key for key in local if key not in ("val3x1", "val3x2")]
+    assert loader.stats["shard_retries"] == 1 + 2 and loader.stats["broken_shards"] == 1
+
+
 def test_batch_memory_hands_a_buffer_out_again_only_once_it_is_marked_free():
     free = multiprocessing.RawArray("b", [1, 1])
     memory = BatchMemory(free, 0, 2, shared=True)

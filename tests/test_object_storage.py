@@ -21,7 +21,7 @@ import pytest
 import s3fs
 from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
-from shard_files import serve_folder
+from shard_files import serve_folder, silent_server
 
 from sifar.cli.evaluate import main as eval_main
 from sifar.cli.tools import main as sifar_tools
@@ -263,6 +263,23 @@ def test_bad_credentials_fail_at_once_naming_the_url_and_no_secret(bucket, s3_en
         assert f"access to s3://{BUCKET}/" in result.output and "AWS_ACCESS_KEY_ID" in result.output
         assert wrong_secret not in result.output
     assert wrong_secret not in str(refused.value)
+
+
+@pytest.mark.timeout(120)
+def test_an_endpoint_that_never_answers_fails_within_the_deadlines_naming_the_url(checkpoint, videos, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setenv("SIFAR_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("SIFAR_PROBE_TIMEOUT", "3")
+    url = f"s3://{BUCKET}/synth/"
+    with silent_server() as endpoint:
+        point_s3_at(monkeypatch, endpoint)
+        results = [tools("inspect", url),
+                   tools(*SHARD, "--src", str(videos), "--out", url),
+                   CliRunner().invoke(train_main, ["--shards", url, "--output", str(tmp_path / "run"), *TINY]),
+                   CliRunner().invoke(eval_main, ["--shards", url, "--checkpoint", str(checkpoint)])]
+    for result in results:
+        assert result.exit_code == 1, result.output
+        assert f"cannot reach s3://{BUCKET}/" in result.output and "timed out" in result.output, result.output
 
 
 # ---- helpers: a proxy that breaks requests, moto's credential checks --------------------------------------

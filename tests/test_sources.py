@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from shard_files import serve_folder, write_split
+from shard_files import serve_folder, silent_server, write_split
 from sifar.data.sources import open_shard, resolve_source
-from sifar.io import storage_error
+from sifar.io import NetworkDeadlines, storage_error, storage_options
 
 
 @pytest.fixture
@@ -124,7 +124,9 @@ def test_storage_errors_name_the_url_keep_their_kind_and_mask_secrets(monkeypatc
     assert "AWS_ACCESS_KEY_ID" in str(denied)
     assert isinstance(storage_error("s3://b/x", FileNotFoundError("The specified bucket does not exist")),
                       FileNotFoundError)
-    assert str(storage_error("s3://b/x", TimeoutError())) == "cannot reach s3://b/x (TimeoutError)"
+    assert str(storage_error("s3://b/x", TimeoutError())).startswith(
+        "cannot reach s3://b/x (timed out; deadlines: connect 10 s (SIFAR_CONNECT_TIMEOUT), read 10 s")
+    assert str(storage_error("s3://b/x", OSError())) == "cannot reach s3://b/x (OSError)"
 
 
 def test_local_shards_open_for_positioned_reads(tmp_path):
@@ -146,3 +148,30 @@ def test_local_shards_open_for_positioned_reads(tmp_path):
     assert shard.closed
     with pytest.raises(FileNotFoundError):
         open_shard(str(tmp_path / "missing.tar"))
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_never_answers_fails_within_the_read_timeout_naming_the_url(monkeypatch):
+    monkeypatch.setenv("SIFAR_READ_TIMEOUT", "0.5")
+    with silent_server() as url:
+        for source, named in ((f"{url}/val.json", f"{url}/val.json"), (url, f"{url}/val.json"),
+                              (f"{url}/val-000000.tar", f"{url}/val-000000.tar")):
+            with pytest.raises(ConnectionError, match=f"cannot reach {named}.*timed out; .*read 0.5 s"):
+                resolve_source(source, "val")
+
+
+def test_deadlines_come_from_the_environment_and_fsspec_settings_win(monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    monkeypatch.setenv("SIFAR_CONNECT_TIMEOUT", "3")
+    monkeypatch.setenv("SIFAR_READ_TIMEOUT", "7.5")
+    assert NetworkDeadlines.from_environment() == NetworkDeadlines(connect_timeout=3, read_timeout=7.5, probe_timeout=60)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"read_timeout": 99}, "anon": True})
+    assert storage_options("s3://bucket/x") == {"anon": True, "config_kwargs": {
+        "connect_timeout": 3, "read_timeout": 99, "retries": {"total_max_attempts": 1}}}
+    timeout = storage_options("https://host/x.tar")["client_kwargs"]["timeout"]
+    assert (timeout.total, timeout.sock_connect, timeout.sock_read) == (None, 3, 7.5)
+    assert storage_options("/local/x.tar") == {}
+    for value in ("soon", "0", "-1"):
+        monkeypatch.setenv("SIFAR_READ_TIMEOUT", value)
+        with pytest.raises(ValueError, match=f"SIFAR_READ_TIMEOUT.*{value}"):
+            NetworkDeadlines.from_environment()

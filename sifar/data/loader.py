@@ -59,7 +59,7 @@ from sifar.data.sources import ShardSource, open_shard, resolve_source
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
 from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
                                    resize_short_side, spatial_crops)
-from sifar.io import is_url
+from sifar.io import describe_error, is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
 MAX_WARNINGS = 50
@@ -252,10 +252,10 @@ def _read_shard(url: str, select: Callable, keep: Callable | None, stats: Loader
         if not is_url(url):
             break  # a local file reads the same way the next time
     if opened:
-        stats.report("broken_shards", f"stopped reading shard {url} after {resume_at} samples: {error}")
+        stats.report("broken_shards", f"stopped reading shard {url} after {resume_at} samples: {describe_error(error)}")
     else:
         dead.add(url)
-        stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({error})")
+        stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({describe_error(error)})")
 
 
 def _wanted(first: int, keep: Callable[[int], bool] | None, position: int) -> bool:

@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Callable
 
-import fsspec
 from PIL import Image
 
 from sifar.data.jpeg import is_complete_jpeg
 from sifar.data.manifest import Manifest, read_manifest
 from sifar.data.shard_reader import ShardFormatError, ShardSample, read_shard
-from sifar.io import open_url
+from sifar.io import open_url, url_filesystem
 
 
 @dataclass
@@ -53,7 +52,7 @@ def find_manifests(path: str) -> list[str]:
     """Manifests to inspect: ``path`` itself when it is a ``.json``, else every split manifest in the folder."""
     if path.endswith(".json"):
         return [path]
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = url_filesystem(path)
     if not fs.isdir(root):
         raise FileNotFoundError(f"{path} is neither a manifest (.json) nor a folder of shards")
     prefix = path.rstrip("/")
@@ -82,7 +81,7 @@ def inspect_split(manifest_path: str, decode: bool = False) -> SplitReport:
         check = ShardCheck(info.name)
         report.shards.append(check)
         url = f"{folder}/{info.name}"
-        fs, fs_path = fsspec.core.url_to_fs(url)
+        fs, fs_path = url_filesystem(url)
         if not fs.exists(fs_path):
             check.problem = f"missing (no file at {url})"
             continue

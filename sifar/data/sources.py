@@ -11,6 +11,7 @@ the server cannot be reached. Single shards that vanish or break later are the l
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import io
 import os
@@ -22,7 +23,7 @@ import fsspec
 from webdataset.shardlists import expand_urls
 
 from sifar.data.manifest import Manifest, manifest_path, read_manifest
-from sifar.io import check_store_access, is_http, is_url, storage_error, url_filesystem
+from sifar.io import check_store_access, describe_error, is_http, is_url, storage_error, storage_options, url_filesystem
 
 _PATTERN_CHARS = "{*?["
 
@@ -65,8 +66,8 @@ def open_shard(shard: str) -> BinaryIO:
         return LocalShardFile(shard.removeprefix("file://"))
     if is_http(shard):
         # block_size=0: one streamed GET, so any HTTP server works (no range requests needed)
-        return fsspec.open(shard, "rb", block_size=0).open()
-    return fsspec.open(shard, "rb").open()
+        return fsspec.open(shard, "rb", block_size=0, **storage_options(shard)).open()
+    return fsspec.open(shard, "rb", **storage_options(shard)).open()
 
 
 class LocalShardFile(io.RawIOBase):
@@ -214,29 +215,30 @@ def _check_reachable(source: str, shard: str) -> None:
     try:
         fs.info(path)
     except FileNotFoundError as err:
-        if _connection_failed(err):
-            raise ConnectionError(f"shard source {source!r}: cannot reach {shard}: {err.__cause__}") from err
+        if (cause := _network_cause(err)) is not None:
+            raise ConnectionError(f"shard source {source!r}: cannot reach {shard} ({describe_error(cause)})") from err
         raise FileNotFoundError(f"shard source {source!r}: {shard} does not exist") from err
     except Exception as err:  # network libraries raise their own types
         raise storage_error(shard, err, f"shard source {source!r}") from err
 
 
-def _connection_failed(err: FileNotFoundError) -> bool:
-    """fsspec's HTTP file system reports a refused connection as FileNotFoundError; its cause tells."""
+def _network_cause(err: FileNotFoundError) -> BaseException | None:
+    """fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the
+    network error in its causes, if any."""
     cause = err.__cause__
     while cause is not None:
-        if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
-            return True
+        if isinstance(cause, (OSError, asyncio.TimeoutError)) and not isinstance(cause, FileNotFoundError):
+            return cause
         cause = cause.__cause__
-    return False
+    return None
 
 
 def _read_remote_manifest(source: str, url: str) -> Manifest:
     try:
         return read_manifest(url)
     except FileNotFoundError as err:
-        if _connection_failed(err):
-            raise ConnectionError(f"shard source {source!r}: cannot reach {url}") from err
+        if (cause := _network_cause(err)) is not None:
+            raise ConnectionError(f"shard source {source!r}: cannot reach {url} ({describe_error(cause)})") from err
         raise
     except ValueError:
         raise
