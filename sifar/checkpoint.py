@@ -1,12 +1,12 @@
-"""Training checkpoints: one dict with everything needed to resume, written atomically.
+"""Training checkpoints: one dict with everything needed to resume, written atomically and sealed.
 
 A checkpoint is written to a temporary file and renamed into place, so a crash or a full disk while
-saving leaves the previous checkpoint intact.
+saving leaves the previous checkpoint intact; its SHA-256 travels inside it and is checked on every load
+(:mod:`sifar.checkpoint_file`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import random
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sifar.checkpoint_file import CheckpointError, load_verified, sealed_bytes
 from sifar.io import atomic_write
 
 
@@ -46,8 +47,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically write ``state``; raise CheckpointWriteError naming the file if the write fails."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)  # serialise first: torch's zip writer turns a failed write into a RuntimeError
+    buffer = sealed_bytes(state)  # serialise first: torch's zip writer turns a failed write into a RuntimeError
     try:
         with atomic_write(path, "wb") as handle:
             handle.write(buffer.getbuffer())
@@ -57,11 +57,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    """Read a training checkpoint written by :func:`save_checkpoint` (tensors and plain data only), its
+    checksum verified; CheckpointError naming the file when it is truncated, corrupt or not a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_verified(path)
+    if not isinstance(checkpoint, dict) or "model_info" not in checkpoint or "classes" not in checkpoint:
+        raise CheckpointError(f"{path} is not a sifar training checkpoint (no model_info and classes)")
+    return checkpoint
 
 
 def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False, attention: str = "auto"):
@@ -70,16 +74,8 @@ def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False, attent
     ``attention`` picks the Swin attention kernel (see ``create_model``); it changes speed, not weights.
     """
     from sifar.models import create_model
-    from sifar.models.weights import CheckpointError
 
-    try:
-        checkpoint = load_checkpoint(path)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # not a torch file, or not one of ours
-        raise CheckpointError(f"{path} is not a readable sifar checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(checkpoint, dict) or "model_info" not in checkpoint or "classes" not in checkpoint:
-        raise CheckpointError(f"{path} is not a sifar training checkpoint (no model_info and classes)")
+    checkpoint = load_checkpoint(path)
     info, classes = checkpoint["model_info"], checkpoint["classes"]
     model = create_model(info["name"], len(classes), num_frames=info["num_frames"], layout=tuple(info["grid"]),
                          frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,

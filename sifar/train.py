@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sifar.checkpoint_file import CheckpointError
 from sifar.cli.options import check_bounds, help_field
 from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
@@ -251,7 +252,13 @@ def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) 
 
 
 def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:
-    checkpoint = load_checkpoint(path)
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as err:
+        best = path.with_name("best.pt")
+        advice = (f"copy {best} over it to go on from the best epoch, or pass --no-resume to start over"
+                  if best.is_file() else "pass --no-resume to start over")
+        raise CheckpointError(f"cannot resume: {err} ({advice})") from err
     check_resume_config(checkpoint["config"], config, path)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])

@@ -276,6 +276,29 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
         assert longer.exit_code == 1 and "cannot resume" in longer.output and option[2:].replace("-", "_") in longer.output
 
 
+def test_a_damaged_checkpoint_fails_naming_the_file_and_what_to_do(data, trained, tmp_path):
+    damaged = {"truncated.pt": trained.read_bytes()[:trained.stat().st_size // 3], "notes.pt": b"hello world\n"}
+    flipped = bytearray(trained.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10
+    damaged["flipped.pt"] = bytes(flipped)
+    reasons = {"truncated.pt": "is truncated", "notes.pt": "is not a readable PyTorch checkpoint",
+               "flipped.pt": "is corrupt: its contents do not match the SHA-256"}
+    for name, data_bytes in damaged.items():
+        path = tmp_path / name
+        path.write_bytes(data_bytes)
+        result = run_eval(data["shards"], path)
+        assert result.exit_code == 1 and f"{path} {reasons[name]}" in result.output, result.output
+        assert "Traceback" not in result.output
+    run = tmp_path / "run"
+    common = ["--shards", str(data["shards"]), "--val-shards", str(data["shards"]), "--output", str(run), "--epochs",
+              "1", "--steps-per-epoch", "1", *TINY]
+    assert run_train(common).exit_code == 0
+    (run / "last.pt").write_bytes(damaged["flipped.pt"])
+    resumed = CliRunner().invoke(train_main, common)
+    assert resumed.exit_code == 1 and f"cannot resume: {run / 'last.pt'} is corrupt" in resumed.output
+    assert f"copy {run / 'best.pt'} over it" in resumed.output and "--no-resume" in resumed.output
+
+
 def test_a_resume_after_a_crash_logs_each_step_once_and_max_steps_counts_every_step(data, tmp_path):
     common = ["--shards", str(data["shards"]), "--epochs", "2", "--steps-per-epoch", "3", "--save-every", "100",
               *TINY]

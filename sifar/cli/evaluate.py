@@ -12,7 +12,7 @@ from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import (IncompleteEvaluationError, check_coverage, check_same_classes, evaluate,
                             evaluation_coverage, write_eval_report)
 from sifar.models import compile_model
-from sifar.models.weights import CheckpointError
+from sifar.checkpoint_file import CheckpointError
 from sifar.precision import allow_tf32
 
 

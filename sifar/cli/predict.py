@@ -16,7 +16,7 @@ from sifar.cam import (
 )
 from sifar.checkpoint import model_from_checkpoint
 from sifar.data.ffmpeg import DecodeError
-from sifar.models.weights import CheckpointError
+from sifar.checkpoint_file import CheckpointError
 from sifar.predict import explain, predict
 
 

@@ -6,7 +6,7 @@ import click
 
 from sifar.checkpoint import CheckpointWriteError
 from sifar.cli.options import dataclass_options
-from sifar.models.weights import CheckpointError
+from sifar.checkpoint_file import CheckpointError
 from sifar.run_lock import FolderInUseError
 from sifar.train import ConfigError, NonFiniteLossError, TrainConfig, train
 

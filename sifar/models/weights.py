@@ -21,15 +21,12 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 from torch import nn
 
+from sifar.checkpoint_file import CheckpointError, load_verified
 from sifar.models.super_image import SuperImageClassifier
 
 _logger = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 WRAPPER_KEYS = ("model", "state_dict", "module")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or does not fit the model; the message names the file and keys."""
 
 
 @dataclass
@@ -43,11 +40,9 @@ class LoadReport:
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """The tensors of a checkpoint file, unwrapped from training-checkpoint dicts and DDP's ``module.``."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_verified(path)
     except FileNotFoundError as err:
         raise CheckpointError(f"no checkpoint file at {path}") from err
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
     return unwrap_state_dict(obj, str(path))
 
 

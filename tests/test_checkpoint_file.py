@@ -1,0 +1,84 @@
+"""Checkpoint files are sealed with their SHA-256 and verified on every load: a flipped byte, a truncated
+copy or a foreign file fails naming the file, never loading silently and never as a bare traceback."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sifar.checkpoint import load_checkpoint, save_checkpoint
+from sifar.checkpoint_file import SEAL_PREFIX, CheckpointError, load_verified
+from sifar.models.weights import read_state_dict
+
+STATE = {"model": {"w": torch.arange(4000, dtype=torch.float32), "b": torch.ones(3)}, "classes": ["a", "b"],
+         "model_info": {"name": "SIFAR-N-6"}, "state": {"step": 7}}
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("sealed") / "last.pt"
+    save_checkpoint(STATE, path)
+    return path.read_bytes()
+
+
+def records_end(data: bytes, tmp_path: Path) -> int:
+    (tmp_path / "probe.pt").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "probe.pt") as archive:
+        return archive.start_dir
+
+
+def test_a_sealed_checkpoint_is_a_plain_torch_file_with_its_checksum_in_the_zip_comment(sealed, tmp_path):
+    path = tmp_path / "copy.pt"
+    path.write_bytes(sealed)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.comment.startswith(SEAL_PREFIX) and len(archive.comment) == len(SEAL_PREFIX) + 64
+    plain = torch.load(path, weights_only=True)  # torch and zip tools ignore the comment
+    assert torch.equal(plain["model"]["w"], STATE["model"]["w"])
+    assert load_checkpoint(path)["state"] == {"step": 7}
+    assert torch.equal(torch.load(path, weights_only=True, mmap=True)["model"]["b"], torch.ones(3))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_any_flipped_bit_in_the_records_is_caught_naming_the_file(sealed, tmp_path, fraction, bit):
+    data = bytearray(sealed)
+    data[int(fraction * records_end(sealed, tmp_path))] ^= 1 << bit
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"{path} is corrupt: its contents do not match the SHA-256"):
+        load_verified(path)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(0, 1, exclude_max=True))
+def test_a_checkpoint_cut_anywhere_fails_naming_the_file(sealed, tmp_path, fraction):
+    path = tmp_path / "cut.pt"
+    path.write_bytes(sealed[:int(fraction * len(sealed))])
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+
+
+def test_a_truncated_archive_is_called_truncated(sealed, tmp_path):
+    path = tmp_path / "half.pt"
+    path.write_bytes(sealed[:len(sealed) // 2])
+    with pytest.raises(CheckpointError, match=f"{path} is truncated: its {len(sealed) // 2} bytes end before"):
+        load_checkpoint(path)
+
+
+def test_foreign_files_name_what_they_are(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello world\n")
+    with pytest.raises(CheckpointError, match=f"{text} is not a readable PyTorch checkpoint"):
+        load_checkpoint(text)
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, weights)  # a torch file of someone else: unsealed, loads unverified
+    with pytest.raises(CheckpointError, match=f"{weights} is not a sifar training checkpoint"):
+        load_checkpoint(weights)
+    assert set(read_state_dict(weights)) == {"w"}
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
