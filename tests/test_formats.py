@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sifar.data.formats import ReadRequest, get_format, list_formats, read_split
+from sifar.data.formats.csv_list import RepeatedVideoWarning
 from sifar.data.formats.records import VideoRecord, sanitize_key, with_unique_keys
 from sifar.data.formats.source_files import MissingLabelFile
 
@@ -285,6 +286,19 @@ def test_csv_bad_lines_and_missing_list(tmp_path):
     write(tmp_path / "train.csv", "a.mp4,0\njust-a-path.mp4\n")
     with pytest.raises(ValueError, match="train.csv line 2: expected 'path,label'"):
         read_split("csv", ReadRequest(tmp_path, "train"))
+
+
+def test_csv_videos_listed_twice_are_warned_about_with_their_lines(tmp_path):
+    write(tmp_path / "train.csv", "path,label\na.mp4,walk\nb.mp4,run\na.mp4,walk\nb.mp4,walk\nc.mp4,run\n")
+    with pytest.warns(RepeatedVideoWarning) as caught:
+        index = read_split("csv", ReadRequest(tmp_path, "train"))
+    assert len(caught) == 1 and str(caught[0].message) == (
+        f"{tmp_path / 'train.csv'}: 2 videos listed more than once, each is sharded once per line: a.mp4 on lines "
+        "2, 4; b.mp4 on lines 3, 5 (labels run, walk)")
+    assert [r.key for r in index.records] == ["a", "b", "a_2", "b_2", "c"]
+    many = "".join(f"v{i}.mp4,0\nv{i}.mp4,0\n" for i in range(7))
+    with pytest.warns(RepeatedVideoWarning, match="7 videos listed more than once.*v4.mp4 on lines 9, 10; and 2 more$"):
+        read_split("csv", ReadRequest(tmp_path, "train", annotations=write(tmp_path / "many.csv", many)))
 
 
 def test_csv_with_a_boxes_column_gives_each_record_its_boxes(tmp_path):

@@ -203,6 +203,26 @@ def test_bad_samples_and_shards_are_survived_and_counted(tmp_path):
         assert expected in messages
 
 
+def test_a_broken_shard_is_counted_once_however_many_workers_read_it(tmp_path):
+    damaged_split(tmp_path)
+    loader = loader_for(tmp_path / "val-000002.tar", "val", num_workers=2, retry_delay=0)  # each reads half of it
+    assert keys_of(loader) == ["ok2"] and loader.stats["broken_shards"] == 1
+    assert keys_of(loader) == ["ok2"] and loader.stats["broken_shards"] == 1  # and once over passes
+
+
+def test_a_shard_cut_between_two_samples_is_reported_as_truncated(tmp_path):
+    write_split(tmp_path, "val", shards=1, per_shard=4, num_frames=10)
+    shard = tmp_path / "val-000000.tar"
+    with tarfile.open(shard) as tar:
+        third = next(m for m in tar.getmembers() if m.name == "val0x2.json").offset
+    shard.write_bytes(shard.read_bytes()[:third])  # reads like a whole archive of two samples
+    loader = loader_for(tmp_path, "val", retry_delay=0)
+    with pytest.warns(BadDataWarning, match=f"stopped reading shard {shard} after 2 samples: {shard} is truncated: "
+                                            f"it ends at byte {third} without tar's end-of-archive blocks"):
+        assert keys_of(loader) == ["val0x0", "val0x1"]
+    assert loader.stats["broken_shards"] == 1 and loader.shard_reads() == [(str(shard), 4, 2)]
+
+
 def test_training_survives_bad_data_and_keeps_its_step_count(tmp_path):
     damaged_split(tmp_path)
     loader = loader_for(tmp_path, "val", training=True, steps_per_epoch=4, batch_size=2, num_workers=2,

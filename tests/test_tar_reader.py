@@ -6,8 +6,8 @@ import pytest
 
 from shard_files import Sample, add_member, frame_jpeg, sample_meta, write_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter
-from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, read_samples,
-                                   split_member_name)
+from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, TruncatedShardError,
+                                   read_samples, split_member_name)
 
 
 class TrickleStream(io.RawIOBase):
@@ -152,8 +152,20 @@ def test_only_the_current_member_can_be_read():
         reader.read(first)
 
 
-def test_empty_stream_has_no_members():
-    assert list(TarMemberReader(io.BytesIO(b""), "empty.tar")) == []
+def test_an_archive_without_members_has_none_and_an_empty_file_is_not_one():
+    assert list(TarMemberReader(io.BytesIO(tar_bytes([])), "none.tar")) == []
+    with pytest.raises(TruncatedShardError, match=r"empty.tar is empty \(0 bytes"):
+        list(TarMemberReader(io.BytesIO(b""), "empty.tar"))
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_an_archive_cut_between_two_members_is_truncated(seekable):
+    data = tar_bytes([("a.json", b"x" * 512), ("b.json", b"y" * 100)])
+    reader = TarMemberReader(io.BytesIO(data[:1024]), "cut.tar", seekable=seekable)
+    assert reader.next_member().name == "a.json"
+    with pytest.raises(TruncatedShardError, match="cut.tar is truncated: it ends at byte 1024 without tar's "
+                                                  "end-of-archive blocks"):
+        reader.next_member()
 
 
 def test_split_member_name_follows_webdataset():

@@ -29,8 +29,10 @@ Bad data: a sample whose JSON cannot be used or whose sampled JPEG does not deco
 counted as ``bad_samples``; one whose sampled frame is missing as ``missing_frames``; a shard that
 cannot be opened is retried with back-off (``shard_retries``), then skipped and counted
 (``failed_shards``); a streamed shard that breaks off is reopened and read on from the sample where it
-broke, within the same retries; a shard that stays broken keeps what was read and is counted
-(``broken_shards``). Each also warns with :class:`BadDataWarning` (the first 50 of each kind). Counts
+broke, within the same retries; a shard that stays broken (a cut-off file among them: one that ends
+inside a member or without tar's end-of-archive blocks is reported as truncated) keeps what was read and is
+counted (``broken_shards``). Failed and broken shards count once per shard, however many workers, epochs
+or passes meet them. Each also warns with :class:`BadDataWarning` (the first 50 of each kind). Counts
 of all workers together are in :attr:`VideoLoader.stats`. A training stream that finds nothing usable
 in many shards in a row stops with an error instead of spinning.
 """
@@ -62,6 +64,7 @@ from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_
 from sifar.io import describe_error, is_url
 
 STAT_NAMES = ("samples", "bad_samples", "missing_frames", "shard_retries", "failed_shards", "broken_shards")
+SHARD_EVENTS = ("failed_shards", "broken_shards")  # counted once per shard
 MAX_WARNINGS = 50
 _INITIAL_SHUFFLE = 100
 
@@ -109,6 +112,7 @@ class LoaderStats:
         self._counts = multiprocessing.Array("q", len(STAT_NAMES))
         self._shard_index = {url: i for i, url in enumerate(shards)}
         self._shard_reads = multiprocessing.Array("q", max(1, len(shards)))
+        self._shard_flags = multiprocessing.Array("b", max(1, len(shards)))  # bit per SHARD_EVENTS kind
 
     def read_from(self, url: str) -> None:
         """Count one sample read from shard ``url`` (URLs outside the loader's list are not counted)."""
@@ -137,6 +141,18 @@ class LoaderStats:
         elif count == MAX_WARNINGS:
             warnings.warn(f"{message} (further {name} are counted in the loader's stats, not shown)",
                           BadDataWarning, stacklevel=2)
+
+    def report_shard(self, name: str, url: str, message: str) -> None:
+        """Count a shard event (``failed_shards``, ``broken_shards``) once per shard, however many workers,
+        epochs or evaluation passes meet it; only the first meeting warns."""
+        index = self._shard_index.get(url)
+        if index is not None:
+            bit = 1 << SHARD_EVENTS.index(name)
+            with self._shard_flags.get_lock():
+                if self._shard_flags[index] & bit:
+                    return
+                self._shard_flags[index] |= bit
+        self.report(name, message)
 
     def as_dict(self) -> dict[str, int]:
         with self._counts.get_lock():
@@ -252,10 +268,10 @@ def _read_shard(url: str, select: Callable, keep: Callable | None, stats: Loader
         if not is_url(url):
             break  # a local file reads the same way the next time
     if opened:
-        stats.report("broken_shards", f"stopped reading shard {url} after {resume_at} samples: {describe_error(error)}")
+        stats.report_shard("broken_shards", url, f"stopped reading shard {url} after {resume_at} samples: {describe_error(error)}")
     else:
         dead.add(url)
-        stats.report("failed_shards", f"skipping shard {url}: cannot open it after {retries + 1} tries ({describe_error(error)})")
+        stats.report_shard("failed_shards", url, f"skipping shard {url}: cannot open it after {retries + 1} tries ({describe_error(error)})")
 
 
 def _wanted(first: int, keep: Callable[[int], bool] | None, position: int) -> bool:

@@ -47,6 +47,10 @@ class TarFormatError(ValueError):
     """The bytes are not a readable tar archive (bad header, truncated member)."""
 
 
+class TruncatedShardError(TarFormatError):
+    """The archive ends early: inside a member, or without tar's end-of-archive blocks."""
+
+
 class TarMember(NamedTuple):
     """A regular file in the archive: its name, data size and the stream offset of its data."""
 
@@ -88,8 +92,6 @@ class TarMemberReader:
             header = self._file.read(BLOCK)
             if len(header) != BLOCK:
                 header = self._rest_of_header(header)
-                if header is None:
-                    return None
             self._position = offset + BLOCK
             raw_name, raw_size, typeflag, magic = _HEADER.unpack_from(header)
             if magic[:5] != b"ustar":
@@ -169,12 +171,17 @@ class TarMemberReader:
         self._current = None
         return data
 
-    def _rest_of_header(self, start: bytes) -> bytes | None:
+    def _rest_of_header(self, start: bytes) -> bytes:
         if not start:
-            if self._seekable and self._file.seek(0, 2) < self._position:  # a skip ran past the end
-                raise TarFormatError(f"{self._name} is truncated: it ends inside a member before byte "
-                                     f"{self._position}")
-            return None  # end of stream without end-of-archive blocks: accepted, as tar does
+            if self._seekable and (end := self._file.seek(0, 2)) < self._position:  # a skip ran past the end
+                raise TruncatedShardError(f"{self._name} is truncated: it ends inside a member, at byte {end}")
+            # tar writers (tarfile, GNU tar, webdataset) all end an archive with zero blocks: one cut
+            # between two members is truncated too, though it reads like a whole archive
+            if self._position == 0:
+                raise TruncatedShardError(f"{self._name} is empty (0 bytes; even a tar without members has "
+                                          "its end-of-archive blocks)")
+            raise TruncatedShardError(f"{self._name} is truncated: it ends at byte {self._position} without "
+                                      "tar's end-of-archive blocks")
         rest = self._read_exact(BLOCK - len(start))
         self._position -= len(rest)  # the caller counts the whole block
         return start + rest
@@ -184,8 +191,8 @@ class TarMemberReader:
         while len(data) < size:  # streams may return less than asked
             more = self._file.read(size - len(data))
             if not more:
-                raise TarFormatError(f"{self._name} is truncated: it ends inside a member at byte "
-                                     f"{self._position + len(data)}")
+                raise TruncatedShardError(f"{self._name} is truncated: it ends inside a member, at byte "
+                                          f"{self._position + len(data)}")
             data += more
         self._position += size
         return data
@@ -342,15 +349,21 @@ def read_samples(reader: TarMemberReader, select: FrameSelector,
             outcome = _start_sample(reader, member, prefix, suffix, position, select)
         wanted = ({f"{prefix}.{frame_member_suffix(i)}": i for clip in outcome.clips for i in clip}
                   if isinstance(outcome, ShardSample) else {})
-        if wanted and use_index and "frame_index" in outcome.meta:
-            use_index = _read_by_index(reader, outcome, prefix)
-        same_sample = prefix + "."
-        member = reader.next_member()
-        while member is not None and member.name.startswith(same_sample):
-            index = wanted.get(member.name)
-            if index is not None:
-                outcome.jpegs[index] = reader.read(member)
+        try:
+            if wanted and use_index and "frame_index" in outcome.meta:
+                use_index = _read_by_index(reader, outcome, prefix)
+            same_sample = prefix + "."
             member = reader.next_member()
+            while member is not None and member.name.startswith(same_sample):
+                index = wanted.get(member.name)
+                if index is not None:
+                    outcome.jpegs[index] = reader.read(member)
+                member = reader.next_member()
+        except TruncatedShardError:
+            checked = _check_frames(outcome, wanted) if outcome is not None else None
+            if isinstance(checked, ShardSample):  # the archive ends after what this sample's clip needs
+                yield checked
+            raise
         if outcome is not None:
             yield _check_frames(outcome, wanted)
 
@@ -387,6 +400,8 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
             data = reader.read_member_at(start + offset, name, size, keep_data=frame in wanted)
             if frame in wanted:
                 jpegs[frame] = data
+    except TruncatedShardError:
+        raise  # the index is fine, the file is short: walking it would end the same way
     except (ValueError, IndexError) as err:  # TarFormatError is a ValueError
         reader.seek(start)
         warnings.warn(f"{reader.name}: the frame_index of sample {sample.key} does not match the tar ({err}); "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -39,21 +40,43 @@ class ListEntry:
     boxes: tuple[Box | None, ...] | None = None
 
 
+class RepeatedVideoWarning(UserWarning):
+    """A list names a video on more than one line: it is sharded once per line."""
+
+
 def read_entries(path: Path) -> list[ListEntry]:
-    """The entries of a list file, with or without a ``boxes`` column."""
+    """The entries of a list file, with or without a ``boxes`` column; warns about repeated videos."""
     lines = read_lines(path)
     if lines and tuple(field.strip() for field in lines[0].split(",")) == BOXES_HEADER:
-        return [_entry_with_boxes(fields, path, line)
-                for line, fields in enumerate(csv.reader(lines[1:]), start=2)]
-    entries = []
-    for line, text in enumerate(lines, start=1):
-        video, sep, label = text.rpartition(",")
-        if not sep or not video.strip() or not label.strip():
-            raise ValueError(f"{path} line {line}: expected 'path,label', got {text!r}")
-        if line == 1 and (video.strip(), label.strip()) == ("path", "label"):
-            continue
-        entries.append(ListEntry(video.strip(), label.strip()))
-    return entries
+        numbered = [(line, _entry_with_boxes(fields, path, line))
+                    for line, fields in enumerate(csv.reader(lines[1:]), start=2)]
+    else:
+        numbered = []
+        for line, text in enumerate(lines, start=1):
+            video, sep, label = text.rpartition(",")
+            if not sep or not video.strip() or not label.strip():
+                raise ValueError(f"{path} line {line}: expected 'path,label', got {text!r}")
+            if line == 1 and (video.strip(), label.strip()) == ("path", "label"):
+                continue
+            numbered.append((line, ListEntry(video.strip(), label.strip())))
+    _warn_about_repeats(numbered, path)
+    return [entry for _, entry in numbered]
+
+
+def _warn_about_repeats(numbered: list[tuple[int, ListEntry]], path: Path, shown: int = 5) -> None:
+    lines_of: dict[str, list[tuple[int, str]]] = {}
+    for line, entry in numbered:
+        lines_of.setdefault(entry.video, []).append((line, entry.label))
+    repeated = {video: found for video, found in lines_of.items() if len(found) > 1}
+    if not repeated:
+        return
+    examples = "; ".join(f"{video} on lines {', '.join(str(line) for line, _ in found)}"
+                         + (f" (labels {', '.join(sorted({label for _, label in found}))})"
+                            if len({label for _, label in found}) > 1 else "")
+                         for video, found in list(repeated.items())[:shown])
+    more = f"; and {len(repeated) - shown} more" if len(repeated) > shown else ""
+    warnings.warn(f"{path}: {len(repeated)} videos listed more than once, each is sharded once per line: "
+                  f"{examples}{more}", RepeatedVideoWarning, stacklevel=2)
 
 
 def _entry_with_boxes(fields: list[str], path: Path, line: int) -> ListEntry:
