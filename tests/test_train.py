@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -319,6 +321,30 @@ def test_a_resume_after_a_crash_logs_each_step_once_and_max_steps_counts_every_s
     assert [s for s, _ in resumed] == [1, 2, 3, 4, 5, 6]   # each step once
     assert [l for _, l in resumed] == pytest.approx([l for _, l in expected], rel=1e-5, abs=1e-6)
     assert not list(broken.glob("*.tmp"))
+
+
+def test_a_training_process_killed_mid_run_resumes_with_each_step_once(data, tmp_path):
+    common = ["--shards", str(data["shards"]), "--epochs", "3", "--steps-per-epoch", "6", "--save-every", "2", *TINY]
+    straight = tmp_path / "straight"
+    assert run_train([*common, "--output", str(straight)]).exit_code == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "sifar.cli.train", *common, "--output", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and len(step_lines(killed)) < 3:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)   # no clean-up runs: as a crash, an OOM kill or a pre-emption
+    assert process.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert run_train([*common, "--output", str(killed)]).exit_code == 0
+    resumed, expected = step_losses(killed), step_losses(straight)
+    assert [s for s, _ in resumed] == list(range(1, 19))   # each step once
+    assert [l for _, l in resumed] == pytest.approx([l for _, l in expected], rel=1e-5, abs=1e-6)
+    assert not list(killed.glob(".*.tmp")) and not list(killed.glob("*.tmp"))
+
+
+def step_lines(output: Path) -> list[str]:
+    metrics = output / "metrics.jsonl"
+    return [line for line in metrics.read_text().splitlines() if '"kind": "step"' in line] if metrics.exists() else []
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
