@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from sifar.checkpoint_file import CheckpointError, load_verified, sealed_bytes
+from sifar.data.clip import ClipSettings
 from sifar.io import atomic_write
 
 
@@ -68,10 +70,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False, attention: str = "auto"):
-    """(model, class names) rebuilt from a sifar training checkpoint (``last.pt`` / ``best.pt``).
+@dataclass
+class TrainedModel:
+    """A model rebuilt from a training checkpoint, with its class names, the clip it was trained on and
+    which weights were loaded (``"model"`` or ``"ema"``)."""
 
-    ``attention`` picks the Swin attention kernel (see ``create_model``); it changes speed, not weights.
+    model: Any
+    classes: list[str]
+    clip: ClipSettings
+    weights: str
+
+
+def load_trained(path: str | os.PathLike, weights: str | None = None, attention: str = "auto") -> TrainedModel:
+    """The model of a sifar training checkpoint (``last.pt`` / ``best.pt``) with its setup.
+
+    ``weights``: ``"ema"`` or ``"model"``; None takes the ones training validated with (the EMA weights when
+    it kept them, so ``best.pt`` is the best of what was measured). ``attention`` picks the Swin attention
+    kernel (see ``create_model``); it changes speed, not weights.
     """
     from sifar.models import create_model
 
@@ -80,6 +95,19 @@ def model_from_checkpoint(path: str | os.PathLike, use_ema: bool = False, attent
     model = create_model(info["name"], len(classes), num_frames=info["num_frames"], layout=tuple(info["grid"]),
                          frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,
                          frame_average=info.get("frame_average", False), drop_path_rate=0.0, attention=attention)
-    weights = checkpoint["ema"] if use_ema and checkpoint.get("ema") is not None else checkpoint["model"]
-    model.load_state_dict(weights)
-    return model, classes
+    has_ema = checkpoint.get("ema") is not None
+    weights = weights or checkpoint.get("validated_with", "ema" if has_ema else "model")
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if weights == "ema" and not has_ema:
+        raise CheckpointError(f"{path} holds no EMA weights (the run was trained without --ema-decay)")
+    model.load_state_dict(checkpoint["ema" if weights == "ema" else "model"])
+    return TrainedModel(model, classes, saved_clip(checkpoint), weights)
+
+
+def saved_clip(checkpoint: dict[str, Any]) -> ClipSettings:
+    """The clip a checkpoint was trained on (checkpoints from before it was saved: their config's sampling)."""
+    if "clip" in checkpoint:
+        return ClipSettings.from_dict(checkpoint["clip"])
+    info = checkpoint["model_info"]
+    return ClipSettings(info["num_frames"], info["frame_size"], checkpoint.get("config", {}).get("sampling", "uniform"))

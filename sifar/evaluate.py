@@ -7,15 +7,20 @@ part of the data, and the ranks sum their confusion matrices (no padding duplica
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
 
+from sifar.checkpoint import TrainedModel, load_trained
+from sifar.data import build_loader
+from sifar.data.clip import ClipSettings
 from sifar.data.transforms import normalize
 from sifar.distributed import all_reduce_sum
+from sifar.models import compile_model
 from sifar.precision import autocast_for
 
 FrameOrder = Literal["normal", "reverse", "shuffle"]
@@ -231,3 +236,73 @@ def write_eval_report(result: EvalResult, classes: list[str], output: Path, pref
     plot_confusion(result.confusion.numpy(), classes, paths["confusion"],
                    title=f"top-1 {result.top1:.1f}% on {result.num_samples} clips")
     return paths
+
+
+# ---- a checkpoint on shards: what sifar-eval, the demo and the temporal study run -------------------------
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a checkpoint is evaluated. The clip and the weights default to the checkpoint's own: the clip
+    it was trained on, and the weights training validated with (EMA when it kept them)."""
+
+    split: str = "val"
+    clips: int = 1
+    crops: int = 3
+    batch_size: int = 16
+    workers: int = 4
+    weights: Literal["ema", "model"] | None = None
+    sampling: Literal["uniform", "dense"] | None = None
+    precision: str = "auto"
+    attention: str = "auto"
+    compile: bool = False
+
+
+@dataclass
+class CheckpointEvaluation:
+    """Results of one checkpoint on one shard source, a result per frame order, and what was read."""
+
+    checkpoint: str
+    shards: str
+    settings: EvalSettings
+    trained: TrainedModel
+    clip: ClipSettings
+    results: dict[str, EvalResult]
+    coverage: Coverage
+    loader_stats: dict[str, int]
+
+    def report_fields(self, order: str = "normal") -> dict[str, Any]:
+        """What a report records beside the totals: the setup, the loader's counts and the coverage."""
+        return {"checkpoint": self.checkpoint, "shards": self.shards, "clips": self.settings.clips,
+                "crops": self.settings.crops, "frame_order": order, "weights": self.trained.weights,
+                "clip": asdict(self.clip), "loader": self.loader_stats,
+                **self.coverage.summary(self.results[order].evaluated)}
+
+    def write_reports(self, folder: Path) -> dict[str, dict[str, Path]]:
+        """``report.json`` and ``confusion.png`` per frame order (``reverse_report.json``, ...)."""
+        return {order: write_eval_report(result, self.trained.classes, folder,
+                                         prefix="" if order == "normal" else f"{order}_",
+                                         extra=self.report_fields(order))
+                for order, result in self.results.items()}
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike, settings: EvalSettings,
+                        device: torch.device, rank: int = 0, world_size: int = 1,
+                        orders: tuple[FrameOrder, ...] = ("normal",), seed: int = 0) -> CheckpointEvaluation:
+    """Load a checkpoint with its setup, stream ``shards`` as it was trained to see them, evaluate it in
+    each frame order, and count what was read against the manifest (on every rank: it all-reduces).
+
+    The shards' class list must be the checkpoint's (ValueError naming the first difference).
+    """
+    trained = load_trained(checkpoint, settings.weights, settings.attention)
+    clip = trained.clip if settings.sampling is None else replace(trained.clip, sampling=settings.sampling)
+    loader = build_loader(shards, split=settings.split, **clip.loader_options(), batch_size=settings.batch_size,
+                          num_workers=settings.workers, clips=settings.clips, crops=settings.crops, rank=rank,
+                          world_size=world_size)
+    check_same_classes(trained.classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
+    model = trained.model.to(device)
+    model = compile_model(model, training=False) if settings.compile else model
+    results = {order: evaluate(model, loader, device, len(trained.classes), settings.precision, order, seed=seed)
+               for order in orders}
+    return CheckpointEvaluation(str(checkpoint), str(shards), settings, trained, clip, results,
+                                evaluation_coverage(loader, device), loader.stats)

@@ -34,10 +34,10 @@ class NetworkDeadlines:
     """How long a remote request may wait, for S3, GCS and HTTP(S) alike.
 
     ``connect_timeout``: seconds to open a connection; ``read_timeout``: seconds without a byte from the
-    server, between the bytes of a body too (so a stalled download fails instead of hanging). Each
-    request is tried by its library's own loop, once: s3fs 5 times (botocore's retries are switched off,
-    else they multiply: 5 x 5 tries before), gcsfs 6 times with up to 31 s of back-off, fsspec's HTTP
-    once (the loader re-opens a shard whose body stalls, from the sample where it stalled).
+    server, between the bytes of a body too (so a stalled download fails instead of hanging). A request
+    is retried by one loop only: s3fs's (5 tries; botocore's own retries are switched off, else the two
+    multiply to 25), gcsfs's (6 tries, up to 31 s of back-off between them), none for fsspec's HTTP (the
+    loader re-opens a shard whose body stalled, from the sample where it stalled).
     ``probe_timeout``: the first contact with a bucket (does it exist, are the credentials accepted) must
     end within it whatever the library's retry schedule, so a wrong or silent endpoint fails in a minute.
     Set with ``SIFAR_CONNECT_TIMEOUT``, ``SIFAR_READ_TIMEOUT`` and ``SIFAR_PROBE_TIMEOUT``; what fsspec's

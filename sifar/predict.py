@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from sifar.cam import ClassActivationMap, class_activation_map
+from sifar.checkpoint import TrainedModel
+from sifar.data.clip import ClipSettings
 from sifar.data.ffmpeg import DecodeSettings, decode_video
 from sifar.data.decoders import JpegDecoder
 from sifar.data.sampling import eval_indices
 from sifar.data.transforms import eval_transform, normalize
-from sifar.models import SuperImageClassifier
 from sifar.precision import autocast_for
 
 
@@ -30,24 +31,25 @@ class Prediction:
                                              for c, p in zip(self.classes, self.probabilities)]}
 
 
-def video_views(path: str | Path, num_frames: int, frame_size: int, clips: int, crops: int) -> torch.Tensor:
-    """(clips*crops, T, C, H, W) uint8 views of a video file, exactly as evaluation samples them."""
-    decoded = decode_video(path, DecodeSettings(short_side=frame_size))
+def video_views(path: str | Path, clip: ClipSettings, clips: int, crops: int) -> torch.Tensor:
+    """(clips*crops, T, C, H, W) uint8 views of a video file, exactly as evaluation samples ``clip``."""
+    decoded = decode_video(path, DecodeSettings(short_side=clip.frame_size))
     if not decoded.frames:
         raise ValueError(f"{path}: no video frames could be decoded")
     decoder = JpegDecoder()
     views = []
-    for indices in eval_indices(len(decoded.frames), num_frames, clips):
+    for indices in eval_indices(len(decoded.frames), clip.num_frames, clips, clip.sampling, clip.stride):
         frames = decoder.frames(dict(enumerate(decoded.frames)), indices)
-        views.append(eval_transform(frames, frame_size, crops))
+        views.append(eval_transform(frames, clip.frame_size, crops))
     return torch.cat(views)
 
 
 @torch.no_grad()
-def predict(model: SuperImageClassifier, classes: list[str], path: str | Path, device: torch.device,
-            topk: int = 5, clips: int = 1, crops: int = 3, precision: str = "auto") -> Prediction:
-    """Top-k classes of one video, softmax averaged over its views."""
-    views = video_views(path, model.num_frames, model.frame_size, clips, crops)
+def predict(trained: TrainedModel, path: str | Path, device: torch.device, topk: int = 5, clips: int = 1,
+            crops: int = 3, precision: str = "auto") -> Prediction:
+    """Top-k classes of one video, sampled as the model was trained, softmax averaged over its views."""
+    model, classes = trained.model, trained.classes
+    views = video_views(path, trained.clip, clips, crops)
     model.eval()
     with autocast_for(device, precision):
         logits = model(normalize(views.to(device), model.mean, model.std))
@@ -56,9 +58,10 @@ def predict(model: SuperImageClassifier, classes: list[str], path: str | Path, d
     return Prediction(str(path), [classes[i] for i in top.indices.tolist()], top.values.tolist())
 
 
-def explain(model: SuperImageClassifier, classes: list[str], path: str | Path, device: torch.device,
-            target: int | None = None, method: str = "ablation", chunk: int = 128) -> ClassActivationMap:
+def explain(trained: TrainedModel, path: str | Path, device: torch.device, target: int | None = None,
+            method: str = "ablation", chunk: int = 128) -> ClassActivationMap:
     """Class activation map of a video's centre view (one clip, one centre crop) for class ``target`` (default: top)."""
-    views = video_views(path, model.num_frames, model.frame_size, clips=1, crops=1)
+    model = trained.model
+    views = video_views(path, trained.clip, clips=1, crops=1)
     frames = normalize(views.to(device), model.mean, model.std)
-    return class_activation_map(model, frames, classes, target, method, chunk)
+    return class_activation_map(model, frames, trained.classes, target, method, chunk)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sifar.checkpoint_file import CheckpointError
+from sifar.data.clip import ClipSettings
 from sifar.cli.options import check_bounds, help_field
 from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
@@ -229,6 +230,8 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
         "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
                        "frame_size": model.frame_size, "frame_embed": config.frame_embed,
                        "frame_average": config.frame_average},
+        "clip": ClipSettings(model.num_frames, model.frame_size, config.sampling).as_dict(),
+        "validated_with": "ema" if ema is not None else "model",
         "classes": classes,
         "rng": rng_state(),
     }

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 from shard_files import write_split
 
-from sifar.checkpoint import load_checkpoint, model_from_checkpoint
+from sifar.checkpoint import load_checkpoint, load_trained
 from sifar.cli.evaluate import main as eval_main
 from sifar.cli.train import main as train_main
 from sifar.models import SuperImageClassifier, create_model
@@ -90,7 +90,8 @@ def test_trainer_checkpoint_and_evaluator_keep_the_baseline(tmp_path):
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out / "last.pt")["model_info"]["frame_average"] is True
-    model, classes = model_from_checkpoint(out / "last.pt")
+    trained = load_trained(out / "last.pt")
+    model, classes = trained.model, trained.classes
     assert isinstance(model, FrameAverageClassifier) and len(classes) == 3
     evaluated = CliRunner().invoke(eval_main, ["--shards", str(shards), "--checkpoint", str(out / "last.pt"),
                                                "--crops", "1", "--workers", "0", "--reverse-frames"])

@@ -15,13 +15,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sifar.checkpoint import CheckpointWriteError, save_checkpoint
+from sifar.checkpoint import CheckpointWriteError, load_checkpoint, load_trained, save_checkpoint
 from sifar.cli.evaluate import main as eval_main
 from sifar.cli.predict import main as predict_main
 from sifar.cli.train import main as train_main
+from sifar.data.clip import ClipSettings
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
+from sifar.data.transforms import normalize
+from sifar.predict import predict, video_views
 from sifar.train import ConfigError, LaggedLosses, NonFiniteLossError, TrainConfig
 
 TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
@@ -167,6 +170,41 @@ def test_predict_prints_classes_and_rejects_non_videos(data, tmp_path):
     text.write_text("not a video")
     bad = CliRunner().invoke(predict_main, [str(text), "--checkpoint", str(out / "last.pt")])
     assert bad.exit_code == 1 and "notes.mp4 is not a readable video" in bad.output
+
+
+def test_a_model_trained_on_dense_clips_with_ema_is_evaluated_and_served_as_it_was_validated(data, tmp_path):
+    out = tmp_path / "run"
+    trained_args = ["--shards", str(data["shards"]), "--val-shards", str(data["shards"]), "--output", str(out),
+                    "--epochs", "1", "--sampling", "dense", "--ema-decay", "0.5", *TINY]
+    assert run_train(trained_args).exit_code == 0
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["clip"]["sampling"] == "dense" and checkpoint["validated_with"] == "ema"
+    validated = json.loads((out / "summary.json").read_text())["best_top1"]
+
+    def evaluated(*extra: str) -> dict:
+        result = CliRunner().invoke(eval_main, ["--shards", str(data["shards"]), "--checkpoint", str(out / "last.pt"),
+                                                "--crops", "1", "--workers", "0", "--output", str(tmp_path / "e"),
+                                                *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / "e" / "report.json").read_text())
+
+    default = evaluated()
+    assert (default["weights"], default["clip"]["sampling"]) == ("ema", "dense")
+    assert default["top1"] == pytest.approx(validated, abs=1e-3)   # what training measured, measured again
+    assert (evaluated("--no-ema")["weights"], evaluated("--sampling", "uniform")["clip"]["sampling"]) == (
+        "model", "uniform")
+
+    served = load_trained(out / "last.pt")
+    assert (served.weights, served.clip.sampling) == ("ema", "dense")
+    ema = checkpoint["ema"]
+    assert all(torch.equal(value, ema[name]) for name, value in served.model.state_dict().items())
+    video = next(data["videos"].rglob("*.mp4"))
+    views = video_views(video, ClipSettings(8, 32, "dense"), clips=1, crops=3)
+    with torch.no_grad():
+        expected = served.model(normalize(views, served.model.mean, served.model.std)).softmax(-1).mean(0)
+    prediction = predict(served, video, torch.device("cpu"), topk=1)
+    assert prediction.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-5)
+    assert served.clip == ClipSettings(8, 32, "dense")
 
 
 def test_demo_model_trains_channels_last_and_evaluates(data, tmp_path):

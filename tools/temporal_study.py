@@ -4,8 +4,7 @@ The synthetic dataset's ten classes come in five direction pairs (right/left, do
 cw/ccw, appear/disappear); a twin is its partner played backwards, so only frame order separates a pair.
 From scratch weights and fixed seeds, one run makes the data (``sifar-tools synth`` + ``shard``), then for
 each row trains with the library's trainer (``sifar.train.train``, what ``sifar-train`` runs) and evaluates
-the last checkpoint the way ``sifar-eval`` does (``model_from_checkpoint`` -> ``build_loader`` ->
-``evaluate``), in normal, reversed and shuffled frame order where the row asks for it:
+the last checkpoint the way ``sifar-eval`` does (``sifar.evaluate.evaluate_checkpoint``), in normal, reversed and shuffled frame order where the row asks for it:
 
 1. SIFAR (a micro Swin with SIFAR-B-12's windows, 3x3 layout), also with reversed and shuffled frames
    (Table 9);
@@ -43,8 +42,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sifar.checkpoint import model_from_checkpoint
-from sifar.data import build_loader
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.shard_writer import ShardLimits
 from sifar.data.sharding import ShardJob, shard_dataset
@@ -52,7 +49,7 @@ from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
 from sifar.distributed import init_distributed
-from sifar.evaluate import EvalResult, evaluate, write_eval_report
+from sifar.evaluate import EvalResult, EvalSettings, evaluate_checkpoint
 from sifar.io import atomic_write
 from sifar.metrics_log import read_metrics
 from sifar.train import TrainConfig, train
@@ -213,21 +210,16 @@ def epoch_throughput(output: Path) -> dict[str, float]:
 def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], settings: StudySettings,
                     run: RunOptions) -> dict[str, Any]:
     """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
-    model, classes = model_from_checkpoint(checkpoint)
     device = init_distributed(run.device).device
-    model = model.to(device)
-    loader = build_loader(shards, split="val", num_frames=model.num_frames, frame_size=model.frame_size,
-                          batch_size=settings.batch_size, num_workers=run.workers)
-    results = {}
-    for order in orders:
-        began = time.perf_counter()
-        result = evaluate(model, loader, device, len(classes), order=order, seed=settings.seed)
-        seconds = time.perf_counter() - began
-        write_eval_report(result, classes, checkpoint.parent / "eval", prefix=f"{order}_",
-                          extra={"frame_order": order})
-        results[order] = {**result.summary(), **pair_metrics(result, classes),
-                          "clips_per_s": round(result.num_samples / seconds, 1)}
-    params = sum(p.numel() for p in model.parameters())
+    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(crops=1, batch_size=settings.batch_size,
+                                                                      workers=run.workers),
+                                     device, orders=orders, seed=settings.seed)
+    evaluation.write_reports(checkpoint.parent / "eval")
+    classes = evaluation.trained.classes
+    results = {order: {**result.summary(), **pair_metrics(result, classes),
+                       "clips_per_s": round(result.videos_per_s, 1)}  # after each pass's first batch
+               for order, result in evaluation.results.items()}
+    params = sum(p.numel() for p in evaluation.trained.model.parameters())
     return {"params_m": round(params / 1e6, 2), "orders": results, "device": device_name(device)}
 
 

@@ -19,15 +19,13 @@ from pathlib import Path
 import click
 import torch
 
-from sifar.checkpoint import model_from_checkpoint
-from sifar.data import build_loader
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.formats.csv_list import ListEntry, read_entries
 from sifar.data.preview import find_sample, super_image
 from sifar.data.shard_writer import ShardLimits
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
-from sifar.evaluate import EvalResult, check_coverage, evaluate, evaluation_coverage, write_eval_report
+from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
 from sifar.predict import predict
 from sifar.train import TrainConfig, train
 
@@ -79,16 +77,15 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
                       epochs=epochs, warmup_epochs=2, batch_size=BATCH_SIZE, lr=2e-3, min_lr=2e-5,
                       weight_decay=0.05, mixup=0.0, cutmix=0.0, drop_path=0.0, flip="off", workers=workers,
                       channels_last=True, seed=seed, save_every=10_000))
-    model, classes = model_from_checkpoint(run / "last.pt")
-    loader = build_loader(str(shards), split="val", num_frames=model.num_frames, frame_size=model.frame_size,
-                          batch_size=50, num_workers=workers, crops=3)
-    result = evaluate(model, loader, torch.device("cpu"), len(classes))
-    check_coverage(evaluation_coverage(loader, torch.device("cpu")), result.evaluated)
-    paths = write_eval_report(result, classes, run / "eval", extra={"crops": 3})
+    evaluation = evaluate_checkpoint(run / "last.pt", shards, EvalSettings(batch_size=50, workers=workers, crops=3),
+                                     torch.device("cpu"))
+    result, classes = evaluation.results["normal"], evaluation.trained.classes
+    check_coverage(evaluation.coverage, result.evaluated)
+    paths = evaluation.write_reports(run / "eval")["normal"]
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
     click.echo("one held-out video of each class (true class -> top-2 predicted):")
     for entry in one_video_per_class(read_entries(val_list)):
-        prediction = predict(model, classes, synth.out / entry.video, torch.device("cpu"), topk=2)
+        prediction = predict(evaluation.trained, synth.out / entry.video, torch.device("cpu"), topk=2)
         verdict = "right" if prediction.classes[0] == entry.label else "WRONG"
         guesses = ", ".join(f"{c} {p:.0%}" for c, p in zip(prediction.classes, prediction.probabilities))
         click.echo(f"  {verdict}  {entry.label:<10} -> {guesses}  ({synth.out / entry.video})")

@@ -68,3 +68,13 @@ def help_field(default: Any, help: str, *, min: float | None = None, max: float 
     if min is not None or max is not None:
         metadata["bounds"] = {"min": min, "max": max, "min_open": min_open, "max_open": max_open}
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def ema_option(command: Callable) -> Callable:
+    """``--ema/--no-ema`` as ``weights``: "ema", "model", or None for those training validated with."""
+    def to_weights(ctx: click.Context, param: click.Parameter, value: bool | None) -> str | None:
+        return None if value is None else ("ema" if value else "model")
+
+    return click.option("--ema/--no-ema", "weights", default=None, callback=to_weights,
+                        help="The checkpoint's EMA weights, or its raw ones [default: those training validated "
+                             "with].")(command)

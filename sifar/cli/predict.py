@@ -14,9 +14,10 @@ from sifar.cam import (
     class_index,
     write_cam,
 )
-from sifar.checkpoint import model_from_checkpoint
-from sifar.data.ffmpeg import DecodeError
+from sifar.checkpoint import load_trained
 from sifar.checkpoint_file import CheckpointError
+from sifar.cli.options import ema_option
+from sifar.data.ffmpeg import DecodeError
 from sifar.predict import explain, predict
 
 
@@ -26,6 +27,7 @@ from sifar.predict import explain, predict
 @click.option("--topk", default=5, show_default=True, help="Classes to print per video.")
 @click.option("--clips", default=1, show_default=True, help="Temporal clips per video.")
 @click.option("--crops", default=3, show_default=True, type=click.Choice(["1", "3"]), help="Spatial crops per clip.")
+@ema_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per video.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cam", "cam_path", type=click.Path(dir_okay=False),
@@ -40,7 +42,7 @@ from sifar.predict import explain, predict
 @click.option("--class", "class_name", help="Class to explain (default: the top class of the centre view).")
 @click.option("--cam-batch", default=128, show_default=True, type=click.IntRange(min=1),
               help="N: channels ablated per head pass; lower it if memory runs short.")
-def main(videos, checkpoint, topk, clips, crops, as_json, device, cam_path, cam_frames, cam_method, class_name,
+def main(videos, checkpoint, topk, clips, crops, weights, as_json, device, cam_path, cam_frames, cam_method, class_name,
          cam_batch) -> None:
     """Classify VIDEOS with the same sampling and views as evaluation.
 
@@ -59,20 +61,20 @@ def main(videos, checkpoint, topk, clips, crops, as_json, device, cam_path, cam_
     try:
         # sdpa, not FlexAttention: Flex kernels are compiled for each new shape, seconds each, which a few
         # clips never pay back (with them, one `--cam` call of the micro Swin took ~40 s on an H100).
-        model, classes = model_from_checkpoint(checkpoint, attention="sdpa")
+        trained = load_trained(checkpoint, weights, attention="sdpa")
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
     try:
-        cam_class = None if class_name is None else class_index(classes, class_name)
+        cam_class = None if class_name is None else class_index(trained.classes, class_name)
     except UnknownClassError as err:
         raise click.BadParameter(str(err), param_hint="--class") from err
-    model.to(target)
+    trained.model.to(target)
     for video in videos:
         try:
-            result = predict(model, classes, video, target, topk=topk, clips=clips, crops=int(crops))
+            result = predict(trained, video, target, topk=topk, clips=clips, crops=int(crops))
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
-        cam = _explain(model, classes, video, target, cam_class, cam_method, cam_batch) if explaining else None
+        cam = _explain(trained, video, target, cam_class, cam_method, cam_batch) if explaining else None
         written = _write_cam(cam, cam_path, cam_frames) if cam is not None else []
         if as_json:
             record = result.as_dict()
@@ -89,9 +91,9 @@ def main(videos, checkpoint, topk, clips, crops, as_json, device, cam_path, cam_
                        f"{', '.join(map(str, written[:2]))}{' ...' if len(written) > 2 else ''}")
 
 
-def _explain(model, classes, video, device, cam_class, method, batch) -> ClassActivationMap:
+def _explain(trained, video, device, cam_class, method, batch) -> ClassActivationMap:
     try:
-        return explain(model, classes, video, device, cam_class, method, batch)
+        return explain(trained, video, device, cam_class, method, batch)
     except ValueError as err:
         raise click.ClickException(f"no class activation map for {video}: {err}") from err
 
