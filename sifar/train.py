@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sifar.checkpoint_file import CheckpointError
-from sifar.data.clip import ClipSettings
-from sifar.cli.options import check_bounds, help_field
+from sifar.config_fields import check_bounds, help_field
 from sifar.data import build_loader
+from sifar.data.clip import ClipSettings
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import normalize
 from sifar.distributed import DistInfo, barrier, check_device, cleanup, init_distributed
@@ -542,8 +542,3 @@ def _val_loader(config: TrainConfig, dist_info: DistInfo):
         seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size, sampling=config.sampling,
     )
 
-
-if __name__ == "__main__":
-    from sifar.cli.train import main
-
-    main()

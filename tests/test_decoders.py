@@ -58,7 +58,7 @@ def test_decoder_gives_bgr_frames_as_the_rgb_ones_with_channels_reversed(decoder
     jpegs = {0: jpeg_bytes(40, 30), 1: jpeg_bytes(40, 30, "L")}
     rgb = JpegDecoder(decoder).frames(jpegs, [0, 1])
     assert torch.equal(JpegDecoder(decoder).frames(jpegs, [0, 1], channels="BGR"), rgb.flip(-1))
-    assert torch.equal(JpegDecoder(decoder).decode(jpegs[0], channels="BGR"), rgb[0].flip(-1))
+    assert torch.equal(JpegDecoder(decoder).decode_many([jpegs[0]], channels="BGR")[0], rgb[0].flip(-1))
     with pytest.raises(ValueError, match="one of RGB, BGR"):
         JpegDecoder(decoder).decode_many([jpegs[0]], channels="YCbCr")
 
@@ -73,7 +73,7 @@ def test_a_decoder_reusing_memory_decodes_each_clip_into_the_same_memory_grown_a
     assert torch.equal(grown, fresh.decode_many(large))
     again = decoder.decode_many(small)
     assert again.data_ptr() == grown.data_ptr() and torch.equal(again, fresh.decode_many(small))
-    assert decoder.decode(small[0], draft_short_side=15).shape == (15, 20, 3)  # scaled into the same memory
+    assert decoder.decode_many([small[0]], draft_short_side=15)[0].shape == (15, 20, 3)  # scaled into the same memory
 
 
 @pytest.mark.parametrize("decoder", WHOLE_FRAME_DECODERS)
@@ -111,9 +111,9 @@ def test_auto_takes_the_region_decoder_where_it_is_built():
 def test_libjpeg_decodes_whole_frames_as_simplejpeg_does(subsampling):
     jpeg = textured_jpeg(67, 45, 0, "4:2:0" if subsampling == "gray" else subsampling, gray=subsampling == "gray")
     expected = torch.from_numpy(simplejpeg.decode_jpeg(jpeg))
-    assert torch.equal(JpegDecoder("libjpeg").decode(jpeg), expected)
+    assert torch.equal(JpegDecoder("libjpeg").decode_many([jpeg])[0], expected)
     halved = torch.from_numpy(simplejpeg.decode_jpeg(jpeg, min_height=20, min_width=20, min_factor=2))
-    assert torch.equal(JpegDecoder("libjpeg").decode(jpeg, draft_short_side=20), halved)
+    assert torch.equal(JpegDecoder("libjpeg").decode_many([jpeg], draft_short_side=20)[0], halved)
 
 
 # ---- training crops ----------------------------------------------------------------------------------------

@@ -406,22 +406,24 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
     assert CheckpointWriteError.__mro__[1] is OSError
 
 
-def _torchrun(nproc: int, module: str, args: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(nproc: int, command: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --no-python <command>``: the installed command itself, as the README launches it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", module, *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    script = Path(sys.executable).with_name(command)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+              "--no-python", str(script) if script.exists() else shutil.which(command), *args]
+    return subprocess.run(launch, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_ddp_training_and_evaluation_with_two_processes(data, tmp_path):
     out = tmp_path / "ddp"
-    trained = _torchrun(2, "sifar.train", ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1",
+    trained = _torchrun(2, "sifar-train", ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1",
                                            "--steps-per-epoch", "2", *TINY])
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert len(step_losses(out)) == 2
     eval_args = ["--shards", str(data["shards"]), "--checkpoint", str(out / "last.pt"), "--workers", "1",
                  "--batch-size", "3", "--crops", "1"]
-    two = _torchrun(2, "sifar.cli.evaluate", [*eval_args, "--output", str(tmp_path / "two")])
+    two = _torchrun(2, "sifar-eval", [*eval_args, "--output", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
     one = CliRunner().invoke(eval_main, [*eval_args, "--output", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output

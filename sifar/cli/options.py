@@ -24,19 +24,6 @@ def _option_type(hint: Any, bounds: dict[str, Any] | None = None) -> tuple[Any, 
     return hint, False
 
 
-def check_bounds(config: Any) -> None:
-    """ValueError naming the first field of a config dataclass outside its :func:`help_field` bounds (the
-    command line refuses those values itself, naming the option; this covers Python callers)."""
-    for field in dataclasses.fields(config):
-        bounds, value = field.metadata.get("bounds"), getattr(config, field.name)
-        if not bounds or value is None:
-            continue
-        try:
-            (click.IntRange if isinstance(value, int) else click.FloatRange)(**bounds).convert(value, None, None)
-        except click.BadParameter as err:
-            raise ValueError(f"{field.name}: {err.message}") from None
-
-
 def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorator adding one ``--field-name`` option per dataclass field (help from ``metadata['help']``)."""
     hints = typing.get_type_hints(cls)
@@ -58,16 +45,6 @@ def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callab
         return func
 
     return decorate
-
-
-def help_field(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-               min_open: bool = False, max_open: bool = False, **kwargs: Any) -> Any:
-    """A dataclass field with its command-line help and its bounds (``min``/``max``, open or closed) beside
-    it: the generated option refuses values outside them (click's usage error, exit 2, naming the option)."""
-    metadata: dict[str, Any] = {"help": help}
-    if min is not None or max is not None:
-        metadata["bounds"] = {"min": min, "max": max, "min_open": min_open, "max_open": max_open}
-    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 def ema_option(command: Callable) -> Callable:

@@ -101,10 +101,6 @@ class JpegDecoder:
             return self._decode_regions(jpegs, (0, 0, width, height), denominator, bgr=channels == "BGR")
         return self._decode_simplejpeg(jpegs, draft_short_side, channels)
 
-    def decode(self, jpeg: bytes, draft_short_side: int = 0, channels: str = "RGB") -> torch.Tensor:
-        """One (H, W, 3) uint8 frame."""
-        return self.decode_many([jpeg], draft_short_side, channels)[0]
-
     def _crops(self, jpegs: Sequence[bytes], jitter: CropJitter, draft_short_side: int) -> torch.Tensor:
         """(N, h, w, 3) contiguous RGB: the crop of each of N distinct frames, mirrored when ``jitter`` flips."""
         if self.backend == "libjpeg":

@@ -642,20 +642,12 @@ class VideoLoader:
         return [(url, self.source.samples_in(url), read) for url, read in zip(self.source.shards, reads)]
 
     @property
-    def manifest(self):
-        return self.source.manifest
-
-    @property
     def classes(self) -> list[str] | None:
         return None if self.source.manifest is None else self.source.manifest.classes
 
     @property
     def num_classes(self) -> int | None:
         return None if self.source.manifest is None else self.source.manifest.num_classes
-
-    @property
-    def num_samples(self) -> int | None:
-        return self.source.num_samples
 
 
 def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:

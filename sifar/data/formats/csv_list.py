@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from sifar.data.formats import register_format
+from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import (Box, DatasetIndex, ReadRequest, VideoRecord, index_by_name, sanitize_key,
                                         with_unique_keys)
 from sifar.data.formats.source_files import SourceTree, read_lines

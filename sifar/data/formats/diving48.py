@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sifar.data.formats import register_format
+from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import DatasetIndex, ReadRequest, VideoRecord, sanitize_key, with_unique_keys
 from sifar.data.formats.source_files import SourceTree, read_json
 

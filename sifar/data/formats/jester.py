@@ -8,7 +8,7 @@ are copied into the shards as they are unless resizing or resampling is asked fo
 
 from __future__ import annotations
 
-from sifar.data.formats import register_format
+from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord,
                                         sanitize_key, unknown_label_error, with_unique_keys)
 from sifar.data.formats.source_files import open_labelled_split, read_lines

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from sifar.data.formats import register_format
+from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord, index_by_name,
                                         sanitize_key, with_unique_keys)
 from sifar.data.formats.source_files import SourceTree

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sifar.data.formats import register_format
+from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import (UNLABELED, DatasetIndex, ReadRequest, VideoRecord, classes_in_index_order,
                                         sanitize_key, unknown_label_error, with_unique_keys)
 from sifar.data.formats.source_files import open_labelled_split, read_json
