@@ -4,8 +4,8 @@ import tarfile
 import pytest
 
 from sifar.data.shard_reader import ShardFormatError, read_shard
-from sifar.data.shard_writer import (ShardLimits, ShardWriter, frame_member, parse_size, shard_name,
-                                     tar_member_bytes)
+from sifar.data.shard_format import frame_member, tar_member_bytes
+from sifar.data.shard_writer import ShardLimits, ShardWriter, parse_size, shard_name
 
 
 @pytest.mark.parametrize("text, size", [("500MB", 500 * 10**6), ("1GB", 10**9), ("2GiB", 2 * 2**30),

@@ -6,8 +6,9 @@ import pytest
 
 from shard_files import Sample, add_member, frame_jpeg, sample_meta, write_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter
+from sifar.data.shard_format import split_member_name
 from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, TruncatedShardError,
-                                   read_samples, split_member_name)
+                                   read_samples)
 
 
 class TrickleStream(io.RawIOBase):

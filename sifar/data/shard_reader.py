@@ -11,7 +11,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
 
-from sifar.data.shard_writer import frame_member
+from sifar.data.shard_format import frame_member
 from sifar.io import is_url, open_url
 
 

@@ -1,23 +1,14 @@
 """Writing samples into ``<out>/<split>-%06d.tar`` shards, each under a temporary name until complete.
 
-A shard is plain GNU tar (``tar tf`` and webdataset read it). A sample is ``<key>.json`` followed by its
-frames ``<key>.000000.jpg, <key>.000001.jpg, ...``, consecutive. A new shard starts when the next sample
-would take the current one past the byte target, or when it holds the target number of samples.
-
-Frame index: the writer adds ``"frame_index": [[offset, size], ...]`` to each ``<key>.json``, one pair per
-frame in frame order: ``size`` is the frame's byte size and ``offset`` the position of its member (its first
-header: the GNU long-name header when the name needs one) counted from the end of the JSON member (the end
-of its data padded to 512 bytes), so the pairs do not depend on where the sample sits in the shard. A reader
-of a local file seeks straight to the sampled frames (:mod:`sifar.data.tar_reader` parses the member found
-there and checks its name and size); readers that ignore the field (``tar``, webdataset, shards written
-before it existed) lose nothing.
+The format itself (member names, the sample JSON, the frame index) is :mod:`sifar.data.shard_format`.
+A new shard starts when the next sample would take the current one past the byte target, or when it
+holds the target number of samples.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import tarfile
@@ -28,9 +19,9 @@ from types import TracebackType
 from typing import Any, Mapping
 
 from sifar.data.manifest import ShardInfo
+from sifar.data.shard_format import frame_member, sample_json, tar_member_bytes
 from sifar.io import atomic_write
 
-_BLOCK = tarfile.BLOCKSIZE
 _ENCODING = "utf-8"
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -45,11 +36,6 @@ def shard_name(split: str, index: int) -> str:
 def shard_pattern(split: str) -> re.Pattern[str]:
     """Matches the names of ``split``'s finished shards; group 1 is the shard number."""
     return re.compile(rf"{re.escape(split)}-(\d{{6}})\.tar")
-
-
-def frame_member(key: str, index: int) -> str:
-    """Tar member name of a sample's ``index``-th frame."""
-    return f"{key}.{index:06d}.jpg"
 
 
 def parse_size(text: str | int) -> int:
@@ -67,32 +53,6 @@ def parse_size(text: str | int) -> int:
     if size < 1:
         raise ValueError(f"size must be at least one byte, got {text!r}")
     return size
-
-
-def tar_member_bytes(size: int) -> int:
-    """Bytes a member of ``size`` bytes takes in a tar: one header block plus data padded to blocks."""
-    return _BLOCK + -(-size // _BLOCK) * _BLOCK
-
-
-def frame_index(frame_infos: list[tarfile.TarInfo]) -> list[list[int]]:
-    """``[offset, size]`` of each frame's member, from the frames' tar headers (see the module docstring)."""
-    index, offset = [], 0
-    for info in frame_infos:
-        index.append([offset, info.size])
-        headers = info.tobuf(tarfile.GNU_FORMAT, _ENCODING, "surrogateescape")  # long-name headers included
-        offset += len(headers) + tar_member_bytes(info.size) - _BLOCK
-    return index
-
-
-def sample_json(key: str, meta: Mapping[str, Any], frame_infos: list[tarfile.TarInfo]) -> bytes:
-    """``<key>.json``: ``meta`` and the frames' ``frame_index``; ValueError naming the sample if JSON cannot
-    hold ``meta``."""
-    if not isinstance(meta, Mapping):
-        raise ValueError(f"the metadata of sample {key} must be a mapping, got {type(meta).__name__}")
-    try:
-        return json.dumps({**meta, "frame_index": frame_index(frame_infos)}).encode("utf-8")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"the metadata of sample {key} cannot be written as JSON: {err}") from err
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ offset.
 from __future__ import annotations
 
 import json
-import re
 import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
+
+from sifar.data.shard_format import frame_index_of, frame_member_suffix, index_entry, split_member_name
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -40,7 +41,6 @@ _REGULAR_TYPES = (b"0", b"\0", b"7")
 _FIELD_ENDS = (0, 0x20)  # NUL or space after an octal number
 _SKIP_CHUNK = 1 << 20
 _HEADER = struct.Struct("100s24x12s20xc100x6s")  # name, size, typeflag, magic + version's first byte
-_MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 class TarFormatError(ValueError):
@@ -293,17 +293,6 @@ def _pax_size(pax: dict[str, str], size: int, offset: int, source: str) -> int:
         raise TarFormatError(f"{source}: invalid pax size {pax['size']!r} at byte {offset}") from err
 
 
-def split_member_name(name: str) -> tuple[str, str]:
-    """``dir/key.000003.jpg`` -> (``dir/key``, ``000003.jpg``), webdataset's rule for sample keys."""
-    match = _MEMBER_NAME.match(name)
-    return (match.group(1), match.group(2)) if match else (name, "")
-
-
-def frame_member_suffix(index: int) -> str:
-    """The member name suffix of frame ``index`` in the shard format (``000012.jpg``)."""
-    return f"{index:06d}.jpg"
-
-
 @dataclass
 class ShardSample:
     """One sample read from a shard: its JSON, the chosen clips and the JPEG bytes of their frames."""
@@ -391,11 +380,11 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
     """
     start = reader.position
     try:
-        index = _frame_index(sample.meta)
+        index = frame_index_of(sample.meta)
         wanted = {i for clip in sample.clips for i in clip}
         jpegs = {}
         for frame in sorted({*wanted, len(index) - 1}):  # the last frame too: the walk goes on after it
-            offset, size = _index_entry(index, frame)
+            offset, size = index_entry(index, frame)
             name = f"{prefix}.{frame_member_suffix(frame)}"
             data = reader.read_member_at(start + offset, name, size, keep_data=frame in wanted)
             if frame in wanted:
@@ -409,24 +398,6 @@ def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) ->
         return False
     sample.jpegs.update(jpegs)
     return True
-
-
-def _frame_index(meta: dict[str, Any]) -> list[Any]:
-    """The JSON's ``frame_index``, one entry per frame (entries checked by :func:`_index_entry`)."""
-    index = meta["frame_index"]
-    if not isinstance(index, list) or len(index) != meta.get("num_frames"):
-        raise ValueError(f"frame_index is not a list of num_frames={meta.get('num_frames')!r} entries")
-    return index
-
-
-def _index_entry(index: list[Any], frame: int) -> tuple[int, int]:
-    """(data offset, size) of ``frame``; ValueError for an entry that is not two non-negative integers."""
-    entry = index[frame]
-    if type(entry) is list and len(entry) == 2:
-        offset, size = entry
-        if type(offset) is int and type(size) is int and offset >= 0 and size >= 0:
-            return offset, size
-    raise ValueError(f"frame_index entry {entry!r} of frame {frame} is not [offset, size]")
 
 
 def _check_frames(outcome: ShardSample | SampleError, wanted: dict[str, int]) -> ShardSample | SampleError:
