@@ -16,7 +16,7 @@ from PIL import Image
 
 from sifar.data.manifest import manifest_path, read_manifest
 from sifar.data.sampling import eval_indices
-from sifar.data.shard_reader import ShardSample, read_shard
+from sifar.data.shard_reader import StoredSample, read_shard
 from sifar.layout import Layout, parse_layout, to_super_image
 
 
@@ -53,7 +53,7 @@ def locate_sample(shards: list[str], sample: str) -> SampleLocation:
     raise KeyError(f"no sample with key or index {sample!r} among {counted} samples in {len(shards)} shard(s)")
 
 
-def load_sample(location: SampleLocation) -> ShardSample:
+def load_sample(location: SampleLocation) -> StoredSample:
     """The located sample with its frames."""
     for position, sample in enumerate(read_shard(location.shard)):
         if position == location.position:
@@ -61,12 +61,12 @@ def load_sample(location: SampleLocation) -> ShardSample:
     raise KeyError(f"{location.shard} has no sample at position {location.position}")
 
 
-def find_sample(path: str, split: str, sample: str) -> ShardSample:
+def find_sample(path: str, split: str, sample: str) -> StoredSample:
     """The sample named by key or index in a shard folder, manifest, shard file or URL."""
     return load_sample(locate_sample(split_shards(path, split), sample))
 
 
-def super_image(sample: ShardSample, num_frames: int = 8, layout: str | Layout | None = None) -> Image.Image:
+def super_image(sample: StoredSample, num_frames: int = 8, layout: str | Layout | None = None) -> Image.Image:
     """The sample's evaluation clip of ``num_frames`` frames as one RGB super image."""
     rows, cols = parse_layout(layout, num_frames)
     indices = eval_indices(sample.num_frames, num_frames)[0]

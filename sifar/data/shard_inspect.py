@@ -13,7 +13,7 @@ from PIL import Image
 
 from sifar.data.jpeg import is_complete_jpeg
 from sifar.data.manifest import Manifest, read_manifest
-from sifar.data.shard_reader import ShardFormatError, ShardSample, read_shard
+from sifar.data.shard_reader import ShardFormatError, StoredSample, read_shard
 from sifar.io import open_url, url_filesystem
 
 
@@ -100,7 +100,7 @@ def inspect_split(manifest_path: str, decode: bool = False) -> SplitReport:
     return report
 
 
-def _check_sample(sample: ShardSample, decode: bool, num_classes: int) -> None:
+def _check_sample(sample: StoredSample, decode: bool, num_classes: int) -> None:
     label = sample.meta.get("label")
     if not isinstance(label, int) or not -1 <= label < num_classes:
         raise ShardFormatError(f"sample {sample.key}: label {label!r} outside the manifest's {num_classes} classes")

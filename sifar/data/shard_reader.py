@@ -1,18 +1,22 @@
-"""Reading samples back from a shard with plain ``tarfile``, checking the layout the writer promises.
+"""Reading whole samples back from a shard, checking the layout the writer promises (json first, frames
+numbered from 0 without gaps, as many as the json says).
 
-For tools (inspect, preview, resume); the training loader streams shards through webdataset instead.
+For tools (inspect, preview, resume); the training loader reads only the sampled frames of each sample
+(:func:`sifar.data.tar_reader.read_samples`). Both walk the shard with the one tar reader,
+:class:`~sifar.data.tar_reader.TarMemberReader`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
-from sifar.data.shard_format import frame_member
-from sifar.io import is_url, open_url
+from sifar.data.shard_format import JSON_SUFFIX, frame_member, split_member_name
+from sifar.data.sources import open_shard
+from sifar.data.tar_reader import TarFormatError, TarMember, TarMemberReader
+from sifar.io import is_url
 
 
 class ShardFormatError(ValueError):
@@ -20,8 +24,8 @@ class ShardFormatError(ValueError):
 
 
 @dataclass
-class ShardSample:
-    """One sample: its key, its ``<key>.json`` and its frames (empty when read without frame data)."""
+class StoredSample:
+    """One sample as stored: its key, its ``<key>.json`` and all its frames (none when read without data)."""
 
     key: str
     meta: dict[str, Any]
@@ -29,51 +33,51 @@ class ShardSample:
     frames: list[bytes] = field(default_factory=list)
 
 
-def read_shard(path: str | os.PathLike, with_frames: bool = True) -> Iterator[ShardSample]:
-    """Samples of the shard at ``path`` (local path or URL), in order.
+def read_shard(path: str | os.PathLike, with_frames: bool = True) -> Iterator[StoredSample]:
+    """Samples of the shard at ``path`` (local path or URL), in order; ``with_frames=False`` skips the JPEG
+    data (seeked over in local files).
 
-    Raises :class:`ShardFormatError` naming the shard for a damaged tar or a sample that breaks the layout
-    (json first, frames numbered from 0 without gaps, frame count as the json says).
+    Raises :class:`ShardFormatError` naming the shard for a damaged or truncated tar, or a sample that
+    breaks the layout.
     """
-    with _open(path) as handle:
-        yield from _samples(handle, str(path), with_frames, seekable=not is_url(path))
-
-
-def _open(path: str | os.PathLike) -> IO[bytes]:
+    name = str(path)
     try:
-        return open_url(path, "rb") if is_url(path) else open(path, "rb")
+        stream = open_shard(name)
     except OSError as err:
-        raise ShardFormatError(f"cannot open shard {path}: {err}") from err
+        raise ShardFormatError(f"cannot open shard {name}: {err}") from err
+    with stream:
+        reader = TarMemberReader(stream, name, seekable=not is_url(name))
+        try:
+            yield from _samples(reader, name, with_frames)
+        except TarFormatError as err:  # its message names the shard
+            raise ShardFormatError(str(err)) from err
+        except OSError as err:
+            raise ShardFormatError(f"{name}: unreadable ({err})") from err
 
 
-def _samples(handle: IO[bytes], name: str, with_frames: bool, seekable: bool) -> Iterator[ShardSample]:
-    current: ShardSample | None = None
-    try:
-        with tarfile.open(fileobj=handle, mode="r:" if seekable else "r|") as tar:
-            for member in tar:
-                key, _, suffix = member.name.partition(".")
-                if suffix == "json":
-                    if current is not None:
-                        yield _checked(current, name)
-                    current = ShardSample(key, _read_json(tar, member, name))
-                    continue
-                if current is None or key != current.key:
-                    raise ShardFormatError(f"{name}: {member.name} does not follow its sample's {key}.json")
-                if member.name != frame_member(key, current.num_frames):
-                    raise ShardFormatError(f"{name}: expected {frame_member(key, current.num_frames)}, "
-                                           f"found {member.name}")
-                current.num_frames += 1
-                if with_frames:
-                    current.frames.append(tar.extractfile(member).read())
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise ShardFormatError(f"{name}: unreadable tar ({err})") from err
+def _samples(reader: TarMemberReader, name: str, with_frames: bool) -> Iterator[StoredSample]:
+    current: StoredSample | None = None
+    for member in reader:
+        key, suffix = split_member_name(member.name)
+        if suffix == JSON_SUFFIX:
+            if current is not None:
+                yield _checked(current, name)
+            current = StoredSample(key, _read_json(reader, member, name))
+            continue
+        if current is None or key != current.key:
+            raise ShardFormatError(f"{name}: {member.name} does not follow its sample's {key}.json")
+        if member.name != frame_member(key, current.num_frames):
+            raise ShardFormatError(f"{name}: expected {frame_member(key, current.num_frames)}, found {member.name}")
+        current.num_frames += 1
+        if with_frames:
+            current.frames.append(reader.read(member))
     if current is not None:
         yield _checked(current, name)
 
 
-def _read_json(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> dict[str, Any]:
+def _read_json(reader: TarMemberReader, member: TarMember, name: str) -> dict[str, Any]:
     try:
-        meta = json.loads(tar.extractfile(member).read().decode("utf-8"))
+        meta = json.loads(reader.read(member).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ShardFormatError(f"{name}: {member.name} is not valid JSON ({err})") from err
     if not isinstance(meta, dict):
@@ -81,7 +85,7 @@ def _read_json(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> dict
     return meta
 
 
-def _checked(sample: ShardSample, name: str) -> ShardSample:
+def _checked(sample: StoredSample, name: str) -> StoredSample:
     if sample.meta.get("num_frames") != sample.num_frames:
         raise ShardFormatError(f"{name}: sample {sample.key} has {sample.num_frames} frames, "
                                f"its json says {sample.meta.get('num_frames')}")
