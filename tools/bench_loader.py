@@ -1,6 +1,6 @@
 """Loader speed, measured side by side in one run on synthetic 240p videos.
 
-    python tools/bench_loader.py [--videos 48] [--frames 90] [--batches 20] [--batch-size 32] [--rounds 3]
+    python -m tools.bench_loader [--videos 48] [--frames 90] [--batches 20] [--batch-size 32] [--rounds 3]
                                  [--grain 0]
 
 Makes ``--videos`` synthetic 426x240 mp4s (``sifar.data.synth``; with ``--grain``, re-encoded with film
@@ -33,7 +33,6 @@ import argparse
 import random
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,17 +42,15 @@ import ffmpeg
 import torch
 import webdataset as wds
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sifar.data import build_loader  # noqa: E402
-from sifar.data.ffmpeg import DecodeSettings, quiet_command  # noqa: E402
-from sifar.data.decoders import JpegDecoder, region_decoding_available  # noqa: E402
-from sifar.data.sampling import train_indices  # noqa: E402
-from sifar.data.shard_reader import read_shard  # noqa: E402
-from sifar.data.shard_writer import ShardLimits  # noqa: E402
-from sifar.data.sharding import ShardJob, shard_dataset  # noqa: E402
-from sifar.data.synth import SynthConfig, encoder_options, make_dataset  # noqa: E402
-from sifar.data.transforms import draw_crop_jitter, train_transform  # noqa: E402
+from sifar.data import build_loader
+from sifar.data.ffmpeg import DecodeSettings, quiet_command
+from sifar.data.decoders import JpegDecoder, region_decoding_available
+from sifar.data.sampling import train_indices
+from sifar.data.shard_reader import read_shard
+from sifar.data.shard_writer import ShardLimits
+from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.synth import SynthConfig, encoder_options, make_dataset
+from sifar.data.transforms import draw_crop_jitter, train_transform
 
 CLIP_FRAMES = 8
 BACKENDS = ("libjpeg", "simplejpeg", "pillow") if region_decoding_available() else ("simplejpeg", "pillow")

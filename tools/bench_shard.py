@@ -5,25 +5,22 @@ ffmpeg processes and decoder threads; each is timed ``--repeats`` times and the 
 is ffmpeg's time over ours (goal: >= 0.8, i.e. the shard tool costs at most 25% more than ffmpeg's own
 decode-and-encode). The one-time start of the worker pool is measured and shown apart.
 
-    python tools/bench_shard.py --videos 24 --size 426x240 --workers 1,2
+    python -m tools.bench_shard --videos 24 --size 426x240 --workers 1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe  # noqa: E402
-from sifar.data.sharding import ShardJob, shard_dataset  # noqa: E402
-from sifar.data.synth import SynthConfig, make_dataset  # noqa: E402
-from sifar.data.workers import available_cores  # noqa: E402
+from sifar.data.ffmpeg import DecodeSettings, ffmpeg_exe
+from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.synth import SynthConfig, make_dataset
+from sifar.data.workers import available_cores
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,6 +1,6 @@
 """Training and inference speed on one GPU, every figure beside the official-style baseline of the same run.
 
-    python tools/bench_train.py [--models SIFAR-B-12,SIFAR-B-14-16f] [--batch 32] [--steps 20]
+    python -m tools.bench_train [--models SIFAR-B-12,SIFAR-B-14-16f] [--batch 32] [--steps 20]
                                 [--end-to-end] [--json results.json]
 
 1. Model step (random inputs): forward + backward + AdamW step of each variant below, clips/s, ms/step,
@@ -32,12 +32,10 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sifar.models import compile_model, create_model, get_config  # noqa: E402
-from sifar.models.flops import count_cost  # noqa: E402
-from sifar.models.window_attention import set_attention  # noqa: E402
-from sifar.precision import allow_tf32  # noqa: E402
+from sifar.models import compile_model, create_model, get_config
+from sifar.models.flops import count_cost
+from sifar.models.window_attention import set_attention
+from sifar.precision import allow_tf32
 
 REPO = Path(__file__).resolve().parents[1]
 

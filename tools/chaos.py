@@ -18,7 +18,7 @@ endpoints that accept connections and never answer. The invariants checked:
 
 Each command runs under a timeout (a hang is a failed invariant). Prints one table (markdown).
 
-    python tools/chaos.py --trials 10 --seed 0
+    python -m tools.chaos --trials 10 --seed 0
 """
 
 from __future__ import annotations

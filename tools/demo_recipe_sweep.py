@@ -19,7 +19,7 @@ steps, then cosine to 1% of lr), seed (0), every (held-out evaluation interval).
 ``--turn-radius 0.22,0.3`` and ``--turn-degrees 360,540`` change the turning objects, ``--videos`` and
 ``--val-fraction`` the split, ``--solid-turning`` draws turning objects without texture.
 
-    python tools/demo_recipe_sweep.py --specs specs.jsonl --workers 8 > results.jsonl
+    python -m tools.demo_recipe_sweep --specs specs.jsonl --workers 8 > results.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -38,13 +37,12 @@ import torch
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sifar.data import synth  # noqa: E402
-from sifar.data.sampling import eval_indices, train_indices  # noqa: E402
-from sifar.data.transforms import draw_crop_jitter, eval_transform, normalize, train_transform  # noqa: E402
-from sifar.models import create_model  # noqa: E402
-from sifar.models.cnn import LargeKernelBottleneck  # noqa: E402
-from sifar.models.vgg import PositionalCNN  # noqa: E402
+from sifar.data import synth
+from sifar.data.sampling import eval_indices, train_indices
+from sifar.data.transforms import draw_crop_jitter, eval_transform, normalize, train_transform
+from sifar.models import create_model
+from sifar.models.cnn import LargeKernelBottleneck
+from sifar.models.vgg import PositionalCNN
 
 FRAMES, SEGMENTS, SIZE = 16, 8, 64
 

@@ -17,9 +17,9 @@ pair (chance 50%), training time and clips/s. ``<out>/results.json`` is rewritte
 an earlier run with the same recipe are kept, so ``--rows`` can complete a cut-off run), and so are the
 study's section of ``<docs>/RESULTS.md`` and ``<docs>/temporal_study.png``.
 
-    python tools/temporal_study.py --out runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
-    python tools/temporal_study.py --quick --out /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
-    python tools/temporal_study.py --report-only --out runs/temporal --docs docs    # docs from results.json
+    python -m tools.temporal_study --out runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
+    python -m tools.temporal_study --quick --out /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
+    python -m tools.temporal_study --report-only --out runs/temporal --docs docs    # docs from results.json
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from typing import Any
 
 import click
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.shard_writer import ShardLimits
