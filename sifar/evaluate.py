@@ -18,7 +18,7 @@ import torch
 from sifar.checkpoint import TrainedModel, load_trained
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
-from sifar.data.transforms import normalize
+from sifar.data.transforms import device_clips
 from sifar.distributed import all_reduce_sum
 from sifar.models import compile_model
 from sifar.precision import autocast_for
@@ -171,7 +171,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
             frames = frames.unsqueeze(1)
         batch, views = frames.shape[:2]
         frames = reorder_frames(frames, order, generator)
-        clips = normalize(frames.to(device, non_blocking=True).flatten(0, 1), model.mean, model.std)
+        clips = device_clips(frames.flatten(0, 1), device, model.mean, model.std)
         if pad:
             padded_clips = max(padded_clips, len(clips))
             clips = pad_clips(clips, padded_clips)

@@ -16,7 +16,7 @@ from sifar.data.clip import ClipSettings
 from sifar.data.ffmpeg import DecodeSettings, decode_video
 from sifar.data.decoders import JpegDecoder
 from sifar.data.sampling import eval_indices
-from sifar.data.transforms import eval_transform, normalize
+from sifar.data.transforms import device_clips, eval_transform
 from sifar.precision import autocast_for
 
 
@@ -52,7 +52,7 @@ def predict(trained: TrainedModel, path: str | Path, device: torch.device, topk:
     views = video_views(path, trained.clip, clips, crops)
     model.eval()
     with autocast_for(device, precision):
-        logits = model(normalize(views.to(device), model.mean, model.std))
+        logits = model(device_clips(views, device, model.mean, model.std))
     probs = logits.float().softmax(-1).mean(0)
     top = probs.topk(min(topk, probs.numel()))
     return Prediction(str(path), [classes[i] for i in top.indices.tolist()], top.values.tolist())
@@ -63,5 +63,5 @@ def explain(trained: TrainedModel, path: str | Path, device: torch.device, targe
     """Class activation map of a video's centre view (one clip, one centre crop) for class ``target`` (default: top)."""
     model = trained.model
     views = video_views(path, trained.clip, clips=1, crops=1)
-    frames = normalize(views.to(device), model.mean, model.std)
+    frames = device_clips(views, device, model.mean, model.std)
     return class_activation_map(model, frames, trained.classes, target, method, chunk)

@@ -35,7 +35,7 @@ from sifar.config_fields import check_bounds, help_field
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
 from sifar.data.mixup import VideoMixup
-from sifar.data.transforms import normalize
+from sifar.data.transforms import device_clips
 from sifar.distributed import DistInfo, barrier, check_device, cleanup, init_distributed
 from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
                             write_eval_report)
@@ -368,7 +368,7 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         if config.max_steps is not None and state.step >= config.max_steps:  # --max-steps counts every step
             batches.close()
             return False
-        frames = normalize(frames.to(device, non_blocking=True), model.mean, model.std)
+        frames = device_clips(frames, device, model.mean, model.std)
         labels = labels.to(device, non_blocking=True)
         targets = labels
         if mixup is not None:

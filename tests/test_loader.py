@@ -16,7 +16,8 @@ from test_decoders import LIBJPEG, needs_region_decoder
 from sifar.cli.tools import main as sifar_tools
 from sifar.data import build_loader
 from sifar.data.decoders import JpegDecoder
-from sifar.data.loader import BadDataWarning, Batch, BatchMemory, Shipment, _free_when_dropped
+from sifar.data.batch_memory import Batch, BatchMemory, Shipment, free_when_dropped
+from sifar.data.loader_stats import BadDataWarning
 from sifar.data.manifest import Manifest, ShardInfo, write_manifest
 from sifar.data.sampling import eval_indices
 from sifar.layout import grid_shape, to_super_image
@@ -433,7 +434,7 @@ def test_good_data_loads_without_a_warning(folder, decoder):
 
 def test_a_buffer_is_marked_free_once_the_last_view_of_its_batch_is_dropped():
     free = multiprocessing.RawArray("b", [0])
-    (batch,) = _free_when_dropped([Shipment(torch.zeros(2, 3, dtype=torch.uint8), [4, 7], ["a", "b"], 0)], free)
+    (batch,) = free_when_dropped([Shipment(torch.zeros(2, 3, dtype=torch.uint8), [4, 7], ["a", "b"], 0)], free)
     assert isinstance(batch, Batch) and torch.equal(batch.labels, torch.tensor([4, 7]))  # a list in flight
     view = batch.frames[1:]
     del batch

@@ -26,7 +26,7 @@ from shard_files import serve_folder, silent_server
 from sifar.cli.evaluate import main as eval_main
 from sifar.cli.tools import main as sifar_tools
 from sifar.cli.train import main as train_main
-from sifar.data.loader import BadDataWarning
+from sifar.data.loader_stats import BadDataWarning
 from sifar.data.manifest import read_manifest
 from sifar.data.sources import resolve_source
 from sifar.data.synth import SynthConfig, make_dataset
