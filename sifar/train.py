@@ -1,4 +1,6 @@
-"""The SIFAR trainer: one file, top to bottom. ``torchrun --nproc_per_node=G -m sifar.train ...`` or ``sifar-train``.
+"""The SIFAR trainer, top to bottom: model checks, optimisation, the loop. ``sifar-train`` runs it (under
+``torchrun --no-python`` for several processes); its settings are :class:`sifar.train_config.TrainConfig`,
+its checkpoints and resume :mod:`sifar.resume`.
 
 The paper's recipe is the default: AdamW (weight decay 0.05, none on norms, biases, position embeddings
 and relative-position tables), LR 1e-4 unscaled, cosine schedule with 5 warm-up epochs, 30 epochs, drop
@@ -17,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,99 +31,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from sifar.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sifar.checkpoint_file import CheckpointError
-from sifar.config_fields import check_bounds, help_field
+from sifar.checkpoint import save_checkpoint, set_rng_state
 from sifar.data import build_loader
-from sifar.data.clip import ClipSettings
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import device_clips
-from sifar.distributed import DistInfo, barrier, check_device, cleanup, init_distributed
+from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
                             write_eval_report)
 from sifar.metrics_log import MetricsLog
 from sifar.models import SuperImageClassifier, compile_model, create_model, resolve_config
 from sifar.precision import allow_tf32, autocast_for
+from sifar.resume import TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
 from sifar.run_lock import run_lock
-
-LR_REFERENCE_BATCH = 512
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before any work: ``"<field>: <why>"``."""
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; written to ``<output>/config.json`` and into each checkpoint."""
-
-    shards: str = help_field(None, "Training shards: folder, manifest, brace pattern or s3/gs/http URL.")
-    output: str = help_field(None, "Output folder (checkpoints, metrics, plots). Re-running into it resumes.")
-    val_shards: str | None = help_field(None, "Validation shards (same forms as --shards).")
-    model: str = help_field("SIFAR-B-12", "Registered model name or alias, or timm:<any timm classifier>.")
-    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).", min=1)
-    layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the paper's rule).")
-    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).", min=1)
-    frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
-    frame_average: bool = help_field(False, "Baseline (TSN-style): classify each frame alone, average the scores.")
-    num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).",
-                                         min=1)
-    pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
-    epochs: int = help_field(30, "Training epochs.", min=1)
-    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.", min=0)
-    batch_size: int = help_field(32, "Clips per GPU (per process) per step.", min=1)
-    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).", min=0, min_open=True)
-    scale_lr: bool = help_field(False, f"Scale the LR linearly by global batch / {LR_REFERENCE_BATCH}.")
-    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.", min=0)
-    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.", min=0)
-    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).", min=0)
-    drop_path: float = help_field(0.1, "Stochastic depth rate.", min=0, max=1, max_open=True)
-    smoothing: float = help_field(0.1, "Label smoothing.", min=0, max=1, max_open=True)
-    mixup: float = help_field(0.8, "Mixup alpha (0 disables).", min=0)
-    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).", min=0)
-    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.", min=0, min_open=True)
-    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.", min=1)
-    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).", min=0, max=1,
-                                  max_open=True)
-    compile: bool = help_field(False, "torch.compile the model.")
-    grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
-    channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
-    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
-        "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
-        "eager (as the official code).")
-    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
-    sampling: Literal["uniform", "dense"] = help_field("uniform", "Frame sampling (the paper: uniform).")
-    flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
-    workers: int = help_field(4, "Loader worker processes per GPU.", min=0)
-    steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).",
-                                             min=1)
-    max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
-    val_clips: int = help_field(1, "Temporal clips per video when validating.", min=1)
-    val_crops: int = help_field(1, "Spatial crops per clip when validating (1 or 3).")
-    save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).", min=1)
-    resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
-    seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
-    device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
-
-    def __post_init__(self) -> None:
-        try:
-            check_bounds(self)
-            check_device(self.device)
-            if self.val_crops not in (1, 3):
-                raise ValueError(f"val_crops: 1 (centre) or 3 (top-left, centre, bottom-right), got {self.val_crops}")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-
-
-@dataclass
-class TrainState:
-    """Where training is: epoch, optimizer steps taken, batches of the current epoch consumed, best top-1."""
-
-    epoch: int = 0
-    step: int = 0
-    batch_in_epoch: int = 0
-    best_top1: float = -1.0
-
+from sifar.train_config import LR_REFERENCE_BATCH, ConfigError, TrainConfig
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""
@@ -146,12 +68,6 @@ def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
         attention=config.attention, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
         frame_average=config.frame_average,
     )
-
-
-def remove_unfinished_checkpoints(output: Path) -> None:
-    """Delete the temporary files of checkpoint writes that a killed run left (``.last.pt.*.tmp``)."""
-    for path in output.glob(".*.pt.*.tmp"):
-        path.unlink(missing_ok=True)
 
 
 def check_clip_fits_model(config: TrainConfig) -> None:
@@ -214,61 +130,6 @@ def build_criterion(config: TrainConfig, mixing: bool) -> nn.Module:
     if mixing:  # mixup produces soft targets with the label smoothing already in them
         return SoftTargetCrossEntropy()
     return LabelSmoothingCrossEntropy(config.smoothing) if config.smoothing > 0 else nn.CrossEntropyLoss()
-
-
-# Checkpoints --------------------------------------------------------------------------------------------
-
-def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config: TrainConfig,
-                     classes: list[str]) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else None,
-        "state": dataclasses.asdict(state),
-        "config": dataclasses.asdict(config),
-        "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
-                       "frame_size": model.frame_size, "frame_embed": config.frame_embed,
-                       "frame_average": config.frame_average},
-        "clip": ClipSettings(model.num_frames, model.frame_size, config.sampling).as_dict(),
-        "validated_with": "ema" if ema is not None else "model",
-        "classes": classes,
-        "rng": rng_state(),
-    }
-
-
-RESUME_MUST_MATCH = ("model", "num_frames", "layout", "frame_size", "frame_embed", "frame_average", "batch_size",
-                     "accum_steps")
-# The restored scheduler and optimizer carry the schedule and the weight decay they were made with: a resume
-# that changed them would silently keep the old ones, so it is refused.
-RESUME_SCHEDULE = ("epochs", "warmup_epochs", "lr", "scale_lr", "min_lr", "warmup_lr", "weight_decay",
-                   "steps_per_epoch")
-
-
-def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    changed = [k for k in RESUME_MUST_MATCH + RESUME_SCHEDULE if saved.get(k) != getattr(config, k)]
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise ValueError(f"cannot resume from {path}: the run was started with other settings ({details}); "
-                         f"resume with the same ones, or start another --output (--pretrained {path} to go on "
-                         f"from its weights with a new schedule), or --no-resume")
-
-
-def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:
-    try:
-        checkpoint = load_checkpoint(path)
-    except CheckpointError as err:
-        best = path.with_name("best.pt")
-        advice = (f"copy {best} over it to go on from the best epoch, or pass --no-resume to start over"
-                  if best.is_file() else "pass --no-resume to start over")
-        raise CheckpointError(f"cannot resume: {err} ({advice})") from err
-    check_resume_config(checkpoint["config"], config, path)
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    if ema is not None and checkpoint["ema"] is not None:
-        ema.module.load_state_dict(checkpoint["ema"])
-    return TrainState(**checkpoint["state"]), checkpoint["rng"]
 
 
 # The loop ----------------------------------------------------------------------------------------------
@@ -347,9 +208,30 @@ def timed(iterator: Iterator, timer: StepTimer) -> Iterator:
         yield item
 
 
-def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion, mixup, ema, state: TrainState,
-                    config: TrainConfig, dist_info: DistInfo, log: MetricsLog, save) -> bool:
+@dataclass
+class TrainingParts:
+    """What every training step uses, made once per run: ``model`` is the bare model, ``train_model`` what
+    the steps call (wrapped by DDP and torch.compile); ``save(name)`` writes a checkpoint on rank 0."""
+
+    model: SuperImageClassifier
+    train_model: nn.Module
+    loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    criterion: nn.Module
+    mixup: VideoMixup | None
+    ema: ModelEmaV3 | None
+    config: TrainConfig
+    dist_info: DistInfo
+    log: MetricsLog
+    save: Callable[..., None]
+
+
+def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
     """One epoch (or its remainder after a resume). Returns False when --max-steps stopped the run."""
+    model, train_model, loader, config, dist_info = (parts.model, parts.train_model, parts.loader, parts.config,
+                                                     parts.dist_info)
+    optimizer, mixup = parts.optimizer, parts.mixup
     device = dist_info.device
     model.train()
     timer = StepTimer()
@@ -362,7 +244,7 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         if record is not None:
             batches.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                 clips_s=f"{record['clips_per_s']:.1f}", wait=f"{100 * record['data_wait']:.0f}%")
-            log.step(**record)
+            parts.log.step(**record)
 
     for micro, (frames, labels, _keys) in enumerate(timed(iter(loader), timer)):
         if config.max_steps is not None and state.step >= config.max_steps:  # --max-steps counts every step
@@ -377,7 +259,7 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         sync = contextlib.nullcontext() if last_micro or not hasattr(train_model, "no_sync") else train_model.no_sync()
         with sync:
             with autocast_for(device, config.precision):
-                loss = criterion(train_model(frames), targets)
+                loss = parts.criterion(train_model(frames), targets)
             (loss / config.accum_steps).backward()
         step_losses.append(loss.detach())
         state.batch_in_epoch += 1
@@ -390,16 +272,16 @@ def train_one_epoch(model, train_model, loader, optimizer, scheduler, criterion,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        scheduler.step_update(state.step)
-        if ema is not None:
-            ema.update(model, step=state.step)
+        parts.scheduler.step_update(state.step)
+        if parts.ema is not None:
+            parts.ema.update(model, step=state.step)
         clips_per_s, wait = timer.snapshot()
         report(losses.push(step_losses, dict(step=state.step, epoch=state.epoch, lr=optimizer.param_groups[0]["lr"],
                                               clips_per_s=clips_per_s, data_wait=wait, wait_s=timer.step_wait())))
         step_losses = []
         if state.step % config.save_every == 0:
             report(losses.resolve())  # a non-finite loss stops the run before this step is saved
-            save()
+            parts.save()
         if config.max_steps is not None and state.step >= config.max_steps:
             report(losses.resolve())
             batches.close()
@@ -477,6 +359,8 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
             save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, state, config, classes), output / name)
         barrier()
 
+    parts = TrainingParts(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema, config,
+                          dist_info, log, save)
     best: EvalResult | None = None
     short_val_shards: set[str] = set()
     finished = True
@@ -485,8 +369,7 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
         if saved_rng is not None:  # continue the random streams exactly where the checkpoint left them
             set_rng_state(saved_rng)
             saved_rng = None
-        finished = train_one_epoch(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema,
-                                   state, config, dist_info, log, save)
+        finished = train_one_epoch(parts, state)
         if not finished:
             save()
             break

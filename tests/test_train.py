@@ -25,7 +25,8 @@ from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.transforms import normalize
 from sifar.predict import predict, video_views
-from sifar.train import ConfigError, LaggedLosses, NonFiniteLossError, TrainConfig
+from sifar.train import LaggedLosses, NonFiniteLossError
+from sifar.train_config import ConfigError, TrainConfig
 
 TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
         "--warmup-epochs", "0.5", "--lr", "1e-3"]

@@ -50,7 +50,8 @@ from sifar.distributed import init_distributed
 from sifar.evaluate import EvalResult, EvalSettings, evaluate_checkpoint
 from sifar.io import atomic_write
 from sifar.metrics_log import read_metrics
-from sifar.train import TrainConfig, train
+from sifar.train import train
+from sifar.train_config import TrainConfig
 
 SECTION_BEGIN = "<!-- temporal-study:begin (written by tools/temporal_study.py) -->"
 SECTION_END = "<!-- temporal-study:end -->"

@@ -27,7 +27,8 @@ from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
 from sifar.predict import predict
-from sifar.train import TrainConfig, train
+from sifar.train import train
+from sifar.train_config import TrainConfig
 
 BATCH_SIZE = 32
 

@@ -8,7 +8,8 @@ from sifar.checkpoint import CheckpointWriteError
 from sifar.cli.options import dataclass_options
 from sifar.checkpoint_file import CheckpointError
 from sifar.run_lock import FolderInUseError
-from sifar.train import ConfigError, NonFiniteLossError, TrainConfig, train
+from sifar.train import NonFiniteLossError, train
+from sifar.train_config import ConfigError, TrainConfig
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
                CheckpointWriteError, NonFiniteLossError, FolderInUseError)
