@@ -3,11 +3,12 @@ into, handed out again only once the consumer has dropped every view of a batch.
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
+
+from sifar.torch_compat import shared_uint8
 
 
 
@@ -99,8 +100,7 @@ class BatchRows:
 def _new_frames(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
     if not shared:
         return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))  # what default_collate uses in workers
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    return shared_uint8(shape)
 
 
 def free_when_dropped(shipments: Iterable[Shipment], free: Any) -> Iterator[Batch]:

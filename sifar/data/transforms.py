@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from sifar.torch_compat import resize_antialiased_into
+
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 NO_FLIP_DATASETS = frozenset({"ssv2", "jester"})
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -171,8 +173,7 @@ def _resize(frames: torch.Tensor, size: tuple[int, int], out: torch.Tensor | Non
         return frames if out is None else out.copy_(frames)
     if out is None:
         out = frames.new_empty((frames.shape[0], *size, frames.shape[1])).permute(0, 3, 1, 2)
-    # what F.interpolate(mode="bilinear", antialias=True) runs, in the variant that writes into ``out``
-    return torch.ops.aten._upsample_bilinear2d_aa.out(frames, size, False, None, None, out=out)
+    return resize_antialiased_into(frames, size, out)
 
 
 def as_clip(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

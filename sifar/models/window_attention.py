@@ -23,6 +23,8 @@ from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
+from sifar.torch_compat import raise_recompile_limit, torch_at_least
+
 AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
 ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
 # FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
@@ -35,7 +37,7 @@ FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1":
 # docs/PERFORMANCE.md). Its gradient is still summed in fp32 by FlexAttention and rounded to bf16 once, as every
 # weight gradient is under autocast. torch 2.11 casts that fp32 sum back to the bias's dtype (pytorch#174251);
 # earlier versions fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
-BIAS_IN_SCORE_DTYPE = torch.__version__ >= "2.11"
+BIAS_IN_SCORE_DTYPE = torch_at_least(2, 11)
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
@@ -50,7 +52,7 @@ def compiled_flex_attention():
     """FlexAttention compiled once per process; uncompiled it would materialise the scores."""
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, FLEX_RECOMPILE_LIMIT)
+        raise_recompile_limit(FLEX_RECOMPILE_LIMIT)
         _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex_attention
 
@@ -126,6 +128,19 @@ class SifarWindowAttention(WindowAttention):
         return attend(q, k, v, score_mod=score_mod, scale=self.scale, kernel_options=self.flex_kernel_options)
 
 
+def sifar_window_attention(attention: WindowAttention) -> SifarWindowAttention:
+    """A :class:`SifarWindowAttention` holding ``attention``'s own parameters (the same tensors, on their
+    device, meta included), in its training mode."""
+    heads = attention.num_heads
+    head_dim = attention.qkv.out_features // (3 * heads)
+    with torch.device(attention.qkv.weight.device):
+        replacement = SifarWindowAttention(attention.qkv.in_features, heads, head_dim=head_dim,
+                                           window_size=attention.window_size, qkv_bias=attention.qkv.bias is not None,
+                                           attn_drop=attention.attn_drop.p, proj_drop=attention.proj_drop.p)
+    replacement.load_state_dict(attention.state_dict(), assign=True)
+    return replacement.train(attention.training)
+
+
 def set_attention(model: nn.Module, impl: AttentionImpl, flex_kernel_options: dict | None = None) -> None:
     """Switch every Swin window attention of ``model`` to ``impl`` (see the module docstring).
 
@@ -135,8 +150,9 @@ def set_attention(model: nn.Module, impl: AttentionImpl, flex_kernel_options: di
         raise ValueError(f"unknown attention implementation {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
     for block in model.modules():
         if isinstance(block, SwinTransformerBlock):
+            if not isinstance(block.attn, SifarWindowAttention):
+                block.attn = sifar_window_attention(block.attn)
             attention = block.attn
-            attention.__class__ = SifarWindowAttention  # same parameters and buffers; only forward differs
             attention.impl = impl
             attention.fused_attn = impl != "eager"
             attention.flex_kernel_options = FLEX_KERNEL_OPTIONS if flex_kernel_options is None else flex_kernel_options
