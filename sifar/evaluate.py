@@ -18,6 +18,7 @@ import torch
 from sifar.checkpoint import TrainedModel, load_trained
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
+from sifar.data.sampling import Mode
 from sifar.data.transforms import device_clips
 from sifar.distributed import all_reduce_sum
 from sifar.models import compile_model
@@ -252,7 +253,7 @@ class EvalSettings:
     batch_size: int = 16
     workers: int = 4
     weights: Literal["ema", "model"] | None = None
-    sampling: Literal["uniform", "dense"] | None = None
+    sampling: Mode | None = None
     precision: str = "auto"
     attention: str = "auto"
     compile: bool = False

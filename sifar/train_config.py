@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sifar.config_fields import check_bounds, help_field
+from sifar.data.sampling import Mode
 from sifar.distributed import check_device
 
 LR_REFERENCE_BATCH = 512
@@ -56,7 +57,7 @@ class TrainConfig:
         "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
         "eager (as the official code).")
     precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
-    sampling: Literal["uniform", "dense"] = help_field("uniform", "Frame sampling (the paper: uniform).")
+    sampling: Mode = help_field("uniform", "Frame sampling (the paper: uniform).")
     flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
     workers: int = help_field(4, "Loader worker processes per GPU.", min=0)
     steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).",

@@ -8,6 +8,7 @@ import click
 
 from sifar.checkpoint_file import CheckpointError
 from sifar.cli.options import ema_option
+from sifar.data.sampling import MODES
 from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import EvalSettings, IncompleteEvaluationError, check_coverage, evaluate_checkpoint
 from sifar.precision import allow_tf32
@@ -24,7 +25,7 @@ from sifar.precision import allow_tf32
 @click.option("--workers", default=4, show_default=True, help="Loader worker processes per process.")
 @click.option("--split", default="val", show_default=True, help="Split name, for shard folders.")
 @ema_option
-@click.option("--sampling", type=click.Choice(["uniform", "dense"]), default=None,
+@click.option("--sampling", type=click.Choice(MODES), default=None,
               help="Frame sampling [default: the clip the checkpoint was trained on].")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "bf16", "fp32"]), show_default=True)
 @click.option("--device", default="auto", show_default=True)

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sifar.data.batch_memory import BatchMemory, BatchRows, Clip, Shipment, collate_clips
 from sifar.data.decoders import DECODE_ERRORS, JpegDecoder, check_decoder
 from sifar.data.loader_stats import LoaderStats
-from sifar.data.sampling import Mode, eval_indices, train_indices
+from sifar.data.sampling import MODES, Mode, eval_indices, train_indices
 from sifar.data.sources import ShardSource, open_shard
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
 from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
@@ -63,8 +63,8 @@ class LoaderConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 (centre) or 3 (top-left, centre, bottom-right), got {self.crops}")
-        if self.sampling not in ("uniform", "dense"):
-            raise ValueError(f"unknown sampling mode {self.sampling!r} (uniform or dense)")
+        if self.sampling not in MODES:
+            raise ValueError(f"unknown sampling mode {self.sampling!r} ({', '.join(MODES)})")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
         check_decoder(self.decoder)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Literal
+from typing import Literal, get_args
 
 Mode = Literal["uniform", "dense"]
+MODES: tuple[str, ...] = get_args(Mode)  # what the options offer and the loader accepts
 
 
 def _segment_bounds(num_frames: int, num_segments: int, i: int) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def train_indices(num_frames: int, num_segments: int, rng: random.Random, mode: 
     if mode == "dense":
         start = rng.randint(0, dense_start_range(num_frames, num_segments, stride))
         return dense_indices(num_frames, num_segments, stride, start)
-    raise ValueError(f"unknown sampling mode {mode!r} (uniform or dense)")
+    raise ValueError(f"unknown sampling mode {mode!r} ({', '.join(MODES)})")
 
 
 def eval_indices(num_frames: int, num_segments: int, clips: int = 1, mode: Mode = "uniform",
@@ -71,7 +72,7 @@ def eval_indices(num_frames: int, num_segments: int, clips: int = 1, mode: Mode 
         last = dense_start_range(num_frames, num_segments, stride)
         starts = [round(last * (k + 0.5) / clips) for k in range(clips)]
         return [dense_indices(num_frames, num_segments, stride, s) for s in starts]
-    raise ValueError(f"unknown sampling mode {mode!r} (uniform or dense)")
+    raise ValueError(f"unknown sampling mode {mode!r} ({', '.join(MODES)})")
 
 
 def _check(num_frames: int, num_segments: int) -> None:
