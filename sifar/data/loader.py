@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import webdataset as wds
@@ -53,7 +53,6 @@ import webdataset as wds
 from sifar.data.batch_memory import Batch, free_when_dropped
 from sifar.data.loader_stats import LoaderStats
 from sifar.data.pipeline import ClipStream, LoaderConfig
-from sifar.data.sampling import Mode
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
 
@@ -163,40 +162,35 @@ def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int
     return max(1, source.num_samples // (world_size * batch_size))
 
 
-def build_loader(source: str | os.PathLike, split: str = "train", num_frames: int = 8, frame_size: int = 192,
-                 batch_size: int = 32, num_workers: int = 4, clips: int = 1, crops: int = 1,
-                 dataset: str | None = None, seed: int = 0, *, training: bool | None = None,
-                 sampling: Mode = "uniform", stride: int = 4, flip: bool | None = None,
-                 rank: int | None = None, world_size: int | None = None, epoch: int = 0, start_batch: int = 0,
-                 steps_per_epoch: int | None = None, shuffle_buffer: int = 500, decoder: str = "auto",
-                 pin_memory: bool | None = None, prefetch_factor: int = 2, shard_retries: int = 2,
-                 retry_delay: float = 1.0, reuse_memory: bool = True) -> VideoLoader:
+def build_loader(source: str | os.PathLike, split: str = "train", *, training: bool | None = None,
+                 dataset: str | None = None, flip: bool | None = None, rank: int | None = None,
+                 world_size: int | None = None, steps_per_epoch: int | None = None, epoch: int = 0,
+                 start_batch: int = 0, pin_memory: bool | None = None, prefetch_factor: int = 2,
+                 reuse_memory: bool = True, **settings: Any) -> VideoLoader:
     """Batches ``(frames, labels, keys)`` of clips streamed from shards.
 
     ``frames`` is uint8: (B, T, C, H, W) when training; (B, V, T, C, H, W) when evaluating, always with
     the views dimension (V = clips x crops, clip-major, V = 1 included). It is channels-last in memory;
-    normalize on the device (:func:`sifar.data.transforms.normalize`), which returns contiguous floats.
+    move and normalize it on the device (:func:`sifar.data.transforms.device_clips`).
+
+    ``settings`` are :class:`LoaderConfig` fields (``num_frames``, ``frame_size``, ``batch_size``,
+    ``num_workers``, ``clips``, ``crops``, ``sampling``, ``stride``, ``seed``, ...; meanings and defaults
+    there; ``**clip.loader_options()`` gives a checkpoint's clip). The rest is resolved here:
 
     - ``source``: shard folder, manifest, shard pattern or URL (see :mod:`sifar.data.sources`).
     - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"``.
     - ``dataset``: dataset name for the flip default (off for ssv2 and jester); default from the manifest,
       else each sample's JSON. ``flip`` forces it on or off.
-    - ``sampling``/``stride``: "uniform" (TSN segments, the paper's) or "dense" (``stride`` apart).
     - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
     - ``steps_per_epoch``: training batches per rank per epoch, the same on every rank; default
       ``num_samples // (world_size * batch_size)`` from the manifest.
     - ``epoch``/``start_batch``: the first iteration's epoch and resume point (later: ``set_epoch``). The
       same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
       k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
-    - ``shuffle_buffer``: samples held for shuffling per worker (only their sampled frames' JPEG bytes).
-    - ``decoder``: "auto", "libjpeg" (decodes only the training crop), "simplejpeg" or "pillow"
-      (:mod:`sifar.data.decoders`).
-    - ``shard_retries``/``retry_delay``: tries after the first to open (or, streamed, to re-read) a shard,
-      waiting ``retry_delay * 2**i`` seconds before each.
     - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it
-      any more (:class:`BatchMemory`), which saves a page fault per 4 KiB. Only a batch whose frames are
-      handed on to another process (a multiprocessing queue) would be overwritten under that process:
-      ``clone()`` them first, or pass False.
+      any more (:class:`~sifar.data.batch_memory.BatchMemory`), which saves a page fault per 4 KiB. Only a
+      batch whose frames are handed on to another process (a multiprocessing queue) would be overwritten
+      under that process: ``clone()`` them first, or pass False.
     """
     shard_source = resolve_source(source, split)
     rank, world_size = _rank_and_world_size(rank, world_size)
@@ -205,13 +199,10 @@ def build_loader(source: str | os.PathLike, split: str = "train", num_frames: in
     if flip is None and name is not None:
         flip = default_flip(name)
     if training and steps_per_epoch is None:
-        steps_per_epoch = _default_steps(shard_source, world_size, batch_size)
-    config = LoaderConfig(num_frames=num_frames, frame_size=frame_size, batch_size=batch_size,
-                          num_workers=num_workers, training=training, clips=clips, crops=crops,
-                          sampling=sampling, stride=stride, flip=flip, seed=seed, rank=rank,
-                          world_size=world_size, steps_per_epoch=steps_per_epoch or 0,
-                          shuffle_buffer=shuffle_buffer, decoder=decoder, shard_retries=shard_retries,
-                          retry_delay=retry_delay)
+        steps_per_epoch = _default_steps(shard_source, world_size, settings.get("batch_size",
+                                                                                 LoaderConfig.batch_size))
+    config = LoaderConfig(**settings, training=training, flip=flip, rank=rank, world_size=world_size,
+                          steps_per_epoch=steps_per_epoch or 0)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,

@@ -31,27 +31,28 @@ _INITIAL_SHUFFLE = 100
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """Everything a worker needs to build its pipeline; see :func:`build_loader` for the meanings."""
+    """Everything a worker needs to build its pipeline (:func:`sifar.data.loader.build_loader` resolves
+    ``training``, ``flip``, ``rank``, ``world_size`` and ``steps_per_epoch``)."""
 
     num_frames: int = 8
     frame_size: int = 192
     batch_size: int = 32
-    num_workers: int = 4
+    num_workers: int = 4  # DataLoader worker processes (0: the pipeline runs in the calling process)
     training: bool = True
-    clips: int = 1
-    crops: int = 1
-    sampling: Mode = "uniform"
+    clips: int = 1  # evaluation: temporal clips per video
+    crops: int = 1  # evaluation: 1 (centre) or 3 (top-left, centre, bottom-right) per clip
+    sampling: Mode = "uniform"  # "uniform" (TSN segments, the paper's) or "dense" (``stride`` apart)
     stride: int = 4
-    flip: bool | None = None
-    scales: tuple[float, ...] = MULTI_SCALES
+    flip: bool | None = None  # training's horizontal flip; None: each sample's dataset decides
+    scales: tuple[float, ...] = MULTI_SCALES  # training's multi-scale crop
     seed: int = 0
     rank: int = 0
     world_size: int = 1
     steps_per_epoch: int = 0
-    shuffle_buffer: int = 500
-    decoder: str = "auto"
-    shard_retries: int = 2
-    retry_delay: float = 1.0
+    shuffle_buffer: int = 500  # samples held for shuffling per worker (only their sampled JPEGs' bytes)
+    decoder: str = "auto"  # "auto", "libjpeg" (decodes only the training crop), "simplejpeg" or "pillow"
+    shard_retries: int = 2  # tries after the first to open (or, streamed, re-read) a shard ...
+    retry_delay: float = 1.0  # ... waiting retry_delay * 2**i seconds before each
 
     def __post_init__(self) -> None:
         positive = ("num_frames", "frame_size", "batch_size", "clips", "stride", "world_size")
