@@ -12,6 +12,10 @@ from typing import Any
 import click
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work: ``"<field>: <why>"``."""
+
+
 def help_field(default: Any, help: str, *, min: float | None = None, max: float | None = None,
                min_open: bool = False, max_open: bool = False, **kwargs: Any) -> Any:
     """A dataclass field with its command-line help and its bounds (``min``/``max``, open or closed) beside

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal
 import torch
 
 from sifar.checkpoint import TrainedModel, load_trained
+from sifar.config_fields import ConfigError, check_bounds, help_field
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
 from sifar.data.sampling import Mode
@@ -247,16 +248,31 @@ class EvalSettings:
     """How a checkpoint is evaluated. The clip and the weights default to the checkpoint's own: the clip
     it was trained on, and the weights training validated with (EMA when it kept them)."""
 
-    split: str = "val"
-    clips: int = 1
-    crops: int = 3
-    batch_size: int = 16
-    workers: int = 4
-    weights: Literal["ema", "model"] | None = None
-    sampling: Mode | None = None
-    precision: str = "auto"
-    attention: str = "auto"
-    compile: bool = False
+    split: str = help_field("val", "Split name, for shard folders.")
+    clips: int = help_field(1, "Temporal clips per video.", min=1)
+    crops: int = help_field(3, "Spatial crops per clip: 1 (centre) or 3 (top-left, centre, bottom-right).")
+    batch_size: int = help_field(16, "Videos per step per process.", min=1)
+    workers: int = help_field(4, "Loader worker processes per process.", min=0)
+    ema: bool | None = help_field(None, "The checkpoint's EMA weights, or its raw ones [default: those training "
+                                        "validated with].")
+    sampling: Mode | None = help_field(None, "Frame sampling [default: the clip the checkpoint was trained on].")
+    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
+    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
+        "auto", "Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
+    compile: bool = help_field(False, "torch.compile the model (GPU: faster after warm-up).")
+
+    def __post_init__(self) -> None:
+        try:
+            check_bounds(self)
+            if self.crops not in (1, 3):
+                raise ValueError(f"crops: 1 (centre) or 3 (top-left, centre, bottom-right), got {self.crops}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def weights(self) -> str | None:
+        """``"ema"``, ``"model"``, or None for the weights training validated with."""
+        return None if self.ema is None else ("ema" if self.ema else "model")
 
 
 @dataclass

@@ -7,15 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sifar.config_fields import check_bounds, help_field
+from sifar.config_fields import ConfigError, check_bounds, help_field
 from sifar.data.sampling import Mode
 from sifar.distributed import check_device
 
 LR_REFERENCE_BATCH = 512
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before any work: ``"<field>: <why>"``."""
 
 
 @dataclass

@@ -148,6 +148,14 @@ def test_training_warns_once_per_short_validation_shard_and_lists_it(data, tmp_p
     assert all(r["evaluated"] == 0 and r["expected"] > 0 for r in epochs if r["kind"] == "epoch")
 
 
+@pytest.mark.parametrize("option, value, message", [("--crops", "2", "1 (centre) or 3"),
+                                                     ("--batch-size", "0", "0 is not in the range x>=1"),
+                                                     ("--sampling", "sparse", "'sparse' is not one of")])
+def test_eval_options_come_from_its_settings_and_are_checked_where_they_enter(trained, option, value, message):
+    result = CliRunner().invoke(eval_main, ["--shards", "unused", "--checkpoint", str(trained), option, value])
+    assert result.exit_code == 2 and f"'{option}'" in result.output and message in result.output, result.output
+
+
 def test_eval_refuses_shards_whose_class_list_differs_from_the_checkpoints(data, trained, tmp_path):
     shards = tmp_path / "shards"
     shutil.copytree(data["shards"], shards)

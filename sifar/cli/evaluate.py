@@ -7,45 +7,34 @@ from pathlib import Path
 import click
 
 from sifar.checkpoint_file import CheckpointError
-from sifar.cli.options import ema_option
-from sifar.data.sampling import MODES
+from sifar.cli.options import dataclass_options, usage_error
+from sifar.config_fields import ConfigError
 from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import EvalSettings, IncompleteEvaluationError, check_coverage, evaluate_checkpoint
 from sifar.precision import allow_tf32
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--shards", required=True, help="Evaluation shards: folder, manifest, pattern or URL.")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A sifar checkpoint (best.pt).")
-@click.option("--clips", default=1, show_default=True, help="Temporal clips per video.")
-@click.option("--crops", default=3, show_default=True, type=click.Choice(["1", "3"]), help="Spatial crops per clip.")
+@dataclass_options(EvalSettings)
 @click.option("--reverse-frames", is_flag=True, help="Evaluate with the frame order reversed (paper Table 9).")
 @click.option("--shuffle-frames", is_flag=True, help="Evaluate with the frame order shuffled (paper Table 9).")
-@click.option("--batch-size", default=16, show_default=True, help="Videos per step per process.")
-@click.option("--workers", default=4, show_default=True, help="Loader worker processes per process.")
-@click.option("--split", default="val", show_default=True, help="Split name, for shard folders.")
-@ema_option
-@click.option("--sampling", type=click.Choice(MODES), default=None,
-              help="Frame sampling [default: the clip the checkpoint was trained on].")
-@click.option("--precision", default="auto", type=click.Choice(["auto", "bf16", "fp32"]), show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--attention", default="auto", type=click.Choice(["auto", "flex", "sdpa", "eager"]), show_default=True,
-              help="Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
-@click.option("--compile", "compiled", is_flag=True, help="torch.compile the model (GPU: faster after warm-up).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--output", default=None, help="Report folder (default: beside the checkpoint).")
 @click.option("--allow-partial", is_flag=True,
               help="Accept evaluating fewer videos than the manifest lists (default: an error naming the shards).")
-def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch_size, workers, split, weights,
-         sampling, precision, device, attention, compiled, output, allow_partial) -> None:
+def main(shards, checkpoint, reverse_frames, shuffle_frames, device, output, allow_partial, **values) -> None:
     """Top-1/top-5, per-class accuracy and a confusion matrix; softmax averaged over clips x crops."""
     if reverse_frames and shuffle_frames:
         raise click.UsageError("--reverse-frames and --shuffle-frames exclude each other")
     order = "reverse" if reverse_frames else "shuffle" if shuffle_frames else "normal"
+    try:
+        settings = EvalSettings(**values)
+    except ConfigError as err:
+        raise usage_error(err) from err
     info = init_distributed(device)
     allow_tf32()
-    settings = EvalSettings(split=split, clips=clips, crops=int(crops), batch_size=batch_size, workers=workers,
-                            weights=weights, sampling=sampling,
-                            precision=precision, attention=attention, compile=compiled)
     try:
         evaluation = evaluate_checkpoint(checkpoint, shards, settings, info.device, info.rank, info.world_size,
                                          orders=(order,))
@@ -58,7 +47,7 @@ def main(shards, checkpoint, clips, crops, reverse_frames, shuffle_frames, batch
         paths = evaluation.write_reports(Path(output) if output else Path(checkpoint).parent / "eval")[order]
         listed = "" if coverage.expected is None else f" of {coverage.expected} listed"
         click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos{listed} "
-                   f"({coverage.skipped} skipped; {clips} clip(s) x {crops} crop(s), {evaluation.clip.sampling} "
+                   f"({coverage.skipped} skipped; {settings.clips} clip(s) x {settings.crops} crop(s), {evaluation.clip.sampling} "
                    f"sampling, {evaluation.trained.weights} weights, {order} order); "
                    f"{result.videos_per_s:.1f} videos/s per process after the first batch")
         click.echo(f"report: {paths['report']}\nconfusion matrix: {paths['confusion']}")

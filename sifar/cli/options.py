@@ -55,3 +55,9 @@ def ema_option(command: Callable) -> Callable:
     return click.option("--ema/--no-ema", "weights", default=None, callback=to_weights,
                         help="The checkpoint's EMA weights, or its raw ones [default: those training validated "
                              "with].")(command)
+
+
+def usage_error(err: Exception) -> click.UsageError:
+    """A config's ``"<field>: <why>"`` error as the usage error of the option that set the field."""
+    field, _, why = str(err).partition(": ")
+    return click.UsageError(f"Invalid value for '--{field.replace('_', '-')}': {why}")

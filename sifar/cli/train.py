@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from sifar.checkpoint import CheckpointWriteError
-from sifar.cli.options import dataclass_options
+from sifar.cli.options import dataclass_options, usage_error
 from sifar.checkpoint_file import CheckpointError
 from sifar.run_lock import FolderInUseError
 from sifar.train import NonFiniteLossError, train
-from sifar.train_config import ConfigError, TrainConfig
+from sifar.config_fields import ConfigError
+from sifar.train_config import TrainConfig
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, ConnectionError, CheckpointError,
                CheckpointWriteError, NonFiniteLossError, FolderInUseError)
@@ -29,8 +30,7 @@ def main(**settings) -> None:
     try:
         summary = train(TrainConfig(**settings))
     except ConfigError as err:  # "<field>: <why>": a usage error naming the option
-        field, _, why = str(err).partition(": ")
-        raise click.UsageError(f"Invalid value for '--{field.replace('_', '-')}': {why}") from err
+        raise usage_error(err) from err
     except USER_ERRORS as err:
         raise click.ClickException(str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from err
     click.echo(f"done: {summary['epochs_done']} epochs, {summary['steps']} steps, best top-1 {summary['best_top1']:.2f}"
