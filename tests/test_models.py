@@ -232,3 +232,10 @@ def test_positional_cnn_maps_and_weights_round_trip(tmp_path):
     torch.testing.assert_close(same(frames), model(frames))
     other = create_model("SIFAR-VGG-T", num_classes=3, pretrained=path)
     torch.testing.assert_close(other.backbone.pre_logits[2].weight, model.backbone.pre_logits[2].weight)
+
+
+@pytest.mark.parametrize("name", ["SIFAR-VGG-T", "timm:resnet18"])
+def test_swin_only_options_reach_only_the_families_that_have_them(name):
+    with pytest.raises(ValueError, match="frame position embedding is defined for Swin models only"):
+        create_model(name, 3, frame_embed=True)
+    assert create_model(name, 3, attention="sdpa", frame_size=24).num_frames == 8  # a kernel choice: ignored

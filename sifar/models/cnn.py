@@ -38,11 +38,8 @@ class LargeKernelBottleneck(nn.Module):
 
 
 @register_family("resnet")
-def build_resnet(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-                 frame_embed: bool | None = None, attention: str = "auto", **overrides: Any) -> nn.Module:
+def build_resnet(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int, **overrides: Any) -> nn.Module:
     """timm's ResNet with the config's large-kernel blocks appended to its last stage."""
-    if frame_embed:
-        raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
     arch = dict(config.arch)
     kernels = overrides.pop("large_kernels", arch.pop("large_kernels"))
     arch.update(overrides)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+from typing import Any, Callable
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -17,11 +18,8 @@ TIMM_PREFIX = "timm:"
 
 
 @register_family("timm")
-def build_timm(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-               frame_embed: bool | None = None, attention: str = "auto", **overrides: Any):
+def build_timm(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int, **overrides: Any):
     """Any timm image classifier, sized for the super image where the model takes an input size."""
-    if frame_embed:
-        raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
     name = config.arch["timm_name"]
     if not timm.is_model(name):
         raise KeyError(f"timm has no model named {name!r}")
@@ -30,6 +28,15 @@ def build_timm(config: ModelConfig, num_classes: int, grid: Layout, frame_size: 
         return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=super_size, **overrides)
     except TypeError:  # convolutional models take any input size and no img_size argument
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **overrides)
+
+
+def _family_options(builder: Callable[..., Any], config: ModelConfig, **options: Any) -> dict[str, Any]:
+    """The options only some families have, for the builders that take them: ``attention`` picks a kernel
+    (ignored by families without attention windows); ``frame_embed`` where the family has none is an error."""
+    accepted = inspect.signature(builder).parameters
+    if options.get("frame_embed") and "frame_embed" not in accepted:
+        raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only")
+    return {name: value for name, value in options.items() if name in accepted}
 
 
 def resolve_config(name: str) -> ModelConfig:
@@ -72,10 +79,9 @@ def create_model(
         layout = config.layout
     grid = frame_average_grid(layout, frame_embed) if frame_average else parse_layout(layout, num_frames)
     frame_size = frame_size or config.frame_size
-    backbone = get_builder(config.family)(
-        config, num_classes, grid=grid, frame_size=frame_size, frame_embed=frame_embed, attention=attention,
-        **overrides,
-    )
+    builder = get_builder(config.family)
+    family_options = _family_options(builder, config, frame_embed=frame_embed, attention=attention)
+    backbone = builder(config, num_classes, grid=grid, frame_size=frame_size, **family_options, **overrides)
     mean = tuple(getattr(backbone, "pretrained_cfg", {}).get("mean", IMAGENET_DEFAULT_MEAN))
     std = tuple(getattr(backbone, "pretrained_cfg", {}).get("std", IMAGENET_DEFAULT_STD))
     classifier = FrameAverageClassifier if frame_average else SuperImageClassifier

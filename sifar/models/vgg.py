@@ -89,12 +89,9 @@ class PositionalCNN(nn.Module):
 
 @register_family("positional_cnn")
 def build_positional_cnn(config: ModelConfig, num_classes: int, grid: Layout, frame_size: int,
-                         frame_embed: bool | None = None, attention: str = "auto",
                          drop_path_rate: float = 0.0, **overrides: Any) -> PositionalCNN:
-    """The config's :class:`PositionalCNN` for a super image of ``grid`` frames of ``frame_size`` px."""
-    if frame_embed:
-        raise ValueError(f"{config.name}: the frame position embedding is defined for Swin models only "
-                         f"(this model's fully connected head already knows each frame's place)")
+    """The config's :class:`PositionalCNN` for a super image of ``grid`` frames of ``frame_size`` px (its
+    fully connected head already knows each frame's place: no frame embedding)."""
     if drop_path_rate:
         raise ValueError(f"{config.name} has no residual branches for stochastic depth: use drop path 0 "
                          f"(--drop-path 0), got {drop_path_rate}")
