@@ -6,7 +6,7 @@ import pytest
 
 from shard_files import Sample, add_member, frame_jpeg, sample_meta, write_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter
-from sifar.data.shard_format import split_member_name
+from sifar.data.shard_format import SampleInfo, split_member_name
 from sifar.data.tar_reader import (SampleError, ShardSample, TarFormatError, TarMemberReader, TruncatedShardError,
                                    read_samples)
 
@@ -181,8 +181,8 @@ def shard_bytes(tmp_path, samples, **options) -> bytes:
     return path.read_bytes()
 
 
-def first_and_last(position, meta):
-    return [[0, meta["num_frames"] - 1]]
+def first_and_last(position, info):
+    return [[0, info.num_frames - 1]]
 
 
 def test_read_samples_reads_json_then_only_the_chosen_frames(tmp_path):
@@ -209,7 +209,7 @@ def test_read_samples_keep_skips_samples_without_reading_them(tmp_path):
     data = shard_bytes(tmp_path, [Sample(f"v{i}", i, 2) for i in range(5)], broken={"v1.json": b"{"})
     seen = []
 
-    def select(position, meta):
+    def select(position, info):
         seen.append(position)
         return [[0]]
 
@@ -220,17 +220,18 @@ def test_read_samples_keep_skips_samples_without_reading_them(tmp_path):
 def test_read_samples_passes_on_select_errors(tmp_path):
     data = shard_bytes(tmp_path, [Sample("v0", 0, 2)])
 
-    def refuse(position, meta):
-        raise ValueError("num_frames must be positive")
+    def refuse(position, info):
+        raise ValueError("clips need 8 frames")
 
     (item,) = read_samples(TarMemberReader(io.BytesIO(data), "s.tar"), refuse)
-    assert isinstance(item, SampleError) and "num_frames must be positive" in item.reason
+    assert isinstance(item, SampleError) and "clips need 8 frames" in item.reason
 
 
 def test_sample_json_is_the_contract_json(tmp_path):
     data = shard_bytes(tmp_path, [Sample("v0", 2, 3, dataset="ssv2")])
     (sample,) = read_samples(TarMemberReader(io.BytesIO(data), "s.tar"), first_and_last)
     assert sample.meta == json.loads(tarfile.open(fileobj=io.BytesIO(data)).extractfile("v0.json").read())
+    assert sample.info == SampleInfo("v0", 2, 3, "class2", 64, 48, "ssv2") and sample.info.stored_short_side == 48
 
 
 class CountingFile(io.BytesIO):
@@ -252,7 +253,7 @@ def indexed_shard(tmp_path, samples: list[Sample]) -> bytes:
     return (tmp_path / "train-000000.tar").read_bytes()
 
 
-def middle_frames(position, meta):
+def middle_frames(position, info):
     return [[1, 3, 3]]
 
 

@@ -20,6 +20,7 @@ from sifar.data.batch_memory import BatchMemory, BatchRows, Clip, Shipment, coll
 from sifar.data.decoders import DECODE_ERRORS, JpegDecoder, check_decoder
 from sifar.data.loader_stats import LoaderStats
 from sifar.data.sampling import MODES, Mode, eval_indices, train_indices
+from sifar.data.shard_format import SampleInfo
 from sifar.data.sources import ShardSource, open_shard
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
 from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
@@ -195,7 +196,7 @@ def _train_batches(samples: Iterable[ShardSample], config: LoaderConfig, rng: ra
     batch: BatchRows | None = None
     try:
         for index, sample in enumerate(samples):
-            jitter = draw_crop_jitter(rng, _flip_for(config, sample.meta), config.scales)
+            jitter = draw_crop_jitter(rng, _flip_for(config, sample.info), config.scales)
             if index < skip:
                 continue
             if batch is None:
@@ -217,7 +218,7 @@ def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter,
                   out: torch.Tensor) -> torch.Tensor:
     # decoding may shrink frames (draft mode) as long as the smaller crop side still covers frame_size
     needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
-    crops = decoder.crops(sample.jpegs, sample.clips[0], jitter, needed, _stored_short_side(sample.meta))
+    crops = decoder.crops(sample.jpegs, sample.clips[0], jitter, needed, sample.info.stored_short_side)
     return resize_crop(crops, config.frame_size, out)
 
 
@@ -236,20 +237,16 @@ decode_eval = wds.pipelinefilter(_decode_eval)
 def _eval_views(decoder: JpegDecoder, sample: ShardSample, config: LoaderConfig) -> torch.Tensor:
     """(clips * crops, T, C, S, S), clip-major: view ``k * crops + c`` is clip k, crop c."""
     distinct = sorted({i for clip in sample.clips for i in clip})
-    frames = decoder.frames(sample.jpegs, distinct, config.frame_size, _stored_short_side(sample.meta))
+    frames = decoder.frames(sample.jpegs, distinct, config.frame_size, sample.info.stored_short_side)
     resized = resize_short_side(frames, config.frame_size)
     row = {index: n for n, index in enumerate(distinct)}
     return torch.cat([spatial_crops(resized[[row[i] for i in clip]], config.frame_size, config.crops)
                       for clip in sample.clips])
 
 
-def _stored_short_side(meta: dict) -> int:
-    return min(meta.get("width") or 0, meta.get("height") or 0)
-
-
 def _clip_or_report(sample: ShardSample, stats: LoaderStats, make_frames: Callable[[], torch.Tensor]) -> Clip | None:
     try:
-        return Clip(make_frames(), sample.meta["label"], sample.key)
+        return Clip(make_frames(), sample.info.label, sample.key)
     except DECODE_ERRORS as err:
         stats.report("bad_samples", f"skipping sample {sample.key}: its frames do not decode ({err})")
         return None
@@ -266,28 +263,16 @@ count_samples = wds.pipelinefilter(_count_samples)
 # ---- frame selection (called by read_clips with each sample's position and JSON) -------------------------
 
 
-def _train_clip(config: LoaderConfig, rng: random.Random, position: int, meta: dict) -> list[list[int]]:
-    frames = _check_meta(meta)
-    return [train_indices(frames, config.num_frames, rng, config.sampling, config.stride)]
+def _train_clip(config: LoaderConfig, rng: random.Random, position: int, info: SampleInfo) -> list[list[int]]:
+    return [train_indices(info.num_frames, config.num_frames, rng, config.sampling, config.stride)]
 
 
-def _eval_clips(config: LoaderConfig, position: int, meta: dict) -> list[list[int]]:
-    return eval_indices(_check_meta(meta), config.num_frames, config.clips, config.sampling, config.stride)
+def _eval_clips(config: LoaderConfig, position: int, info: SampleInfo) -> list[list[int]]:
+    return eval_indices(info.num_frames, config.num_frames, config.clips, config.sampling, config.stride)
 
 
-def _check_meta(meta: dict) -> int:
-    """The video's frame count; raises ValueError for a JSON the loader cannot use."""
-    frames, label = meta.get("num_frames"), meta.get("label", -1)
-    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {frames!r}")
-    if not isinstance(label, int) or isinstance(label, bool):
-        raise ValueError(f"label must be an integer, got {label!r}")
-    meta["label"] = label
-    return frames
-
-
-def _flip_for(config: LoaderConfig, meta: dict) -> bool:
-    return config.flip if config.flip is not None else default_flip(meta.get("dataset"))
+def _flip_for(config: LoaderConfig, info: SampleInfo) -> bool:
+    return config.flip if config.flip is not None else default_flip(info.dataset)
 
 
 # ---- per-worker pipelines ------------------------------------------------------------------------------

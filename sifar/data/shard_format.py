@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 BLOCK = tarfile.BLOCKSIZE
@@ -85,3 +86,34 @@ def index_entry(index: list[Any], frame: int) -> tuple[int, int]:
         if type(offset) is int and type(size) is int and offset >= 0 and size >= 0:
             return offset, size
     raise ValueError(f"frame_index entry {entry!r} of frame {frame} is not [offset, size]")
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """What a sample's JSON tells its readers, parsed and checked once: the loader, inspect and preview read
+    these fields rather than the JSON's keys. The writer also stores ``fps``, ``source``, ``orig_width``,
+    ``orig_height``, the trim and the object ``boxes``, which readers take from the JSON where they need them."""
+
+    key: str
+    label: int  # -1: unlabelled (test splits)
+    num_frames: int
+    label_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    dataset: str | None = None
+
+    @classmethod
+    def parse(cls, meta: Mapping[str, Any], key: str) -> SampleInfo:
+        """The info of a parsed ``<key>.json``; ValueError naming the field a reader cannot use."""
+        frames, label = meta.get("num_frames"), meta.get("label", -1)
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+            raise ValueError(f"num_frames must be a positive integer, got {frames!r}")
+        if not isinstance(label, int) or isinstance(label, bool):
+            raise ValueError(f"label must be an integer, got {label!r}")
+        return cls(str(meta.get("key", key)), label, frames, meta.get("label_name"), meta.get("width"),
+                   meta.get("height"), meta.get("dataset"))
+
+    @property
+    def stored_short_side(self) -> int:
+        """The stored frames' shorter side (0 when the JSON does not say)."""
+        return min(self.width or 0, self.height or 0)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from sifar.data.jpeg import is_complete_jpeg
 from sifar.data.manifest import Manifest, read_manifest
+from sifar.data.shard_format import SampleInfo
 from sifar.data.shard_reader import ShardFormatError, StoredSample, read_shard
 from sifar.io import open_url, url_filesystem
 
@@ -88,10 +89,10 @@ def inspect_split(manifest_path: str, decode: bool = False) -> SplitReport:
         check.bytes = fs.size(fs_path)
         try:
             for sample in read_shard(url):
-                _check_sample(sample, decode, len(manifest.classes))
+                sample_info = _check_sample(sample, decode, len(manifest.classes))
                 check.samples += 1
                 check.frames += sample.num_frames
-                report.class_counts[sample.meta.get("label_name") or sample.meta.get("label")] += 1
+                report.class_counts[sample_info.label_name or sample_info.label] += 1
                 report.frames_per_sample.append(sample.num_frames)
         except ShardFormatError as err:
             check.problem = str(err).removeprefix(f"{url}: ")
@@ -100,10 +101,14 @@ def inspect_split(manifest_path: str, decode: bool = False) -> SplitReport:
     return report
 
 
-def _check_sample(sample: StoredSample, decode: bool, num_classes: int) -> None:
-    label = sample.meta.get("label")
-    if not isinstance(label, int) or not -1 <= label < num_classes:
-        raise ShardFormatError(f"sample {sample.key}: label {label!r} outside the manifest's {num_classes} classes")
+def _check_sample(sample: StoredSample, decode: bool, num_classes: int) -> SampleInfo:
+    try:
+        info = SampleInfo.parse(sample.meta, sample.key)
+    except ValueError as err:
+        raise ShardFormatError(f"sample {sample.key}: {err}") from err
+    if not -1 <= info.label < num_classes:
+        raise ShardFormatError(f"sample {sample.key}: label {info.label!r} outside the manifest's {num_classes} "
+                               "classes")
     for i, frame in enumerate(sample.frames):
         if not is_complete_jpeg(frame):
             raise ShardFormatError(f"sample {sample.key}: frame {i} is not a complete JPEG")
@@ -112,6 +117,7 @@ def _check_sample(sample: StoredSample, decode: bool, num_classes: int) -> None:
                 Image.open(BytesIO(frame)).load()
             except OSError as err:
                 raise ShardFormatError(f"sample {sample.key}: frame {i} does not decode ({err})") from err
+    return info
 
 
 def _mismatch(check: ShardCheck, samples: int, frames: int, size: int) -> str | None:

@@ -33,7 +33,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
-from sifar.data.shard_format import frame_index_of, frame_member_suffix, index_entry, split_member_name
+from sifar.data.shard_format import (SampleInfo, frame_index_of, frame_member_suffix, index_entry,
+                                    split_member_name)
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -295,12 +296,14 @@ def _pax_size(pax: dict[str, str], size: int, offset: int, source: str) -> int:
 
 @dataclass
 class ShardSample:
-    """One sample read from a shard: its JSON, the chosen clips and the JPEG bytes of their frames."""
+    """One sample read from a shard: its JSON (and what it tells, checked), the chosen clips and the JPEG
+    bytes of their frames."""
 
     key: str
     position: int
     meta: dict[str, Any]
     clips: list[list[int]]
+    info: SampleInfo
     jpegs: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -314,14 +317,14 @@ class SampleError:
     missing_frames: bool = False
 
 
-FrameSelector = Callable[[int, dict[str, Any]], Sequence[Sequence[int]]]
+FrameSelector = Callable[[int, SampleInfo], Sequence[Sequence[int]]]
 
 
 def read_samples(reader: TarMemberReader, select: FrameSelector,
                  keep: Callable[[int], bool] | None = None) -> Iterator[ShardSample | SampleError]:
     """Group members into samples, read each JSON, then only the JPEGs of the frames ``select`` picks.
 
-    ``select(position, meta)`` returns the clips (lists of frame indices) to read; it may raise
+    ``select(position, info)`` returns the clips (lists of frame indices) to read; it may raise
     ValueError for a JSON it cannot use. ``keep(position)`` (default: all) decides before anything is
     read whether a sample is wanted at all; unwanted samples are skipped without a trace. Broken
     samples come out as :class:`SampleError` so the caller can count them and go on; a broken archive
@@ -365,10 +368,11 @@ def _start_sample(reader: TarMemberReader, member: TarMember, prefix: str, suffi
         meta = json.loads(reader.read(member))
         if not isinstance(meta, dict):
             raise ValueError("the JSON is not an object")
-        clips = [list(clip) for clip in select(position, meta)]
+        info = SampleInfo.parse(meta, prefix)
+        clips = [list(clip) for clip in select(position, info)]
     except (ValueError, KeyError, TypeError) as err:
         return SampleError(prefix, position, f"unusable {member.name}: {err}")
-    return ShardSample(str(meta.get("key", prefix)), position, meta, clips)
+    return ShardSample(info.key, position, meta, clips, info)
 
 
 def _read_by_index(reader: TarMemberReader, sample: ShardSample, prefix: str) -> bool:
