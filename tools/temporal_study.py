@@ -40,9 +40,7 @@ from typing import Any
 import click
 import torch
 
-from sifar.data.ffmpeg import DecodeSettings
-from sifar.data.shard_writer import ShardLimits
-from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
@@ -55,7 +53,6 @@ from sifar.train_config import TrainConfig
 
 SECTION_BEGIN = "<!-- temporal-study:begin (written by tools/temporal_study.py) -->"
 SECTION_END = "<!-- temporal-study:end -->"
-SPLITS = ("train", "val")
 ORDER_LABELS = {"reverse": "reversed frames", "shuffle": "shuffled frames"}
 
 
@@ -145,13 +142,7 @@ def make_data(settings: StudySettings, root: Path) -> dict[str, Any]:
     make_dataset(synth, progress=False)
     synth_s = time.perf_counter() - began
     shutil.rmtree(root / "shards", ignore_errors=True)
-    reports = [shard_dataset(ShardJob(dataset="csv", src=synth.out, out=root / "shards", split=split,
-                                      decode=DecodeSettings(short_side=0),
-                                      limits=ShardLimits(max_samples=settings.shard_samples),
-                                      seed=settings.seed, progress=False)) for split in SPLITS]
-    failures = sum(len(report.failures) for report in reports)
-    if failures:
-        raise RuntimeError(f"{failures} synthetic videos failed to shard; see {root / 'shards'}/*-errors.jsonl")
+    reports = shard_synthetic(synth.out, root / "shards", settings.shard_samples, seed=settings.seed)
     data = {"recipe": recipe, "shards": str(root / "shards"), "synth_s": round(synth_s, 1),
             "shard_s": round(time.perf_counter() - began - synth_s, 1),
             **{f"{r.manifest.split}_videos": r.manifest.num_samples for r in reports}}

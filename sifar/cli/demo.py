@@ -19,11 +19,9 @@ from pathlib import Path
 import click
 import torch
 
-from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.formats.csv_list import ListEntry, read_entries
 from sifar.data.preview import find_sample, super_image
-from sifar.data.shard_writer import ShardLimits
-from sifar.data.sharding import ShardJob, shard_dataset
+from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
 from sifar.predict import predict
@@ -67,10 +65,7 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
                         workers=workers)
     _, val_list = make_dataset(synth, progress=True)
     shards = root / "shards"
-    for split in ("train", "val"):
-        shard_dataset(ShardJob(dataset="csv", src=synth.out, out=shards, split=split,
-                               decode=DecodeSettings(short_side=0), limits=ShardLimits(max_samples=samples_per_shard),
-                               workers=workers, seed=seed, progress=True))
+    shard_synthetic(synth.out, shards, samples_per_shard, workers, seed, progress=True)
     preview = root / "preview.png"
     super_image(find_sample(str(shards), "val", "0"), num_frames=8).save(preview)
     run = root / "run"

@@ -122,6 +122,21 @@ def shard_dataset(job: ShardJob) -> ShardReport:
                            len(todo) - len(failures), len(kept), len(done_keys), time.monotonic() - started)
 
 
+
+def shard_synthetic(src: Path, out: Path, samples_per_shard: int, workers: int | None = None, seed: int = 0,
+                    progress: bool = False) -> list[ShardReport]:
+    """Both splits of a dataset made by ``sifar-tools synth`` (its ``path,label,boxes`` lists) into ``out``,
+    the frames stored as made (they are small already); RuntimeError when a video fails."""
+    reports = [shard_dataset(ShardJob(dataset="csv", src=src, out=out, split=split,
+                                      decode=DecodeSettings(short_side=0),
+                                      limits=ShardLimits(max_samples=samples_per_shard),
+                                      workers=workers or available_cores(), seed=seed, progress=progress))
+               for split in ("train", "val")]
+    failures = sum(len(report.failures) for report in reports)
+    if failures:
+        raise RuntimeError(f"{failures} synthetic videos failed to shard; see {out}/*-errors.jsonl")
+    return reports
+
 def manifest_name(split: str) -> str:
     """``<split>.json``, the manifest's name in the output folder or prefix."""
     return posixpath.basename(manifest_path("", split))
