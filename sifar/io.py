@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -134,6 +135,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a local file's or a URL's bytes, read in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    with (open_url(path) if is_url(path) else open(path, "rb")) as handle:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def open_url(path: str | os.PathLike, mode: str = "rb") -> IO:

@@ -1,4 +1,5 @@
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -48,6 +49,21 @@ def test_inspect_reports_counts_and_checks_every_shard(shards):
     assert "videos that failed when sharding: 0" in text
     assert "2 shards checked: all readable" in text
     assert CliRunner().invoke(inspect, [str(shards / "train.json"), "--decode"]).exit_code == 0
+
+
+def test_inspect_catches_a_flipped_bit_that_still_decodes_by_the_manifests_checksum(shards, tmp_path):
+    copy = copy_of(shards, tmp_path)
+    with tarfile.open(copy / "train-000000.tar") as tar:
+        frame = next(m for m in tar.getmembers() if m.name.endswith(".000002.jpg"))
+    data = bytearray((copy / "train-000000.tar").read_bytes())
+    data[frame.offset_data + frame.size // 2] ^= 0x01  # inside the entropy-coded data: the JPEG still decodes
+    (copy / "train-000000.tar").write_bytes(bytes(data))
+    manifest = json.loads((copy / "train.json").read_text())
+    assert all(len(shard["sha256"]) == 64 for shard in manifest["shards"])
+    result = CliRunner().invoke(inspect, [str(copy), "--decode"])
+    assert result.exit_code == 1
+    assert "BAD train-000000.tar: its bytes differ from the SHA-256 the manifest recorded" in result.output
+    assert "BAD train-000001.tar" not in result.output
 
 
 def test_inspect_fails_on_a_truncated_shard(shards, tmp_path):

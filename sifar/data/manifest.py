@@ -20,12 +20,14 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ShardInfo:
-    """One finished shard: its file name (relative to the manifest), sample and frame counts, size."""
+    """One finished shard: its file name (relative to the manifest), sample and frame counts, size, and the
+    SHA-256 of its bytes (None in manifests written before it was recorded)."""
 
     name: str
     samples: int
     frames: int
     bytes: int
+    sha256: str | None = None
 
 
 @dataclass

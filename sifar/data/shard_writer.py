@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from sifar.data.manifest import ShardInfo
 from sifar.data.shard_format import frame_member, sample_json, tar_member_bytes
-from sifar.io import atomic_write
+from sifar.io import atomic_write, file_sha256
 
 _ENCODING = "utf-8"
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
@@ -124,8 +124,9 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         self._tar.close()
         self._stack.close()
-        size = (self.out_dir / self._name).stat().st_size
-        self.finished.append(ShardInfo(self._name, self._samples, self._frames, size))
+        path = self.out_dir / self._name
+        self.finished.append(ShardInfo(self._name, self._samples, self._frames, path.stat().st_size,
+                                       file_sha256(path)))
         self.next_index += 1
         self._tar = self._stack = None
 

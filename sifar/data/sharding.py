@@ -38,7 +38,7 @@ from sifar.data.manifest import Manifest, ShardInfo, manifest_path, read_manifes
 from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
 from sifar.data.workers import available_cores, worker_pool
-from sifar.io import atomic_write, check_store_access, is_http, is_url, storage_error, url_filesystem
+from sifar.io import atomic_write, check_store_access, file_sha256, is_http, is_url, storage_error, url_filesystem
 from sifar.run_lock import run_lock
 
 
@@ -237,6 +237,9 @@ class ShardOutput:
     def read_text(self, name: str) -> str:
         return self._call("read", name, lambda: self._fs.cat_file(self._path(name))).decode("utf-8")
 
+    def sha256(self, name: str) -> str:
+        return self._call("read", name, lambda: file_sha256(self.location(name)))
+
     def size(self, name: str) -> int:
         return self._call("read", name, lambda: self._fs.size(self._path(name)))
 
@@ -336,7 +339,7 @@ def _kept_shard(output: ShardOutput, name: str) -> KeptShard:
     for sample in read_shard(output.location(name), with_frames=False):
         keys.add(sample.key)
         frames += sample.num_frames
-    return KeptShard(ShardInfo(name, len(keys), frames, output.size(name)), keys)
+    return KeptShard(ShardInfo(name, len(keys), frames, output.size(name), output.sha256(name)), keys)
 
 
 def start_fresh(job: ShardJob, output: ShardOutput) -> list[KeptShard]:
