@@ -149,7 +149,8 @@ def setup_lines(results: dict[str, Any]) -> list[str]:
     columns = ("*Motion top-1*: the prediction is the true class or its twin. *Direction in pair*: of those, the "
                "share with the right direction (chance: 50%). *Train s*: wall time of `sifar.train.train` (model "
                "build, loader start-ups and checkpoints included). *Train clips/s* and *loader wait*: the "
-               "trainer's own figures, median over epochs. *Eval clips/s* includes the loader's start.")
+               "trainer's own figures, median over epochs. *Eval clips/s*: after each pass's first batch "
+               "(runs before 2026-12-05 included the loader's start).")
     return [machine, dataset, recipe, evaluation, columns]
 
 

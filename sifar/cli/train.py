@@ -1,4 +1,4 @@
-"""``sifar-train``: the trainer's command line, generated from :class:`sifar.train.TrainConfig`."""
+"""``sifar-train``: the trainer's command line, generated from :class:`sifar.train_config.TrainConfig`."""
 
 from __future__ import annotations
 

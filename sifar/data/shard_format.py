@@ -29,8 +29,8 @@ _MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 def frame_member(key: str, index: int) -> str:
-    """Tar member name of a sample's ``index``-th frame."""
-    return f"{key}.{index:06d}.jpg"
+    """Tar member name of a sample's ``index``-th frame (``<key>.000012.jpg``)."""
+    return f"{key}.{frame_member_suffix(index)}"
 
 
 def split_member_name(name: str) -> tuple[str, str]:
