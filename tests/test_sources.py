@@ -164,7 +164,8 @@ def test_deadlines_come_from_the_environment_and_fsspec_settings_win(monkeypatch
     fsspec = pytest.importorskip("fsspec")
     monkeypatch.setenv("SIFAR_CONNECT_TIMEOUT", "3")
     monkeypatch.setenv("SIFAR_READ_TIMEOUT", "7.5")
-    assert NetworkDeadlines.from_environment() == NetworkDeadlines(connect_timeout=3, read_timeout=7.5, probe_timeout=60)
+    expected = NetworkDeadlines(connect_timeout=3, read_timeout=7.5, probe_timeout=60)
+    assert NetworkDeadlines.from_environment() == expected
     monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"read_timeout": 99}, "anon": True})
     assert storage_options("s3://bucket/x") == {"anon": True, "config_kwargs": {
         "connect_timeout": 3, "read_timeout": 99, "retries": {"total_max_attempts": 1}}}

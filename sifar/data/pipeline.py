@@ -139,10 +139,12 @@ def _read_shard(url: str, select: Callable, keep: Callable | None, stats: Loader
         if not is_url(url):
             break  # a local file reads the same way the next time
     if opened:
-        stats.report_shard("broken_shards", url, f"stopped reading shard {url} after {resume_at} samples: {describe_error(error)}")
+        stats.report_shard("broken_shards", url,
+                           f"stopped reading shard {url} after {resume_at} samples: {describe_error(error)}")
     else:
         dead.add(url)
-        stats.report_shard("failed_shards", url, f"skipping shard {url}: cannot open it after {retries + 1} tries ({describe_error(error)})")
+        stats.report_shard("failed_shards", url,
+                           f"skipping shard {url}: cannot open it after {retries + 1} tries ({describe_error(error)})")
 
 
 def _wanted(first: int, keep: Callable[[int], bool] | None, position: int) -> bool:
