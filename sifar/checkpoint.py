@@ -81,10 +81,10 @@ class TrainedModel:
     weights: str
 
 
-def load_trained(path: str | os.PathLike, weights: str | None = None, attention: str = "auto") -> TrainedModel:
+def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: str = "auto") -> TrainedModel:
     """The model of a sifar training checkpoint (``last.pt`` / ``best.pt``) with its setup.
 
-    ``weights``: ``"ema"`` or ``"model"``; None takes the ones training validated with (the EMA weights when
+    ``ema``: the EMA weights (True) or the raw ones (False); None takes the ones training validated with (the EMA weights when
     it kept them, so ``best.pt`` is the best of what was measured). ``attention`` picks the Swin attention
     kernel (see ``create_model``); it changes speed, not weights.
     """
@@ -96,9 +96,10 @@ def load_trained(path: str | os.PathLike, weights: str | None = None, attention:
                          frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,
                          frame_average=info.get("frame_average", False), drop_path_rate=0.0, attention=attention)
     has_ema = checkpoint.get("ema") is not None
-    weights = weights or checkpoint.get("validated_with", "ema" if has_ema else "model")
-    if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    if ema is None:
+        weights = checkpoint.get("validated_with", "ema" if has_ema else "model")
+    else:
+        weights = "ema" if ema else "model"
     if weights == "ema" and not has_ema:
         raise CheckpointError(f"{path} holds no EMA weights (the run was trained without --ema-decay)")
     model.load_state_dict(checkpoint["ema" if weights == "ema" else "model"])

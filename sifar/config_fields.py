@@ -7,7 +7,7 @@ applies the same bounds to configs made in Python.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -37,3 +37,14 @@ def check_bounds(config: Any) -> None:
             (click.IntRange if isinstance(value, int) else click.FloatRange)(**bounds).convert(value, None, None)
         except click.BadParameter as err:
             raise ValueError(f"{field.name}: {err.message}") from None
+
+
+def validate(config: Any, *checks: Callable[[], None]) -> None:
+    """A config's bounds (:func:`check_bounds`), then its own ``checks``; the first failure is raised as
+    ConfigError ``"<field>: <why>"``, which the command line turns into a usage error naming the option."""
+    try:
+        check_bounds(config)
+        for check in checks:
+            check()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -10,17 +10,18 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
 
 from sifar.checkpoint import TrainedModel, load_trained
-from sifar.config_fields import ConfigError, check_bounds, help_field
+from sifar.config_fields import help_field, validate
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
 from sifar.data.sampling import Mode
-from sifar.data.transforms import device_clips
+from sifar.data.transforms import check_crops, device_clips
 from sifar.distributed import all_reduce_sum
 from sifar.models import compile_model
 from sifar.precision import autocast_for
@@ -262,17 +263,7 @@ class EvalSettings:
     compile: bool = help_field(False, "torch.compile the model (GPU: faster after warm-up).")
 
     def __post_init__(self) -> None:
-        try:
-            check_bounds(self)
-            if self.crops not in (1, 3):
-                raise ValueError(f"crops: 1 (centre) or 3 (top-left, centre, bottom-right), got {self.crops}")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-
-    @property
-    def weights(self) -> str | None:
-        """``"ema"``, ``"model"``, or None for the weights training validated with."""
-        return None if self.ema is None else ("ema" if self.ema else "model")
+        validate(self, partial(check_crops, self.crops))
 
 
 @dataclass
@@ -311,7 +302,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike
 
     The shards' class list must be the checkpoint's (ValueError naming the first difference).
     """
-    trained = load_trained(checkpoint, settings.weights, settings.attention)
+    trained = load_trained(checkpoint, settings.ema, settings.attention)
     clip = trained.clip if settings.sampling is None else replace(trained.clip, sampling=settings.sampling)
     loader = build_loader(shards, split=settings.split, **clip.loader_options(), batch_size=settings.batch_size,
                           num_workers=settings.workers, clips=settings.clips, crops=settings.crops, rank=rank,

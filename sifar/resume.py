@@ -42,7 +42,7 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
         "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
                        "frame_size": model.frame_size, "frame_embed": config.frame_embed,
                        "frame_average": config.frame_average},
-        "clip": ClipSettings(model.num_frames, model.frame_size, config.sampling).as_dict(),
+        "clip": dataclasses.asdict(ClipSettings(model.num_frames, model.frame_size, config.sampling)),
         "validated_with": "ema" if ema is not None else "model",
         "classes": classes,
         "rng": rng_state(),

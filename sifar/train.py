@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sifar.checkpoint import save_checkpoint, set_rng_state
+from sifar.config_fields import ConfigError
 from sifar.data import build_loader
 from sifar.data.mixup import VideoMixup
 from sifar.data.transforms import device_clips
@@ -43,7 +44,7 @@ from sifar.models import SuperImageClassifier, compile_model, create_model, reso
 from sifar.precision import allow_tf32, autocast_for
 from sifar.resume import TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
 from sifar.run_lock import run_lock
-from sifar.train_config import LR_REFERENCE_BATCH, ConfigError, TrainConfig
+from sifar.train_config import LR_REFERENCE_BATCH, TrainConfig
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""

@@ -5,10 +5,12 @@ checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
-from sifar.config_fields import ConfigError, check_bounds, help_field
+from sifar.config_fields import help_field, validate
 from sifar.data.sampling import Mode
+from sifar.data.transforms import check_crops
 from sifar.distributed import check_device
 
 LR_REFERENCE_BATCH = 512
@@ -67,10 +69,4 @@ class TrainConfig:
     device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
-        try:
-            check_bounds(self)
-            check_device(self.device)
-            if self.val_crops not in (1, 3):
-                raise ValueError(f"val_crops: 1 (centre) or 3 (top-left, centre, bottom-right), got {self.val_crops}")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        validate(self, partial(check_device, self.device), partial(check_crops, self.val_crops, "val_crops"))

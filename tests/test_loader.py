@@ -249,7 +249,7 @@ def test_a_wrong_source_fails_when_the_loader_is_built(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     ({"clips": 2}, "clips and crops are evaluation views"),
-    ({"split": "val", "crops": 2}, "crops must be 1"),
+    ({"split": "val", "crops": 2}, "crops: 1"),
     ({"rank": 2, "world_size": 2}, "rank 2 is outside a world of 2"),
     ({"sampling": "sparse"}, "unknown sampling mode"),
     ({"decoder": "opencv"}, "unknown decoder"),

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import tarfile
 
@@ -37,6 +38,7 @@ def test_rollover_by_samples_and_by_bytes(tmp_path):
     assert [(s.name, s.samples) for s in writer.finished] == [
         ("train-000007.tar", 2), ("train-000008.tar", 2), ("train-000009.tar", 1)]
     assert all(s.bytes == (tmp_path / "b" / s.name).stat().st_size for s in writer.finished)
+    assert all(s.sha256 == hashlib.sha256((tmp_path / "b" / s.name).read_bytes()).hexdigest() for s in writer.finished)
 
 
 def test_an_exception_leaves_no_partial_shard(tmp_path):

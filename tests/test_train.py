@@ -26,7 +26,8 @@ from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.transforms import normalize
 from sifar.predict import predict, video_views
 from sifar.train import LaggedLosses, NonFiniteLossError
-from sifar.train_config import ConfigError, TrainConfig
+from sifar.config_fields import ConfigError
+from sifar.train_config import TrainConfig
 
 TINY = ["--model", "SIFAR-N-6", "--frame-size", "32", "--batch-size", "4", "--workers", "0",
         "--warmup-epochs", "0.5", "--lr", "1e-3"]

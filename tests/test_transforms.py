@@ -147,7 +147,7 @@ def test_three_crops_are_top_left_centre_bottom_right():
 
 def test_crop_arguments_are_checked():
     frames = ramp_clip(1, 24, 64).permute(0, 3, 1, 2)
-    with pytest.raises(ValueError, match="crops must be 1"):
+    with pytest.raises(ValueError, match="crops: 1"):
         spatial_crops(frames, 24, 2)
     with pytest.raises(ValueError, match="smaller than the 32x32 crop"):
         spatial_crops(frames, 32, 1)

@@ -48,11 +48,8 @@ def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callab
 
 
 def ema_option(command: Callable) -> Callable:
-    """``--ema/--no-ema`` as ``weights``: "ema", "model", or None for those training validated with."""
-    def to_weights(ctx: click.Context, param: click.Parameter, value: bool | None) -> str | None:
-        return None if value is None else ("ema" if value else "model")
-
-    return click.option("--ema/--no-ema", "weights", default=None, callback=to_weights,
+    """``--ema/--no-ema``, None when neither is given (the weights training validated with)."""
+    return click.option("--ema/--no-ema", default=None,
                         help="The checkpoint's EMA weights, or its raw ones [default: those training validated "
                              "with].")(command)
 

@@ -42,7 +42,7 @@ from sifar.predict import explain, predict
 @click.option("--class", "class_name", help="Class to explain (default: the top class of the centre view).")
 @click.option("--cam-batch", default=128, show_default=True, type=click.IntRange(min=1),
               help="N: channels ablated per head pass; lower it if memory runs short.")
-def main(videos, checkpoint, topk, clips, crops, weights, as_json, device, cam_path, cam_frames, cam_method, class_name,
+def main(videos, checkpoint, topk, clips, crops, ema, as_json, device, cam_path, cam_frames, cam_method, class_name,
          cam_batch) -> None:
     """Classify VIDEOS with the same sampling and views as evaluation.
 
@@ -61,7 +61,7 @@ def main(videos, checkpoint, topk, clips, crops, weights, as_json, device, cam_p
     try:
         # sdpa, not FlexAttention: Flex kernels are compiled for each new shape, seconds each, which a few
         # clips never pay back (with them, one `--cam` call of the micro Swin took ~40 s on an H100).
-        trained = load_trained(checkpoint, weights, attention="sdpa")
+        trained = load_trained(checkpoint, ema, attention="sdpa")
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
     try:

@@ -19,9 +19,6 @@ class ClipSettings:
     sampling: Mode = "uniform"  # uniform: one frame per segment (the paper); dense: frames ``stride`` apart
     stride: int = 4
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClipSettings:
         """Settings from a saved dict (keys this version does not know are ignored)."""

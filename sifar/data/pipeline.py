@@ -23,7 +23,7 @@ from sifar.data.sampling import MODES, Mode, eval_indices, train_indices
 from sifar.data.shard_format import SampleInfo
 from sifar.data.sources import ShardSource, open_shard
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, check_crops, default_flip, draw_crop_jitter, resize_crop,
                                    resize_short_side, spatial_crops)
 from sifar.io import describe_error, is_url
 
@@ -63,8 +63,7 @@ class LoaderConfig:
         for name in ("num_workers", "shuffle_buffer", "shard_retries", "retry_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.crops not in (1, 3):
-            raise ValueError(f"crops must be 1 (centre) or 3 (top-left, centre, bottom-right), got {self.crops}")
+        check_crops(self.crops)
         if self.sampling not in MODES:
             raise ValueError(f"unknown sampling mode {self.sampling!r} ({', '.join(MODES)})")
         if not 0 <= self.rank < self.world_size:

@@ -8,6 +8,7 @@ holds the target number of samples.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -16,11 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 from sifar.data.manifest import ShardInfo
 from sifar.data.shard_format import frame_member, sample_json, tar_member_bytes
-from sifar.io import atomic_write, file_sha256
+from sifar.io import atomic_write
 
 _ENCODING = "utf-8"
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", re.IGNORECASE)
@@ -53,6 +54,25 @@ def parse_size(text: str | int) -> int:
     if size < 1:
         raise ValueError(f"size must be at least one byte, got {text!r}")
     return size
+
+
+class HashedFile:
+    """A file being written, with the SHA-256 of the bytes written through it: the manifest's checksum of a
+    shard without reading the shard back (what tarfile needs of a file: ``write`` and ``tell``)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,7 @@ class ShardWriter:
         self._mtime = int(time.time())
         self._stack: contextlib.ExitStack | None = None
         self._tar: tarfile.TarFile | None = None
+        self._file: HashedFile | None = None
         self._name = ""
         self._samples = self._frames = self._bytes = 0
 
@@ -117,16 +138,15 @@ class ShardWriter:
     def _start_shard(self) -> None:
         self._name = shard_name(self.split, self.next_index)
         self._stack = contextlib.ExitStack()
-        handle = self._stack.enter_context(atomic_write(self.out_dir / self._name, "wb"))
-        self._tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT, encoding=_ENCODING)
+        self._file = HashedFile(self._stack.enter_context(atomic_write(self.out_dir / self._name, "wb")))
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT, encoding=_ENCODING)
         self._samples = self._frames = self._bytes = 0
 
     def _finish_shard(self) -> None:
         self._tar.close()
         self._stack.close()
-        path = self.out_dir / self._name
-        self.finished.append(ShardInfo(self._name, self._samples, self._frames, path.stat().st_size,
-                                       file_sha256(path)))
+        size = (self.out_dir / self._name).stat().st_size
+        self.finished.append(ShardInfo(self._name, self._samples, self._frames, size, self._file.sha256()))
         self.next_index += 1
         self._tar = self._stack = None
 

@@ -117,10 +117,15 @@ def resize_short_side(frames: torch.Tensor | Sequence[torch.Tensor], size: int) 
     return _resize(clip.permute(0, 3, 1, 2), target)
 
 
+def check_crops(crops: int, name: str = "crops") -> None:
+    """ValueError ``"<name>: ..."`` unless ``crops`` is a number of spatial views evaluation takes."""
+    if crops not in (1, 3):
+        raise ValueError(f"{name}: 1 (centre) or 3 (top-left, centre, bottom-right), got {crops}")
+
+
 def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
     """(T, C, H, W) -> (crops, T, C, size, size): centre crop, or top-left / centre / bottom-right."""
-    if crops not in (1, 3):
-        raise ValueError(f"crops must be 1 (centre) or 3 (top-left, centre, bottom-right), got {crops}")
+    check_crops(crops)
     height, width = frames.shape[-2:]
     if min(height, width) < size:
         raise ValueError(f"frames of {height}x{width} are smaller than the {size}x{size} crop")

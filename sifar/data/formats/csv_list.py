@@ -63,6 +63,12 @@ def read_entries(path: Path) -> list[ListEntry]:
     return [entry for _, entry in numbered]
 
 
+def _repeat_example(video: str, found: list[tuple[int, str]]) -> str:
+    labels = sorted({label for _, label in found})
+    conflict = f" (labels {', '.join(labels)})" if len(labels) > 1 else ""
+    return f"{video} on lines {', '.join(str(line) for line, _ in found)}{conflict}"
+
+
 def _warn_about_repeats(numbered: list[tuple[int, ListEntry]], path: Path, shown: int = 5) -> None:
     lines_of: dict[str, list[tuple[int, str]]] = {}
     for line, entry in numbered:
@@ -70,10 +76,7 @@ def _warn_about_repeats(numbered: list[tuple[int, ListEntry]], path: Path, shown
     repeated = {video: found for video, found in lines_of.items() if len(found) > 1}
     if not repeated:
         return
-    examples = "; ".join(f"{video} on lines {', '.join(str(line) for line, _ in found)}"
-                         + (f" (labels {', '.join(sorted({label for _, label in found}))})"
-                            if len({label for _, label in found}) > 1 else "")
-                         for video, found in list(repeated.items())[:shown])
+    examples = "; ".join(_repeat_example(video, found) for video, found in list(repeated.items())[:shown])
     more = f"; and {len(repeated) - shown} more" if len(repeated) > shown else ""
     warnings.warn(f"{path}: {len(repeated)} videos listed more than once, each is sharded once per line: "
                   f"{examples}{more}", RepeatedVideoWarning, stacklevel=2)
