@@ -242,7 +242,7 @@ def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
     shards = make_shards(root, args.e2e_videos, args.workers)
     rows = []
     run = root / "run"
-    sifar("sifar.train", "--shards", str(shards), "--output", str(run), "--model", args.e2e_model,
+    sifar("sifar.cli.train", "--shards", str(shards), "--output", str(run), "--model", args.e2e_model,
           "--batch-size", str(args.batch), "--workers", str(args.workers), "--attention", fast.attention,
           "--compile", "--max-steps", str(args.e2e_steps), "--steps-per-epoch", str(args.e2e_steps),
           "--epochs", "1", "--save-every", "1000000")
