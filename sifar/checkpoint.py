@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from sifar.checkpoint_file import CheckpointError, load_verified, sealed_bytes
+from sifar.config_fields import config_from_dict
 from sifar.data.clip import ClipSettings
 from sifar.io import atomic_write
+from sifar.models.settings import ModelSettings, build_model
 
 
 class CheckpointWriteError(OSError):
@@ -65,8 +67,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     checkpoint = load_verified(path)
-    if not isinstance(checkpoint, dict) or "model_info" not in checkpoint or "classes" not in checkpoint:
-        raise CheckpointError(f"{path} is not a sifar training checkpoint (no model_info and classes)")
+    if not isinstance(checkpoint, dict) or "classes" not in checkpoint or not (
+            "model_settings" in checkpoint or "model_info" in checkpoint):
+        raise CheckpointError(f"{path} is not a sifar training checkpoint (no model settings and classes)")
     return checkpoint
 
 
@@ -84,17 +87,15 @@ class TrainedModel:
 def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: str = "auto") -> TrainedModel:
     """The model of a sifar training checkpoint (``last.pt`` / ``best.pt``) with its setup.
 
-    ``ema``: the EMA weights (True) or the raw ones (False); None takes the ones training validated with (the EMA weights when
-    it kept them, so ``best.pt`` is the best of what was measured). ``attention`` picks the Swin attention
-    kernel (see ``create_model``); it changes speed, not weights.
+    ``ema``: the EMA weights (True) or the raw ones (False); None takes the ones training validated with
+    (the EMA weights when it kept them, so ``best.pt`` is the best of what was measured). ``attention`` picks
+    the Swin attention kernel (see ``create_model``); it changes speed, not weights.
     """
-    from sifar.models import create_model
-
     checkpoint = load_checkpoint(path)
-    info, classes = checkpoint["model_info"], checkpoint["classes"]
-    model = create_model(info["name"], len(classes), num_frames=info["num_frames"], layout=tuple(info["grid"]),
-                         frame_size=info["frame_size"], frame_embed=info["frame_embed"] or None,
-                         frame_average=info.get("frame_average", False), drop_path_rate=0.0, attention=attention)
+    model_settings, clip = saved_setup(checkpoint)
+    classes = checkpoint["classes"]
+    model = build_model(replace(model_settings, drop_path=0.0), clip, len(classes), load_weights=False,
+                        attention=attention)
     has_ema = checkpoint.get("ema") is not None
     if ema is None:
         weights = checkpoint.get("validated_with", "ema" if has_ema else "model")
@@ -103,12 +104,19 @@ def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: st
     if weights == "ema" and not has_ema:
         raise CheckpointError(f"{path} holds no EMA weights (the run was trained without --ema-decay)")
     model.load_state_dict(checkpoint["ema" if weights == "ema" else "model"])
-    return TrainedModel(model, classes, saved_clip(checkpoint), weights)
+    return TrainedModel(model, classes, clip, weights)
 
 
-def saved_clip(checkpoint: dict[str, Any]) -> ClipSettings:
-    """The clip a checkpoint was trained on (checkpoints from before it was saved: their config's sampling)."""
-    if "clip" in checkpoint:
-        return ClipSettings.from_dict(checkpoint["clip"])
+def saved_setup(checkpoint: dict[str, Any]) -> tuple[ModelSettings, ClipSettings]:
+    """The model settings and the resolved clip a checkpoint was trained with. Checkpoints of earlier
+    versions kept a ``model_info`` record instead (and, before that, no clip: their config's sampling)."""
+    if "model_settings" in checkpoint:
+        return (config_from_dict(ModelSettings, checkpoint["model_settings"], strict=False),
+                config_from_dict(ClipSettings, checkpoint["clip"], strict=False))
     info = checkpoint["model_info"]
-    return ClipSettings(info["num_frames"], info["frame_size"], checkpoint.get("config", {}).get("sampling", "uniform"))
+    model = ModelSettings(info["name"], num_classes=len(checkpoint["classes"]), frame_embed=info["frame_embed"],
+                          frame_average=info.get("frame_average", False))
+    saved = checkpoint.get("clip", {"sampling": checkpoint.get("config", {}).get("sampling", "uniform")})
+    clip = config_from_dict(ClipSettings, saved, strict=False)
+    rows, cols = info["grid"]
+    return model, replace(clip, num_frames=info["num_frames"], frame_size=info["frame_size"], layout=f"{rows}x{cols}")

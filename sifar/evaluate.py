@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -20,6 +20,7 @@ from sifar.checkpoint import TrainedModel, load_trained
 from sifar.config_fields import help_field, validate
 from sifar.data import build_loader
 from sifar.data.clip import ClipSettings
+from sifar.data.pipeline import LoaderSettings
 from sifar.data.sampling import Mode
 from sifar.data.transforms import check_crops, device_clips
 from sifar.distributed import all_reduce_sum
@@ -252,8 +253,7 @@ class EvalSettings:
     split: str = help_field("val", "Split name, for shard folders.")
     clips: int = help_field(1, "Temporal clips per video.", min=1)
     crops: int = help_field(3, "Spatial crops per clip: 1 (centre) or 3 (top-left, centre, bottom-right).")
-    batch_size: int = help_field(16, "Videos per step per process.", min=1)
-    workers: int = help_field(4, "Loader worker processes per process.", min=0)
+    loader: LoaderSettings = field(default_factory=lambda: LoaderSettings(batch_size=16))  # videos per step
     ema: bool | None = help_field(None, "The checkpoint's EMA weights, or its raw ones [default: those training "
                                         "validated with].")
     sampling: Mode | None = help_field(None, "Frame sampling [default: the clip the checkpoint was trained on].")
@@ -304,9 +304,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike
     """
     trained = load_trained(checkpoint, settings.ema, settings.attention)
     clip = trained.clip if settings.sampling is None else replace(trained.clip, sampling=settings.sampling)
-    loader = build_loader(shards, split=settings.split, **clip.loader_options(), batch_size=settings.batch_size,
-                          num_workers=settings.workers, clips=settings.clips, crops=settings.crops, rank=rank,
-                          world_size=world_size)
+    loader = build_loader(shards, clip, settings.loader, split=settings.split, clips=settings.clips,
+                          crops=settings.crops, rank=rank, world_size=world_size)
     check_same_classes(trained.classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
     model = trained.model.to(device)
     model = compile_model(model, training=False) if settings.compile else model

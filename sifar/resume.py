@@ -10,8 +10,19 @@ from typing import Any
 
 from sifar.checkpoint import load_checkpoint, rng_state
 from sifar.checkpoint_file import CheckpointError
+from sifar.config_fields import config_from_dict, flat_values
 from sifar.data.clip import ClipSettings
+from sifar.models.settings import ModelSettings
 from sifar.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What rebuilds a run's model anywhere: its settings (classes resolved), the resolved clip, the classes."""
+
+    model: ModelSettings
+    clip: ClipSettings
+    classes: list[str]
 
 
 @dataclass
@@ -31,7 +42,9 @@ def remove_unfinished_checkpoints(output: Path) -> None:
 
 
 def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config: TrainConfig,
-                     classes: list[str]) -> dict[str, Any]:
+                     setup: RunSetup) -> dict[str, Any]:
+    """Everything a checkpoint holds: weights, optimizer, schedule, EMA, where training is, the run's config,
+    the setup that rebuilds the model (its settings, the resolved clip, the class names), the RNG states."""
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -39,12 +52,10 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
         "ema": ema.module.state_dict() if ema is not None else None,
         "state": dataclasses.asdict(state),
         "config": dataclasses.asdict(config),
-        "model_info": {"name": model.name, "num_frames": model.num_frames, "grid": list(model.grid),
-                       "frame_size": model.frame_size, "frame_embed": config.frame_embed,
-                       "frame_average": config.frame_average},
-        "clip": dataclasses.asdict(ClipSettings(model.num_frames, model.frame_size, config.sampling)),
+        "model_settings": dataclasses.asdict(setup.model),
+        "clip": dataclasses.asdict(setup.clip),
         "validated_with": "ema" if ema is not None else "model",
-        "classes": classes,
+        "classes": setup.classes,
         "rng": rng_state(),
     }
 
@@ -58,12 +69,20 @@ RESUME_SCHEDULE = ("epochs", "warmup_epochs", "lr", "scale_lr", "min_lr", "warmu
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    changed = [k for k in RESUME_MUST_MATCH + RESUME_SCHEDULE if saved.get(k) != getattr(config, k)]
+    """ValueError naming each setting that differs from the saved run's (compared by option name, so a
+    checkpoint whose config was saved flat, by an earlier version, compares the same)."""
+    saved_values = flat_values(config_from_dict(TrainConfig, saved, strict=False)) if _sectioned(saved) else saved
+    current = flat_values(config)
+    changed = [k for k in RESUME_MUST_MATCH + RESUME_SCHEDULE if saved_values.get(k) != current[k]]
     if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        details = ", ".join(f"{k}: {saved_values.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(f"cannot resume from {path}: the run was started with other settings ({details}); "
                          f"resume with the same ones, or start another --output (--pretrained {path} to go on "
                          f"from its weights with a new schedule), or --no-resume")
+
+
+def _sectioned(saved: dict[str, Any]) -> bool:
+    return isinstance(saved.get("optim"), dict)
 
 
 def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:

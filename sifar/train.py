@@ -17,7 +17,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -40,11 +40,13 @@ from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
                             write_eval_report)
 from sifar.metrics_log import MetricsLog
-from sifar.models import SuperImageClassifier, compile_model, create_model, resolve_config
+from sifar.data.clip import ClipSettings
+from sifar.models import SuperImageClassifier, compile_model, resolve_config
+from sifar.models.settings import build_model, resolve_clip
 from sifar.precision import allow_tf32, autocast_for
-from sifar.resume import TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
+from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
 from sifar.run_lock import run_lock
-from sifar.train_config import LR_REFERENCE_BATCH, TrainConfig
+from sifar.train_config import LR_REFERENCE_BATCH, OptimSettings, TrainConfig
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""
@@ -54,41 +56,36 @@ class NonFiniteLossError(RuntimeError):
 
 def resolve_num_classes(config: TrainConfig, manifest_classes: int | None) -> int:
     """The manifest is the truth; a --num-classes that disagrees with it is an error, not a silent choice."""
-    if manifest_classes is None and config.num_classes is None:
+    wanted = config.model.num_classes
+    if manifest_classes is None and wanted is None:
         raise ValueError(f"{config.shards} has no manifest: pass --num-classes")
-    if manifest_classes is not None and config.num_classes not in (None, manifest_classes):
-        raise ValueError(f"--num-classes {config.num_classes} disagrees with the manifest of {config.shards}, "
+    if manifest_classes is not None and wanted not in (None, manifest_classes):
+        raise ValueError(f"--num-classes {wanted} disagrees with the manifest of {config.shards}, "
                          f"which lists {manifest_classes} classes")
-    return manifest_classes or config.num_classes
+    return manifest_classes or wanted
 
 
-def build_model(config: TrainConfig, num_classes: int) -> SuperImageClassifier:
-    return create_model(
-        config.model, num_classes, num_frames=config.num_frames, pretrained=config.pretrained,
-        layout=config.layout, frame_size=config.frame_size, frame_embed=config.frame_embed or None,
-        attention=config.attention, grad_checkpointing=config.grad_checkpointing, drop_path_rate=config.drop_path,
-        frame_average=config.frame_average,
-    )
-
-
-def check_clip_fits_model(config: TrainConfig) -> None:
-    """ConfigError when the model cannot take the clip (a frame size its patches and windows do not divide,
-    frames its layout cannot hold, an option its family refuses), before any data is read: the model is
-    built and run on the meta device, which allocates nothing."""
+def resolved_clip(config: TrainConfig) -> ClipSettings:
+    """The run's clip with its frames, size and layout given, checked to fit the model before any data is
+    read (ConfigError naming the option): the model is built and run on the meta device, which allocates
+    nothing, so a frame size its patches and windows do not divide, frames its layout cannot hold or an
+    option its family refuses are found at once."""
     try:
+        clip = resolve_clip(config.model, config.clip)
         with torch.device("meta"):
             # sdpa: the attention kernel changes no shape, and FlexAttention (auto's choice on a GPU) has no
             # meta-device kernel
-            model = build_model(dataclasses.replace(config, pretrained=None, attention="sdpa"), num_classes=2)
-            model(torch.empty(1, model.num_frames, 3, model.frame_size, model.frame_size))
+            model = build_model(config.model, clip, num_classes=2, load_weights=False, attention="sdpa")
+            model(torch.empty(1, clip.num_frames, 3, clip.frame_size, clip.frame_size))
     except Exception as err:  # noqa: BLE001 - whatever the model's layers raise for a shape they cannot take
         if isinstance(err, KeyError):  # an unknown model name (the message lists the known ones)
             raise ConfigError(f"model: {err.args[0]}") from None
-        known = resolve_config(config.model)
+        known, asked = resolve_config(config.model.name), config.clip
         why = str(err).strip().splitlines()[-1].strip()
-        raise ConfigError(f"model: {config.model} cannot take {config.num_frames or known.num_frames} frames of "
-                          f"{config.frame_size or known.frame_size} px (layout {config.layout or 'by the paper rule'})"
+        raise ConfigError(f"model: {config.model.name} cannot take {asked.num_frames or known.num_frames} frames of "
+                          f"{asked.frame_size or known.frame_size} px (layout {asked.layout or 'by the paper rule'})"
                           f": {why}") from None
+    return clip
 
 
 def prepare_output(folder: str) -> Path:
@@ -106,20 +103,20 @@ def prepare_output(folder: str) -> Path:
 
 # Optimisation ---------------------------------------------------------------------------------------------
 
-def effective_lr(config: TrainConfig, world_size: int) -> float:
-    if not config.scale_lr:
-        return config.lr
-    return config.lr * config.batch_size * config.accum_steps * world_size / LR_REFERENCE_BATCH
+def effective_lr(optim: OptimSettings, batch_size: int, world_size: int) -> float:
+    if not optim.scale_lr:
+        return optim.lr
+    return optim.lr * batch_size * optim.accum_steps * world_size / LR_REFERENCE_BATCH
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, lr: float, device: torch.device):
+def build_optimizer(model: nn.Module, config: OptimSettings, lr: float, device: torch.device):
     # timm's param groups put 1-D parameters (norms, biases) and model.no_weight_decay() (relative-position
     # tables, frame embedding) in a group without weight decay.
     extra = {"fused": True} if device.type == "cuda" else {}
     return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=config.weight_decay, **extra)
 
 
-def build_scheduler(optimizer, config: TrainConfig, updates_per_epoch: int) -> CosineLRScheduler:
+def build_scheduler(optimizer, config: OptimSettings, updates_per_epoch: int) -> CosineLRScheduler:
     return CosineLRScheduler(
         optimizer, t_initial=max(1, config.epochs * updates_per_epoch), lr_min=config.min_lr,
         warmup_t=round(config.warmup_epochs * updates_per_epoch), warmup_lr_init=config.warmup_lr,
@@ -127,7 +124,7 @@ def build_scheduler(optimizer, config: TrainConfig, updates_per_epoch: int) -> C
     )
 
 
-def build_criterion(config: TrainConfig, mixing: bool) -> nn.Module:
+def build_criterion(config: OptimSettings, mixing: bool) -> nn.Module:
     if mixing:  # mixup produces soft targets with the label smoothing already in them
         return SoftTargetCrossEntropy()
     return LabelSmoothingCrossEntropy(config.smoothing) if config.smoothing > 0 else nn.CrossEntropyLoss()
@@ -256,20 +253,20 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
         targets = labels
         if mixup is not None:
             frames, targets = mixup(frames, labels)
-        last_micro = (micro + 1) % config.accum_steps == 0
+        last_micro = (micro + 1) % config.optim.accum_steps == 0
         sync = contextlib.nullcontext() if last_micro or not hasattr(train_model, "no_sync") else train_model.no_sync()
         with sync:
             with autocast_for(device, config.precision):
                 loss = parts.criterion(train_model(frames), targets)
-            (loss / config.accum_steps).backward()
+            (loss / config.optim.accum_steps).backward()
         step_losses.append(loss.detach())
         state.batch_in_epoch += 1
         timer.clips += frames.shape[0] * dist_info.world_size
         batches.update(1)
         if not last_micro:
             continue
-        if config.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+        if config.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -294,10 +291,10 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training job; returns the final summary (also written to summary.json)."""
-    check_clip_fits_model(config)
+    clip = resolved_clip(config)
     dist_info = init_distributed(config.device)
     try:
-        return _train(config, dist_info)
+        return _train(config, clip, dist_info)
     finally:
         cleanup()
 
@@ -305,39 +302,39 @@ def train(config: TrainConfig) -> dict[str, Any]:
 TRAIN_LOCK = ".sifar-train.lock"
 
 
-def _train(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+def _train(config: TrainConfig, clip: ClipSettings, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
     # rank 0 writes everything in the folder; if it cannot have it, it fails and torchrun ends the job
     with run_lock(output, TRAIN_LOCK, "training run") if dist_info.is_main else contextlib.nullcontext():
-        return _train_in(output, config, dist_info)
+        return _train_in(output, config, clip, dist_info)
 
 
-def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, dist_info: DistInfo) -> dict[str, Any]:
     allow_tf32()
     seed_everything(config.seed)  # same initial weights on every rank
-    flip = {"auto": None, "on": True, "off": False}[config.flip]
-    num_frames, frame_size = clip_shape(config)
-    train_loader = build_loader(
-        config.shards, split="train", num_frames=num_frames, frame_size=frame_size,
-        batch_size=config.batch_size, num_workers=config.workers, seed=config.seed, rank=dist_info.rank,
-        world_size=dist_info.world_size, sampling=config.sampling, flip=flip, steps_per_epoch=config.steps_per_epoch,
-    )
+    optim = config.optim
+    train_loader = build_loader(config.shards, clip, config.loader, split="train", seed=config.seed,
+                                rank=dist_info.rank, world_size=dist_info.world_size,
+                                steps_per_epoch=config.steps_per_epoch)
     num_classes = resolve_num_classes(config, train_loader.num_classes)
     classes = train_loader.classes or [str(i) for i in range(num_classes)]
-    val_loader = _val_loader(config, dist_info) if config.val_shards else None
+    val_loader = _val_loader(config, clip, dist_info) if config.val_shards else None
     if val_loader is not None:
         check_same_classes(classes, val_loader.classes, f"the training shards {config.shards}",
                            f"the validation shards {config.val_shards}")
-    model = build_model(config, num_classes).to(dist_info.device)
+    setup = RunSetup(replace(config.model, num_classes=num_classes), clip, classes)
+    model = build_model(setup.model, clip, num_classes, attention=config.attention,
+                        grad_checkpointing=config.grad_checkpointing).to(dist_info.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    updates_per_epoch = max(1, train_loader.steps_per_epoch // config.accum_steps)
-    optimizer = build_optimizer(model, config, effective_lr(config, dist_info.world_size), dist_info.device)
-    scheduler = build_scheduler(optimizer, config, updates_per_epoch)
-    mixing = config.mixup > 0 or config.cutmix > 0
-    mixup = VideoMixup(num_classes, config.mixup, config.cutmix, config.smoothing) if mixing else None
-    criterion = build_criterion(config, mixing)
-    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
+    updates_per_epoch = max(1, train_loader.steps_per_epoch // optim.accum_steps)
+    lr = effective_lr(optim, config.loader.batch_size, dist_info.world_size)
+    optimizer = build_optimizer(model, optim, lr, dist_info.device)
+    scheduler = build_scheduler(optimizer, optim, updates_per_epoch)
+    mixing = optim.mixup > 0 or optim.cutmix > 0
+    mixup = VideoMixup(num_classes, optim.mixup, optim.cutmix, optim.smoothing) if mixing else None
+    criterion = build_criterion(optim, mixing)
+    ema = ModelEmaV3(model, decay=optim.ema_decay) if optim.ema_decay > 0 else None
     state, saved_rng = TrainState(), None
     last = output / "last.pt"
     if config.resume and last.exists():
@@ -357,7 +354,7 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
 
     def save(name: str = "last.pt") -> None:
         if dist_info.is_main:
-            save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, state, config, classes), output / name)
+            save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, state, config, setup), output / name)
         barrier()
 
     parts = TrainingParts(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema, config,
@@ -365,7 +362,7 @@ def _train_in(output: Path, config: TrainConfig, dist_info: DistInfo) -> dict[st
     best: EvalResult | None = None
     short_val_shards: set[str] = set()
     finished = True
-    while state.epoch < config.epochs:
+    while state.epoch < optim.epochs:
         train_loader.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
         if saved_rng is not None:  # continue the random streams exactly where the checkpoint left them
             set_rng_state(saved_rng)
@@ -412,17 +409,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def clip_shape(config: TrainConfig) -> tuple[int, int]:
-    """(frames per clip, frame size): the flags where given, else the model's."""
-    model = resolve_config(config.model)
-    return config.num_frames or model.num_frames, config.frame_size or model.frame_size
-
-
-def _val_loader(config: TrainConfig, dist_info: DistInfo):
-    num_frames, frame_size = clip_shape(config)
-    return build_loader(
-        config.val_shards, split="val", num_frames=num_frames, frame_size=frame_size,
-        batch_size=config.batch_size, num_workers=config.workers, clips=config.val_clips, crops=config.val_crops,
-        seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size, sampling=config.sampling,
-    )
-
+def _val_loader(config: TrainConfig, clip: ClipSettings, dist_info: DistInfo):
+    return build_loader(config.val_shards, clip, config.loader, split="val", clips=config.val_clips,
+                        crops=config.val_crops, seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size)

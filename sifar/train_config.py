@@ -1,63 +1,59 @@
-"""The settings of a training run, as data: one dataclass whose fields are the options of ``sifar-train``
-(help and bounds beside each), checked when it is made, written to ``<output>/config.json`` and into every
-checkpoint."""
+"""The settings of a training run, as composed data: the model (:class:`~sifar.models.settings.ModelSettings`),
+the clip (:class:`~sifar.data.clip.ClipSettings`), the loader (:class:`~sifar.data.pipeline.LoaderSettings`),
+the optimisation (:class:`OptimSettings`) and the run's own settings. Each field is one option of
+``sifar-train`` (help and bounds beside it); the whole is written to ``<output>/config.json`` and into every
+checkpoint, and read back by ``--config``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
 from sifar.config_fields import help_field, validate
-from sifar.data.sampling import Mode
+from sifar.data.clip import ClipSettings
+from sifar.data.pipeline import LoaderSettings
 from sifar.data.transforms import check_crops
 from sifar.distributed import check_device
+from sifar.models.settings import ModelSettings
 
 LR_REFERENCE_BATCH = 512
 
 
-@dataclass
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW on a cosine schedule with linear warm-up, label smoothing, Mixup/CutMix, an optional EMA."""
+
+    epochs: int = help_field(30, "Training epochs.", min=1)
+    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.", min=0)
+    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).", min=0, min_open=True)
+    scale_lr: bool = help_field(False, f"Scale the LR linearly by global batch / {LR_REFERENCE_BATCH}.")
+    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.", min=0)
+    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.", min=0)
+    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).", min=0)
+    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.", min=0, min_open=True)
+    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.", min=1)
+    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).", min=0, max=1,
+                                  max_open=True)
+    smoothing: float = help_field(0.1, "Label smoothing.", min=0, max=1, max_open=True)
+    mixup: float = help_field(0.8, "Mixup alpha (0 disables).", min=0)
+    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).", min=0)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run; written to ``<output>/config.json`` and into each checkpoint."""
 
     shards: str = help_field(None, "Training shards: folder, manifest, brace pattern or s3/gs/http URL.")
     output: str = help_field(None, "Output folder (checkpoints, metrics, plots). Re-running into it resumes.")
     val_shards: str | None = help_field(None, "Validation shards (same forms as --shards).")
-    model: str = help_field("SIFAR-B-12", "Registered model name or alias, or timm:<any timm classifier>.")
-    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).", min=1)
-    layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the paper's rule).")
-    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).", min=1)
-    frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
-    frame_average: bool = help_field(False, "Baseline (TSN-style): classify each frame alone, average the scores.")
-    num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).",
-                                         min=1)
-    pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
-    epochs: int = help_field(30, "Training epochs.", min=1)
-    warmup_epochs: float = help_field(5.0, "Linear warm-up epochs before the cosine decay.", min=0)
-    batch_size: int = help_field(32, "Clips per GPU (per process) per step.", min=1)
-    lr: float = help_field(1e-4, "Base learning rate (used as is unless --scale-lr).", min=0, min_open=True)
-    scale_lr: bool = help_field(False, f"Scale the LR linearly by global batch / {LR_REFERENCE_BATCH}.")
-    min_lr: float = help_field(1e-6, "Final learning rate of the cosine schedule.", min=0)
-    warmup_lr: float = help_field(1e-6, "Learning rate at the start of warm-up.", min=0)
-    weight_decay: float = help_field(0.05, "AdamW weight decay (not on norms, biases and position tables).", min=0)
-    drop_path: float = help_field(0.1, "Stochastic depth rate.", min=0, max=1, max_open=True)
-    smoothing: float = help_field(0.1, "Label smoothing.", min=0, max=1, max_open=True)
-    mixup: float = help_field(0.8, "Mixup alpha (0 disables).", min=0)
-    cutmix: float = help_field(1.0, "CutMix alpha (0 disables).", min=0)
-    clip_grad: float | None = help_field(None, "Clip the gradient norm to this value.", min=0, min_open=True)
-    accum_steps: int = help_field(1, "Gradient accumulation steps per optimizer step.", min=1)
-    ema_decay: float = help_field(0.0, "Keep an EMA of the weights with this decay (0: off).", min=0, max=1,
-                                  max_open=True)
-    compile: bool = help_field(False, "torch.compile the model.")
-    grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
-    channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
-    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
-        "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
-        "eager (as the official code).")
-    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
-    sampling: Mode = help_field("uniform", "Frame sampling (the paper: uniform).")
-    flip: Literal["auto", "on", "off"] = help_field("auto", "Horizontal flip (auto: off for ssv2 and jester).")
-    workers: int = help_field(4, "Loader worker processes per GPU.", min=0)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    clip: ClipSettings = field(default_factory=ClipSettings)
+    loader: LoaderSettings = field(default_factory=LoaderSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
     steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).",
                                              min=1)
     max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
@@ -67,6 +63,13 @@ class TrainConfig:
     resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
     seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
     device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
+    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
+    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
+        "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
+        "eager (as the official code).")
+    compile: bool = help_field(False, "torch.compile the model.")
+    grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
+    channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
 
     def __post_init__(self) -> None:
         validate(self, partial(check_device, self.device), partial(check_crops, self.val_crops, "val_crops"))

@@ -31,5 +31,5 @@ def test_demo_runs_the_whole_pipeline_and_says_where_each_result_went(tmp_path):
     assert train.num_samples > 5 and len(train.shards) == math.ceil(train.num_samples / 5)  # 5 videos a shard
     assert all(shard.samples <= 5 for shard in train.shards)
     config = json.loads((run / "config.json").read_text())
-    assert config["flip"] == "off"  # a flip would swap move_left/move_right and rotate_cw/rotate_ccw
-    assert config["model"] == "SIFAR-VGG-T"
+    assert config["clip"]["flip"] == "off"  # a flip would swap move_left/move_right and rotate_cw/rotate_ccw
+    assert config["model"]["name"] == "SIFAR-VGG-T"

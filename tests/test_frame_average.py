@@ -89,7 +89,7 @@ def test_trainer_checkpoint_and_evaluator_keep_the_baseline(tmp_path):
             "--batch-size", "4", "--workers", "0", "--epochs", "1", "--warmup-epochs", "0", "--frame-average"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "last.pt")["model_info"]["frame_average"] is True
+    assert load_checkpoint(out / "last.pt")["model_settings"]["frame_average"] is True
     trained = load_trained(out / "last.pt")
     model, classes = trained.model, trained.classes
     assert isinstance(model, FrameAverageClassifier) and len(classes) == 3

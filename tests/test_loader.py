@@ -14,7 +14,7 @@ from PIL import Image
 from shard_files import Sample, frame_index, serve_folder, write_shard, write_split
 from test_decoders import LIBJPEG, needs_region_decoder
 from sifar.cli.tools import main as sifar_tools
-from sifar.data import build_loader
+from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.data.decoders import JpegDecoder
 from sifar.data.batch_memory import Batch, BatchMemory, Shipment, free_when_dropped
 from sifar.data.loader_stats import BadDataWarning
@@ -34,9 +34,18 @@ def folder(tmp_path_factory):
     return root
 
 
-def loader_for(source, split="train", **options):
-    options = {"num_frames": 8, "frame_size": SIZE, "batch_size": 4, "num_workers": 0, **options}
-    return build_loader(source, split, **options)
+CLIP_FIELDS = ("num_frames", "frame_size", "sampling", "stride")
+LOADER_FIELDS = ("batch_size", "workers", "shuffle_buffer", "decoder", "shard_retries", "retry_delay")
+
+
+def loader_for(source, split="train", flip=None, **options):
+    """build_loader with the tests' small clip; options name ClipSettings, LoaderSettings or build_loader
+    arguments (``flip``: True / False forces it)."""
+    options = {"num_frames": 8, "frame_size": SIZE, "batch_size": 4, "workers": 0, **options}
+    clip = ClipSettings(**{k: options.pop(k) for k in CLIP_FIELDS if k in options},
+                        flip={None: "auto", True: "on", False: "off"}[flip])
+    settings = LoaderSettings(**{k: options.pop(k) for k in LOADER_FIELDS if k in options})
+    return build_loader(source, clip, settings, split=split, **options)
 
 
 def frame_indices(clip: torch.Tensor) -> list[int]:
@@ -118,7 +127,7 @@ def test_evaluation_with_one_view_keeps_the_views_dimension(folder):
 def test_evaluation_sees_every_sample_once_across_two_ranks_of_two_workers(folder, split, samples):
     seen = []
     for rank in range(2):
-        loader = loader_for(folder, split, rank=rank, world_size=2, num_workers=2, batch_size=2)
+        loader = loader_for(folder, split, rank=rank, world_size=2, workers=2, batch_size=2)
         batches = list(loader)
         assert len(batches) == len(loader)
         seen += [key for batch in batches for key in batch.keys]
@@ -129,7 +138,7 @@ def test_training_gives_every_rank_the_same_number_of_batches(folder):
     for steps in (None, 5):
         counts = []
         for rank in range(2):
-            loader = loader_for(folder, rank=rank, world_size=2, num_workers=2, batch_size=2,
+            loader = loader_for(folder, rank=rank, world_size=2, workers=2, batch_size=2,
                                 steps_per_epoch=steps)
             counts.append([len(batch.keys) for batch in loader])
         assert counts[0] == counts[1] == [2] * (steps or 12 // (2 * 2))
@@ -146,13 +155,13 @@ def test_training_with_fewer_shards_than_workers_reads_every_sample_once(tmp_pat
     samples = write_split(tmp_path, "train", shards=shards, per_shard=per_shard, num_frames=4)
     keys = []
     for rank in range(world_size):
-        keys += keys_of(loader_for(tmp_path, rank=rank, world_size=world_size, num_workers=workers,
+        keys += keys_of(loader_for(tmp_path, rank=rank, world_size=world_size, workers=workers,
                                    batch_size=1, shuffle_buffer=0))
     assert Counter(keys) == Counter(sample.key for sample in samples)
 
 
 def test_same_arguments_give_the_same_batches_and_epochs_differ(folder):
-    first, second = (loader_for(folder, num_workers=2, batch_size=2, steps_per_epoch=6, seed=3) for _ in range(2))
+    first, second = (loader_for(folder, workers=2, batch_size=2, steps_per_epoch=6, seed=3) for _ in range(2))
     run_a, run_b = list(first), list(second)
     assert [b.keys for b in run_a] == [b.keys for b in run_b]
     assert all(torch.equal(a.frames, b.frames) for a, b in zip(run_a, run_b))
@@ -164,7 +173,7 @@ def test_same_arguments_give_the_same_batches_and_epochs_differ(folder):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resuming_mid_epoch_gives_exactly_the_rest_of_the_epoch(folder, workers):
-    loader = loader_for(folder, num_workers=workers, batch_size=2, steps_per_epoch=7, shuffle_buffer=6)
+    loader = loader_for(folder, workers=workers, batch_size=2, steps_per_epoch=7, shuffle_buffer=6)
     loader.set_epoch(2)
     whole = list(loader)
     loader.set_epoch(2, start_batch=3)
@@ -206,7 +215,7 @@ def test_bad_samples_and_shards_are_survived_and_counted(tmp_path):
 
 def test_a_broken_shard_is_counted_once_however_many_workers_read_it(tmp_path):
     damaged_split(tmp_path)
-    loader = loader_for(tmp_path / "val-000002.tar", "val", num_workers=2, retry_delay=0)  # each reads half of it
+    loader = loader_for(tmp_path / "val-000002.tar", "val", workers=2, retry_delay=0)  # each reads half of it
     assert keys_of(loader) == ["ok2"] and loader.stats["broken_shards"] == 1
     assert keys_of(loader) == ["ok2"] and loader.stats["broken_shards"] == 1  # and once over passes
 
@@ -226,7 +235,7 @@ def test_a_shard_cut_between_two_samples_is_reported_as_truncated(tmp_path):
 
 def test_training_survives_bad_data_and_keeps_its_step_count(tmp_path):
     damaged_split(tmp_path)
-    loader = loader_for(tmp_path, "val", training=True, steps_per_epoch=4, batch_size=2, num_workers=2,
+    loader = loader_for(tmp_path, "val", training=True, steps_per_epoch=4, batch_size=2, workers=2,
                         retry_delay=0)
     batches = list(loader)  # the workers' warnings go to their stderr
     assert [len(b.keys) for b in batches] == [2] * 4
@@ -244,15 +253,15 @@ def test_training_on_unreadable_shards_stops_instead_of_spinning(tmp_path):
 
 def test_a_wrong_source_fails_when_the_loader_is_built(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        build_loader(tmp_path / "nowhere")
+        build_loader(tmp_path / "nowhere", ClipSettings(8, 32))
 
 
 @pytest.mark.parametrize("options, message", [
     ({"clips": 2}, "clips and crops are evaluation views"),
     ({"split": "val", "crops": 2}, "crops: 1"),
     ({"rank": 2, "world_size": 2}, "rank 2 is outside a world of 2"),
-    ({"sampling": "sparse"}, "unknown sampling mode"),
-    ({"decoder": "opencv"}, "unknown decoder"),
+    ({"sampling": "sparse"}, "sampling: 'sparse' is not one of uniform, dense"),
+    ({"decoder": "opencv"}, "decoder: 'opencv' is not one of auto, libjpeg"),
     ({"split": "val", "start_batch": 1}, "start_batch resumes a training epoch"),
     ({"start_batch": 99}, "start_batch must be within 0..3"),
 ])
@@ -312,7 +321,7 @@ def test_large_stored_frames_decode_in_draft_mode_to_the_same_picture(tmp_path, 
 def test_shards_stream_over_http_like_local_files(folder):
     local = list(loader_for(folder, "val"))
     with serve_folder(folder) as url:
-        remote = list(loader_for(f"{url}/val.json", "val", num_workers=2))
+        remote = list(loader_for(f"{url}/val.json", "val", workers=2))
     assert Counter(keys_of(remote)) == Counter(keys_of(local))
     by_key = {key: clip for batch in local for key, clip in zip(batch.keys, batch.frames)}
     assert all(torch.equal(clip, by_key[key]) for batch in remote for key, clip in zip(batch.keys, batch.frames))
@@ -333,7 +342,7 @@ def test_shards_stream_from_s3(folder, monkeypatch):
         bucket.mkdir("shards")
         for name in ["few.json", "few-000000.tar", "few-000001.tar"]:
             bucket.put(str(folder / name), f"shards/data/{name}")
-        remote = keys_of(loader_for("s3://shards/data", "few", num_workers=2))
+        remote = keys_of(loader_for("s3://shards/data", "few", workers=2))
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
@@ -350,7 +359,7 @@ def test_round_trip_synth_shard_loader_super_image(tmp_path):
                   "--workers", "1", "--no-progress"]):
         result = runner.invoke(sifar_tools, args)
         assert result.exit_code == 0, result.output
-    loader = build_loader(shards, "train", training=False, num_frames=8, frame_size=48, batch_size=2, num_workers=0)
+    loader = loader_for(shards, training=False, frame_size=48, batch_size=2)
     batch = next(iter(loader))
     rows, cols = grid_shape(8)
     super_images = to_super_image(batch.frames[:, 0], rows, cols)  # (B, C, 3 * 48, 3 * 64 // 48 * 48)
@@ -449,7 +458,7 @@ def test_batches_the_consumer_holds_keep_their_frames_while_workers_reuse_memory
     for shard in range(2):  # samples of different lengths: no two evaluation batches hold the same frames
         write_shard(tmp_path / f"{split}-{shard:06d}.tar",
                     [Sample(f"s{shard}x{i}", 0, 8 + 8 * shard + i) for i in range(8)])
-    options = {"num_workers": 2, "batch_size": 2, "prefetch_factor": 1, "steps_per_epoch": steps}
+    options = {"workers": 2, "batch_size": 2, "prefetch_factor": 1, "steps_per_epoch": steps}
     held = list(loader_for(tmp_path, split, **options))  # every batch kept: workers must not refill any
     copied = [batch.frames.clone() for batch in loader_for(tmp_path, split, **options)]  # each let go at once
     unpooled = list(loader_for(tmp_path, split, reuse_memory=False, **options))

@@ -20,6 +20,7 @@ from sifar.cli.evaluate import main as eval_main
 from sifar.cli.predict import main as predict_main
 from sifar.cli.train import main as train_main
 from sifar.data.clip import ClipSettings
+from sifar.data.pipeline import LoaderSettings
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
@@ -63,12 +64,44 @@ def test_train_writes_checkpoints_metrics_and_plots(data, tmp_path):
                  "best_report.json", "summary.json"):
         assert (out / name).exists(), name
     config = json.loads((out / "config.json").read_text())
-    assert config["lr"] == 1e-3 and config["model"] == "SIFAR-N-6"
+    assert config["optim"]["lr"] == 1e-3 and config["model"]["name"] == "SIFAR-N-6"
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and all({"loss", "lr", "clips_per_s", "data_wait"} <= set(r) for r in steps)
     epoch = next(r for r in records if r["kind"] == "epoch")
     assert epoch["num_samples"] == json.loads((data["shards"] / "val.json").read_text())["num_samples"]
+
+
+def test_a_runs_config_json_reproduces_it_and_options_override_a_config_file(data, tmp_path):
+    first, again, third = tmp_path / "first", tmp_path / "again", tmp_path / "third"
+    common = ["--epochs", "1", "--steps-per-epoch", "3"]
+    assert run_train(["--shards", str(data["shards"]), "--output", str(first), *common, *TINY]).exit_code == 0
+    assert run_train(["--config", str(first / "config.json"), "--output", str(again)]).exit_code == 0
+    saved, redone = (json.loads((out / "config.json").read_text()) for out in (first, again))
+    assert {**saved, "output": None} == {**redone, "output": None}
+    assert step_losses(again) == step_losses(first)   # the same run again, step for step
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"shards: {data['shards']}\nmodel:\n  name: SIFAR-N-6\nclip:\n  frame_size: 32\n"
+                      "loader:\n  batch_size: 4\n  workers: 0\noptim:\n  lr: 1e-3  # text to YAML 1.1\n"
+                      "  epochs: 5\n  warmup_epochs: 0.5\n")
+    assert run_train(["--config", str(recipe), "--output", str(third), "--epochs", "1",
+                      "--steps-per-epoch", "2"]).exit_code == 0
+    config = json.loads((third / "config.json").read_text())
+    assert (config["optim"]["epochs"], config["optim"]["lr"], config["loader"]["batch_size"]) == (1, 1e-3, 4)
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ("optim:\n  lrr: 1\n", [], "bad.yaml: optim.lrr: no such setting"),
+    ("optim:\n  lr: -1\n", [], "bad.yaml: lr: -1.0 is not in the range x>0"),
+    ("[1, 2]\n", [], "bad.yaml holds list, not a mapping of settings"),
+    ("optim:\n  epochs: 2\n", ["--shards", "s"], "--output is required (on the command line or in --config)"),
+])
+def test_a_bad_config_file_is_named_before_any_work(tmp_path, text, args, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    result = CliRunner().invoke(train_main, ["--config", str(bad), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 
 
 def test_resume_continues_the_loss_curve_step_for_step(data, tmp_path):
@@ -209,12 +242,12 @@ def test_a_model_trained_on_dense_clips_with_ema_is_evaluated_and_served_as_it_w
     ema = checkpoint["ema"]
     assert all(torch.equal(value, ema[name]) for name, value in served.model.state_dict().items())
     video = next(data["videos"].rglob("*.mp4"))
-    views = video_views(video, ClipSettings(8, 32, "dense"), clips=1, crops=3)
+    views = video_views(video, ClipSettings(8, 32, "3x3", "dense"), clips=1, crops=3)
     with torch.no_grad():
         expected = served.model(normalize(views, served.model.mean, served.model.std)).softmax(-1).mean(0)
     prediction = predict(served, video, torch.device("cpu"), topk=1)
     assert prediction.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-5)
-    assert served.clip == ClipSettings(8, 32, "dense")
+    assert served.clip == ClipSettings(8, 32, "3x3", "dense")
 
 
 def test_demo_model_trains_channels_last_and_evaluates(data, tmp_path):
@@ -267,10 +300,12 @@ def test_options_are_checked_where_they_enter(data, tmp_path, option, value, mes
 
 def test_configs_made_in_python_are_checked_the_same_way():
     with pytest.raises(ConfigError, match="batch_size: 0 is not in the range x>=1"):
-        TrainConfig(shards="s", output="o", batch_size=0)
+        TrainConfig(shards="s", output="o", loader=LoaderSettings(batch_size=0))
     with pytest.raises(ConfigError, match="device: expected auto, cpu, cuda or cuda:N"):
         TrainConfig(shards="s", output="o", device="gpu0")
-    assert TrainConfig(shards="s", output="o", device="cuda:1", num_frames=None).device == "cuda:1"
+    with pytest.raises(ConfigError, match="sampling: 'sparse' is not one of uniform, dense"):
+        TrainConfig(shards="s", output="o", clip=ClipSettings(sampling="sparse"))
+    assert TrainConfig(shards="s", output="o", device="cuda:1", clip=ClipSettings(num_frames=None)).device == "cuda:1"
 
 
 def test_unwritable_output_folder(data, tmp_path):
@@ -446,14 +481,14 @@ def test_ddp_training_and_evaluation_with_two_processes(data, tmp_path):
 def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
     """pad (on by default on GPUs, where each new shape is compiled) pads workers' partial batches, outputs
     dropped."""
-    from sifar.data import build_loader
+    from sifar.data import ClipSettings, LoaderSettings, build_loader
     from sifar.evaluate import evaluate
     from sifar.models import create_model
 
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", num_classes=10, frame_size=32).eval()
-    loader = build_loader(str(data["shards"]), split="val", num_frames=8, frame_size=32, batch_size=3,
-                          num_workers=2, crops=3)
+    loader = build_loader(str(data["shards"]), ClipSettings(8, 32), LoaderSettings(batch_size=3, workers=2),
+                          split="val", crops=3)
     shapes: list[int] = []
     model.register_forward_pre_hook(lambda _module, args: shapes.append(args[0].shape[0]))
     plain = evaluate(model, loader, torch.device("cpu"), 10)  # no padding on CPU by default

@@ -39,6 +39,8 @@ from typing import Any
 import click
 import torch
 
+from sifar.data.clip import ClipSettings
+from sifar.data.pipeline import LoaderSettings
 from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
@@ -47,8 +49,9 @@ from sifar.distributed import init_distributed
 from sifar.evaluate import EvalResult, EvalSettings, evaluate_checkpoint
 from sifar.io import atomic_write
 from sifar.metrics_log import read_metrics
+from sifar.models.settings import ModelSettings
 from sifar.train import train
-from sifar.train_config import TrainConfig
+from sifar.train_config import OptimSettings, TrainConfig
 from tools.temporal_report import percent, write_report
 from tools.temporal_rows import ROW_NAMES, ROWS, RowSpec
 
@@ -131,13 +134,14 @@ def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Pat
     """The row's trainer settings: the shared recipe, no mixing augmentations and no flips (a horizontal flip
     turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
     return TrainConfig(
-        shards=shards, output=str(output), model=settings.model(row.backbone), layout=row.layout,
-        frame_size=settings.frame_size, frame_average=row.frame_average, epochs=settings.epochs,
-        steps_per_epoch=settings.steps_per_epoch, warmup_epochs=settings.warmup_epochs,
-        batch_size=settings.batch_size, lr=settings.lr(row.backbone), min_lr=settings.min_lr,
-        weight_decay=settings.weight_decay,
-        drop_path=settings.drop_path, clip_grad=settings.clip_grad, mixup=0.0, cutmix=0.0, flip="off",
-        workers=run.workers, device=run.device, seed=settings.seed, save_every=10**9, resume=False,
+        shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
+        seed=settings.seed, save_every=10**9, resume=False,
+        model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average, drop_path=settings.drop_path),
+        clip=ClipSettings(frame_size=settings.frame_size, layout=row.layout, flip="off"),
+        loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers),
+        optim=OptimSettings(epochs=settings.epochs, warmup_epochs=settings.warmup_epochs, lr=settings.lr(row.backbone),
+                            min_lr=settings.min_lr, weight_decay=settings.weight_decay, clip_grad=settings.clip_grad,
+                            mixup=0.0, cutmix=0.0),
     )
 
 
@@ -175,9 +179,9 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
                     run: RunOptions) -> dict[str, Any]:
     """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
     device = init_distributed(run.device).device
-    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(crops=1, batch_size=settings.batch_size,
-                                                                      workers=run.workers),
-                                     device, orders=orders, seed=settings.seed)
+    loader = LoaderSettings(batch_size=settings.batch_size, workers=run.workers)
+    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(crops=1, loader=loader), device, orders=orders,
+                                     seed=settings.seed)
     evaluation.write_reports(checkpoint.parent / "eval")
     classes = evaluation.trained.classes
     results = {order: {**result.summary(), **pair_metrics(result, classes),

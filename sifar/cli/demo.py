@@ -19,14 +19,17 @@ from pathlib import Path
 import click
 import torch
 
+from sifar.data.clip import ClipSettings
 from sifar.data.formats.csv_list import ListEntry, read_entries
+from sifar.data.pipeline import LoaderSettings
 from sifar.data.preview import find_sample, super_image
 from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
 from sifar.predict import predict
 from sifar.train import train
-from sifar.train_config import TrainConfig
+from sifar.models.settings import ModelSettings
+from sifar.train_config import OptimSettings, TrainConfig
 
 BATCH_SIZE = 32
 
@@ -69,11 +72,13 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     preview = root / "preview.png"
     super_image(find_sample(str(shards), "val", "0"), num_frames=8).save(preview)
     run = root / "run"
-    train(TrainConfig(shards=str(shards), val_shards=str(shards), output=str(run), model="SIFAR-VGG-T",
-                      epochs=epochs, warmup_epochs=2, batch_size=BATCH_SIZE, lr=2e-3, min_lr=2e-5,
-                      weight_decay=0.05, mixup=0.0, cutmix=0.0, drop_path=0.0, flip="off", workers=workers,
-                      channels_last=True, seed=seed, save_every=10_000))
-    evaluation = evaluate_checkpoint(run / "last.pt", shards, EvalSettings(batch_size=50, workers=workers, crops=3),
+    train(TrainConfig(shards=str(shards), val_shards=str(shards), output=str(run), seed=seed, save_every=10_000,
+                      channels_last=True, model=ModelSettings("SIFAR-VGG-T", drop_path=0.0),
+                      clip=ClipSettings(flip="off"), loader=LoaderSettings(batch_size=BATCH_SIZE, workers=workers),
+                      optim=OptimSettings(epochs=epochs, warmup_epochs=2, lr=2e-3, min_lr=2e-5, weight_decay=0.05,
+                                          mixup=0.0, cutmix=0.0)))
+    evaluation = evaluate_checkpoint(run / "last.pt", shards,
+                                     EvalSettings(crops=3, loader=LoaderSettings(batch_size=50, workers=workers)),
                                      torch.device("cpu"))
     result, classes = evaluation.results["normal"], evaluation.trained.classes
     check_coverage(evaluation.coverage, result.evaluated)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sifar.checkpoint_file import CheckpointError
-from sifar.cli.options import dataclass_options, usage_error
+from sifar.cli.options import config_from_options, dataclass_options, usage_error
 from sifar.config_fields import ConfigError
 from sifar.distributed import cleanup, init_distributed
 from sifar.evaluate import EvalSettings, IncompleteEvaluationError, check_coverage, evaluate_checkpoint
@@ -30,7 +30,7 @@ def main(shards, checkpoint, reverse_frames, shuffle_frames, device, output, all
         raise click.UsageError("--reverse-frames and --shuffle-frames exclude each other")
     order = "reverse" if reverse_frames else "shuffle" if shuffle_frames else "normal"
     try:
-        settings = EvalSettings(**values)
+        settings = config_from_options(EvalSettings, values)
     except ConfigError as err:
         raise usage_error(err) from err
     info = init_distributed(device)

@@ -1,13 +1,16 @@
-"""Click options generated from a config dataclass, so each setting is declared once, as data."""
+"""Click options generated from a config dataclass (its sections flattened, one option per setting), so each
+setting is declared once, as data."""
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import click
+from click.core import ParameterSource
+
+from sifar.config_fields import config_from_dict, flat_values, merge, nest_flags, settings_of
 
 
 def _option_type(hint: Any, bounds: dict[str, Any] | None = None) -> tuple[Any, bool]:
@@ -24,27 +27,34 @@ def _option_type(hint: Any, bounds: dict[str, Any] | None = None) -> tuple[Any, 
     return hint, False
 
 
-def dataclass_options(cls: type, skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """Decorator adding one ``--field-name`` option per dataclass field (help from ``metadata['help']``)."""
-    hints = typing.get_type_hints(cls)
+def dataclass_options(cls: type) -> Callable[[Callable], Callable]:
+    """Decorator adding one ``--name`` option per setting of a config dataclass, its sections' included
+    (help from ``metadata['help']``, defaults shown from ``cls()``); build the config from what the command
+    receives with :func:`config_from_options`."""
+    defaults = flat_values(cls())
 
     def decorate(func: Callable) -> Callable:
-        for field in reversed(dataclasses.fields(cls)):
-            if field.name in skip:
-                continue
-            click_type, is_flag = _option_type(hints[field.name], field.metadata.get("bounds"))
-            name = field.name.replace("_", "-")
-            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-            default = None if required else (
-                field.default if field.default is not dataclasses.MISSING else field.default_factory())
+        for setting in reversed(settings_of(cls)):
+            click_type, is_flag = _option_type(setting.hint, setting.field.metadata.get("bounds"))
+            name, default = setting.flag.replace("_", "-"), defaults[setting.flag]
             decls = [f"--{name}/--no-{name}"] if is_flag else [f"--{name}"]
             func = click.option(
-                *decls, field.name, type=None if is_flag else click_type, default=default, required=required,
-                show_default=not required and default is not None, help=field.metadata.get("help", ""),
+                *decls, setting.flag, type=None if is_flag else click_type, default=default,
+                show_default=default is not None, help=setting.field.metadata.get("help", ""),
             )(func)
         return func
 
     return decorate
+
+
+def config_from_options(cls: type, values: dict[str, Any], base: Mapping[str, Any] | None = None) -> Any:
+    """The config of the options given on the command line (``values``: the generated options' values),
+    over ``base`` (a config file's nested mapping) where given, over the defaults. ConfigError naming the
+    setting when a value cannot be used."""
+    context = click.get_current_context()
+    given = {flag: value for flag, value in values.items()
+             if context.get_parameter_source(flag) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    return config_from_dict(cls, merge(base or {}, nest_flags(cls, given)))
 
 
 def ema_option(command: Callable) -> Callable:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_loader"]
+from sifar.data.clip import ClipSettings
+
+__all__ = ["ClipSettings", "LoaderSettings", "build_loader"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from sifar.data.loader import build_loader
 
         return build_loader
+    if name == "LoaderSettings":
+        from sifar.data.pipeline import LoaderSettings
+
+        return LoaderSettings
     raise AttributeError(f"module 'sifar.data' has no attribute {name!r}")

@@ -1,30 +1,43 @@
-"""The clip a model is trained on: how many frames, at what size, sampled how.
+"""The clip a model sees: how many frames, at what size, in which grid, sampled how, flipped or not.
 
-Training saves it in every checkpoint (``"clip"``), and evaluation and prediction sample from it, so a
-model trained on dense clips is evaluated and served on dense clips unless told otherwise.
+A training run's settings may leave the frames, size and layout to the model (None);
+:func:`sifar.models.settings.resolve_clip` fills them in once, and that resolved clip is saved in every
+checkpoint (``"clip"``). Evaluation and prediction sample from it, so a model trained on dense clips is
+evaluated and served on dense clips unless told otherwise. Normalization is not here: it belongs to the
+weights (timm's ``pretrained_cfg`` mean and std), and the model carries it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
+from sifar.config_fields import help_field, validate
 from sifar.data.sampling import Mode
+
+Flip = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
 class ClipSettings:
-    num_frames: int = 8
-    frame_size: int = 224
-    sampling: Mode = "uniform"  # uniform: one frame per segment (the paper); dense: frames ``stride`` apart
-    stride: int = 4
+    num_frames: int | None = help_field(None, "Frames per clip (default: the model's).", min=1)
+    frame_size: int | None = help_field(None, "Frame side in pixels (default: the model's).", min=1)
+    layout: str | None = help_field(None, "Super-image grid ROWSxCOLS (default: the model's, else the paper's "
+                                          "rule).")
+    sampling: Mode = help_field("uniform", "Frame sampling: uniform (one frame per segment, the paper's) or "
+                                           "dense (frames --stride apart).")
+    stride: int = help_field(4, "Frames between sampled frames in dense sampling.", min=1)
+    flip: Flip = help_field("auto", "Training's horizontal flip (auto: off for ssv2 and jester, whose labels "
+                                    "name left and right).")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClipSettings:
-        """Settings from a saved dict (keys this version does not know are ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def __post_init__(self) -> None:
+        validate(self)
 
-    def loader_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``build_loader`` that sample this clip."""
-        return asdict(self)
+    @property
+    def resolved(self) -> bool:
+        """Whether the frames and size are given (a loader needs them)."""
+        return self.num_frames is not None and self.frame_size is not None
+
+    def flip_setting(self) -> bool | None:
+        """True / False when the flip is forced, None when the dataset decides (``auto``)."""
+        return {"auto": None, "on": True, "off": False}[self.flip]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
 import simplejpeg
@@ -28,7 +28,8 @@ try:
 except ImportError:  # not built: no C compiler or no libjpeg-turbo headers when installed (see setup.py)
     _jpeg_region = None
 
-DECODERS = ("auto", "libjpeg", "simplejpeg", "pillow")
+Decoder = Literal["auto", "libjpeg", "simplejpeg", "pillow"]
+DECODERS: tuple[str, ...] = get_args(Decoder)
 DECODE_ERRORS = (RuntimeError, ValueError)
 _SCALE_DENOMINATORS = (8, 4, 2)
 
@@ -41,9 +42,9 @@ def region_decoding_available() -> bool:
 def check_decoder(name: str) -> None:
     """ValueError unless ``name`` is one of :data:`DECODERS` and, for ``libjpeg``, built."""
     if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r} (one of {', '.join(DECODERS)})")
+        raise ValueError(f"decoder: unknown decoder {name!r} (one of {', '.join(DECODERS)})")
     if name == "libjpeg" and not region_decoding_available():
-        raise ValueError("the libjpeg decoder is not built (it needs a C compiler and libjpeg-turbo's headers, "
+        raise ValueError("decoder: the libjpeg decoder is not built (it needs a C compiler and libjpeg-turbo's headers, "
                          "e.g. Debian's libjpeg62-turbo-dev, when sifar is installed); use auto or simplejpeg")
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+from dataclasses import replace
 from typing import Any, Iterator
 
 import torch
@@ -52,7 +53,8 @@ import webdataset as wds
 
 from sifar.data.batch_memory import Batch, free_when_dropped
 from sifar.data.loader_stats import LoaderStats
-from sifar.data.pipeline import ClipStream, LoaderConfig
+from sifar.data.clip import ClipSettings
+from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
 
@@ -86,7 +88,7 @@ class VideoLoader:
     def __iter__(self) -> Iterator[Batch]:
         if not self.config.training:  # an evaluation's counts are those of its last pass
             self._stats = LoaderStats(self.source.shards)
-        workers = self.config.num_workers
+        workers = self.config.loader.workers
         # per worker: the batches it may have queued, and two the consumer holds (the current, the last)
         slots = self.prefetch_factor + 2 if workers and self.reuse_memory else 0
         free = multiprocessing.RawArray("b", [1] * max(1, slots * workers))
@@ -132,7 +134,7 @@ def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:
     counts = [source.samples_in(shard) for shard in source.shards]
     if any(count is None for count in counts):
         raise TypeError(f"the length of an evaluation over {source.source} needs its manifest")
-    workers = max(1, config.num_workers)
+    workers = max(1, config.loader.workers)
     everyone = config.world_size * workers
     total = 0
     for worker in range(workers):
@@ -141,7 +143,7 @@ def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:
             samples = sum(count for i, count in enumerate(counts) if i % everyone == me)
         else:
             samples = sum(len(range((me - i) % everyone, count, everyone)) for i, count in enumerate(counts))
-        total += math.ceil(samples / config.batch_size)
+        total += math.ceil(samples / config.loader.batch_size)
     return total
 
 
@@ -162,31 +164,32 @@ def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int
     return max(1, source.num_samples // (world_size * batch_size))
 
 
-def build_loader(source: str | os.PathLike, split: str = "train", *, training: bool | None = None,
-                 dataset: str | None = None, flip: bool | None = None, rank: int | None = None,
-                 world_size: int | None = None, steps_per_epoch: int | None = None, epoch: int = 0,
-                 start_batch: int = 0, pin_memory: bool | None = None, prefetch_factor: int = 2,
-                 reuse_memory: bool = True, **settings: Any) -> VideoLoader:
-    """Batches ``(frames, labels, keys)`` of clips streamed from shards.
+def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: LoaderSettings = LoaderSettings(), *,
+                 split: str = "train", training: bool | None = None, clips: int = 1, crops: int = 1, seed: int = 0,
+                 dataset: str | None = None, rank: int | None = None, world_size: int | None = None,
+                 steps_per_epoch: int | None = None, epoch: int = 0, start_batch: int = 0,
+                 pin_memory: bool | None = None, prefetch_factor: int = 2, reuse_memory: bool = True) -> VideoLoader:
+    """Batches ``(frames, labels, keys)`` of ``clip`` (frames and size given) streamed from shards.
 
     ``frames`` is uint8: (B, T, C, H, W) when training; (B, V, T, C, H, W) when evaluating, always with
     the views dimension (V = clips x crops, clip-major, V = 1 included). It is channels-last in memory;
     move and normalize it on the device (:func:`sifar.data.transforms.device_clips`).
 
-    ``settings`` are :class:`LoaderConfig` fields (``num_frames``, ``frame_size``, ``batch_size``,
-    ``num_workers``, ``clips``, ``crops``, ``sampling``, ``stride``, ``seed``, ...; meanings and defaults
-    there; ``**clip.loader_options()`` gives a checkpoint's clip). The rest is resolved here:
+    ``settings``: batch size, workers, shuffle buffer, decoder, shard retries (:class:`LoaderSettings`).
+    The rest is resolved here:
 
     - ``source``: shard folder, manifest, shard pattern or URL (see :mod:`sifar.data.sources`).
-    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"``.
-    - ``dataset``: dataset name for the flip default (off for ssv2 and jester); default from the manifest,
-      else each sample's JSON. ``flip`` forces it on or off.
+    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"``;
+      ``clips`` x ``crops`` are the views of each evaluated video.
+    - ``dataset``: dataset name for the flip default of ``clip.flip == "auto"`` (off for ssv2 and jester);
+      default from the manifest, else each sample's JSON.
     - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
     - ``steps_per_epoch``: training batches per rank per epoch, the same on every rank; default
       ``num_samples // (world_size * batch_size)`` from the manifest.
-    - ``epoch``/``start_batch``: the first iteration's epoch and resume point (later: ``set_epoch``). The
-      same (seed, epoch, rank, world_size, num_workers) give the same batches, so a run resumed at batch
-      k of an epoch sees what the interrupted run would have; skipped batches are read, not decoded.
+    - ``seed``, ``epoch``/``start_batch``: the first iteration's epoch and resume point (later:
+      ``set_epoch``). The same (seed, epoch, rank, world_size, workers) give the same batches, so a run
+      resumed at batch k of an epoch sees what the interrupted run would have; skipped batches are read, not
+      decoded.
     - ``reuse_memory``: workers refill a batch's shared memory once no tensor in this process views it
       any more (:class:`~sifar.data.batch_memory.BatchMemory`), which saves a page fault per 4 KiB. Only a
       batch whose frames are handed on to another process (a multiprocessing queue) would be overwritten
@@ -196,13 +199,12 @@ def build_loader(source: str | os.PathLike, split: str = "train", *, training: b
     rank, world_size = _rank_and_world_size(rank, world_size)
     training = split == "train" if training is None else training
     name = dataset or (shard_source.manifest.dataset if shard_source.manifest is not None else None)
-    if flip is None and name is not None:
-        flip = default_flip(name)
+    if clip.flip == "auto" and name is not None:
+        clip = replace(clip, flip="on" if default_flip(name) else "off")
     if training and steps_per_epoch is None:
-        steps_per_epoch = _default_steps(shard_source, world_size, settings.get("batch_size",
-                                                                                 LoaderConfig.batch_size))
-    config = LoaderConfig(**settings, training=training, flip=flip, rank=rank, world_size=world_size,
-                          steps_per_epoch=steps_per_epoch or 0)
+        steps_per_epoch = _default_steps(shard_source, world_size, settings.batch_size)
+    config = LoaderConfig(clip, settings, training=training, clips=clips, crops=crops, seed=seed, rank=rank,
+                          world_size=world_size, steps_per_epoch=steps_per_epoch or 0)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,

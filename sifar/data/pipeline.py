@@ -17,58 +17,65 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sifar.data.batch_memory import BatchMemory, BatchRows, Clip, Shipment, collate_clips
-from sifar.data.decoders import DECODE_ERRORS, JpegDecoder, check_decoder
+from sifar.data.clip import ClipSettings
+from sifar.data.decoders import DECODE_ERRORS, Decoder, JpegDecoder, check_decoder
 from sifar.data.loader_stats import LoaderStats
-from sifar.data.sampling import MODES, Mode, eval_indices, train_indices
+from sifar.data.sampling import eval_indices, train_indices
 from sifar.data.shard_format import SampleInfo
 from sifar.data.sources import ShardSource, open_shard
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
 from sifar.data.transforms import (MULTI_SCALES, CropJitter, check_crops, default_flip, draw_crop_jitter, resize_crop,
                                    resize_short_side, spatial_crops)
+from sifar.config_fields import help_field, validate
 from sifar.io import describe_error, is_url
 
 _INITIAL_SHUFFLE = 100
 
 
 @dataclass(frozen=True)
-class LoaderConfig:
-    """Everything a worker needs to build its pipeline (:func:`sifar.data.loader.build_loader` resolves
-    ``training``, ``flip``, ``rank``, ``world_size`` and ``steps_per_epoch``)."""
+class LoaderSettings:
+    """How clips are loaded (the clip itself is :class:`~sifar.data.clip.ClipSettings`): batches, worker
+    processes, shuffling, the JPEG decoder and how hard to try a shard that will not open."""
 
-    num_frames: int = 8
-    frame_size: int = 192
-    batch_size: int = 32
-    num_workers: int = 4  # DataLoader worker processes (0: the pipeline runs in the calling process)
+    batch_size: int = help_field(32, "Clips per step per process.", min=1)
+    workers: int = help_field(4, "Loader worker processes per process (0: in the calling process).", min=0)
+    shuffle_buffer: int = help_field(500, "Samples held for shuffling per worker (only their sampled JPEGs).",
+                                     min=0)
+    decoder: Decoder = help_field("auto", "JPEG decoder: auto, libjpeg (decodes only the training crop), "
+                                          "simplejpeg or pillow.")
+    shard_retries: int = help_field(2, "Tries after the first to open (or, streamed, re-read) a shard.", min=0)
+    retry_delay: float = help_field(1.0, "Seconds before the first retry, doubling with each.", min=0)
+
+    def __post_init__(self) -> None:
+        validate(self, partial(check_decoder, self.decoder))
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything a worker needs to build its pipeline: the clip (its frames and size given, its flip forced
+    where the dataset is known), the loader settings, and what :func:`sifar.data.loader.build_loader`
+    resolves (``training``, the evaluation views, ``rank``, ``world_size``, ``steps_per_epoch``)."""
+
+    clip: ClipSettings
+    loader: LoaderSettings = LoaderSettings()
     training: bool = True
     clips: int = 1  # evaluation: temporal clips per video
     crops: int = 1  # evaluation: 1 (centre) or 3 (top-left, centre, bottom-right) per clip
-    sampling: Mode = "uniform"  # "uniform" (TSN segments, the paper's) or "dense" (``stride`` apart)
-    stride: int = 4
-    flip: bool | None = None  # training's horizontal flip; None: each sample's dataset decides
     scales: tuple[float, ...] = MULTI_SCALES  # training's multi-scale crop
     seed: int = 0
     rank: int = 0
     world_size: int = 1
     steps_per_epoch: int = 0
-    shuffle_buffer: int = 500  # samples held for shuffling per worker (only their sampled JPEGs' bytes)
-    decoder: str = "auto"  # "auto", "libjpeg" (decodes only the training crop), "simplejpeg" or "pillow"
-    shard_retries: int = 2  # tries after the first to open (or, streamed, re-read) a shard ...
-    retry_delay: float = 1.0  # ... waiting retry_delay * 2**i seconds before each
 
     def __post_init__(self) -> None:
-        positive = ("num_frames", "frame_size", "batch_size", "clips", "stride", "world_size")
-        for name in positive:
+        if not self.clip.resolved:
+            raise ValueError(f"a loader needs the clip's frames and size, got {self.clip}")
+        for name in ("clips", "world_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "shuffle_buffer", "shard_retries", "retry_delay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_crops(self.crops)
-        if self.sampling not in MODES:
-            raise ValueError(f"unknown sampling mode {self.sampling!r} ({', '.join(MODES)})")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
-        check_decoder(self.decoder)
         if self.training and (self.clips > 1 or self.crops > 1):
             raise ValueError("clips and crops are evaluation views; training takes one random clip")
         if self.training and self.steps_per_epoch < 1:
@@ -192,8 +199,8 @@ def _train_batches(samples: Iterable[ShardSample], config: LoaderConfig, rng: ra
                    memory: BatchMemory, skip: int = 0) -> Iterator[Shipment]:
     """Full training batches, each clip written straight into its row of a buffer of ``memory`` (no tensor
     per clip, no stacking); the first ``skip`` samples only draw their random numbers (resume)."""
-    decoder = JpegDecoder(config.decoder, reuse_memory=True)  # each clip's crop is copied before the next
-    shape = (config.batch_size, config.num_frames, config.frame_size, config.frame_size, 3)
+    decoder = JpegDecoder(config.loader.decoder, reuse_memory=True)  # each clip's crop is copied before the next
+    shape = (config.loader.batch_size, config.clip.num_frames, config.clip.frame_size, config.clip.frame_size, 3)
     batch: BatchRows | None = None
     try:
         for index, sample in enumerate(samples):
@@ -218,14 +225,14 @@ train_batches = wds.pipelinefilter(_train_batches)
 def _train_frames(decoder: JpegDecoder, sample: ShardSample, jitter: CropJitter, config: LoaderConfig,
                   out: torch.Tensor) -> torch.Tensor:
     # decoding may shrink frames (draft mode) as long as the smaller crop side still covers frame_size
-    needed = math.ceil(config.frame_size / min(jitter.scale_w, jitter.scale_h))
+    needed = math.ceil(config.clip.frame_size / min(jitter.scale_w, jitter.scale_h))
     crops = decoder.crops(sample.jpegs, sample.clips[0], jitter, needed, sample.info.stored_short_side)
-    return resize_crop(crops, config.frame_size, out)
+    return resize_crop(crops, config.clip.frame_size, out)
 
 
 def _decode_eval(samples: Iterable[ShardSample], config: LoaderConfig, stats: LoaderStats) -> Iterator[Clip]:
     """Evaluation clips with their views; samples whose frames do not decode are skipped and counted."""
-    decoder = JpegDecoder(config.decoder)
+    decoder = JpegDecoder(config.loader.decoder)
     for sample in samples:
         clip = _clip_or_report(sample, stats, partial(_eval_views, decoder, sample, config))
         if clip is not None:
@@ -238,10 +245,10 @@ decode_eval = wds.pipelinefilter(_decode_eval)
 def _eval_views(decoder: JpegDecoder, sample: ShardSample, config: LoaderConfig) -> torch.Tensor:
     """(clips * crops, T, C, S, S), clip-major: view ``k * crops + c`` is clip k, crop c."""
     distinct = sorted({i for clip in sample.clips for i in clip})
-    frames = decoder.frames(sample.jpegs, distinct, config.frame_size, sample.info.stored_short_side)
-    resized = resize_short_side(frames, config.frame_size)
+    frames = decoder.frames(sample.jpegs, distinct, config.clip.frame_size, sample.info.stored_short_side)
+    resized = resize_short_side(frames, config.clip.frame_size)
     row = {index: n for n, index in enumerate(distinct)}
-    return torch.cat([spatial_crops(resized[[row[i] for i in clip]], config.frame_size, config.crops)
+    return torch.cat([spatial_crops(resized[[row[i] for i in clip]], config.clip.frame_size, config.crops)
                       for clip in sample.clips])
 
 
@@ -265,15 +272,16 @@ count_samples = wds.pipelinefilter(_count_samples)
 
 
 def _train_clip(config: LoaderConfig, rng: random.Random, position: int, info: SampleInfo) -> list[list[int]]:
-    return [train_indices(info.num_frames, config.num_frames, rng, config.sampling, config.stride)]
+    return [train_indices(info.num_frames, config.clip.num_frames, rng, config.clip.sampling, config.clip.stride)]
 
 
 def _eval_clips(config: LoaderConfig, position: int, info: SampleInfo) -> list[list[int]]:
-    return eval_indices(info.num_frames, config.num_frames, config.clips, config.sampling, config.stride)
+    return eval_indices(info.num_frames, config.clip.num_frames, config.clips, config.clip.sampling, config.clip.stride)
 
 
 def _flip_for(config: LoaderConfig, info: SampleInfo) -> bool:
-    return config.flip if config.flip is not None else default_flip(info.dataset)
+    forced = config.clip.flip_setting()
+    return forced if forced is not None else default_flip(info.dataset)
 
 
 # ---- per-worker pipelines ------------------------------------------------------------------------------
@@ -302,11 +310,11 @@ def training_pipeline(shards: list[str], starts: list[int], config: LoaderConfig
         own_samples(dict(zip(shards, starts)), config.rank * workers + worker, everyone)
         if len(shards) < everyone else None,
         read_clips(select=partial(_train_clip, config, _rng(*stream, "frames")), stats=stats,
-                   retries=config.shard_retries, retry_delay=config.retry_delay,
+                   retries=config.loader.shard_retries, retry_delay=config.loader.retry_delay,
                    give_up_after=max(10, 2 * len(shards))),
-        wds.shuffle(config.shuffle_buffer, initial=min(_INITIAL_SHUFFLE, config.shuffle_buffer),
-                    rng=_rng(*stream, "shuffle")) if config.shuffle_buffer > 1 else None,
-        train_batches(config, _rng(*stream, "augment"), stats, memory, skip=skipped * config.batch_size),
+        wds.shuffle(config.loader.shuffle_buffer, initial=min(_INITIAL_SHUFFLE, config.loader.shuffle_buffer),
+                    rng=_rng(*stream, "shuffle")) if config.loader.shuffle_buffer > 1 else None,
+        train_batches(config, _rng(*stream, "augment"), stats, memory, skip=skipped * config.loader.batch_size),
         wds.slice(batches - skipped),
         count_samples(stats),
     )
@@ -319,10 +327,10 @@ def evaluation_pipeline(shards: list[str], config: LoaderConfig, worker: int, wo
     return wds.DataPipeline(
         wds.SimpleShardList(shards),
         split_for_worker(config.rank * workers + worker, everyone, by_sample=len(shards) < everyone),
-        read_clips(select=partial(_eval_clips, config), stats=stats, retries=config.shard_retries,
-                   retry_delay=config.retry_delay),
+        read_clips(select=partial(_eval_clips, config), stats=stats, retries=config.loader.shard_retries,
+                   retry_delay=config.loader.retry_delay),
         decode_eval(config, stats),
-        wds.batched(config.batch_size, collation_fn=partial(collate_clips, memory), partial=True),
+        wds.batched(config.loader.batch_size, collation_fn=partial(collate_clips, memory), partial=True),
         count_samples(stats),
     )
 

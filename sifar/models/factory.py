@@ -47,6 +47,17 @@ def resolve_config(name: str) -> ModelConfig:
     return get_config(name)
 
 
+def model_grid(config: ModelConfig, num_frames: int, layout: str | Layout | None, frame_average: bool = False,
+               frame_embed: bool | None = None) -> Layout:
+    """The super image's grid: the layout given, else the config's own for its frame count, else the paper's
+    rule; a frame-averaging model's is 1x1. ValueError for a layout too small for the frames."""
+    if frame_average:
+        return frame_average_grid(layout, frame_embed)
+    if layout is None and num_frames == config.num_frames:
+        layout = config.layout
+    return parse_layout(layout, num_frames)
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -75,9 +86,7 @@ def create_model(
     """
     config = resolve_config(name)
     num_frames = num_frames or config.num_frames
-    if layout is None and num_frames == config.num_frames and not frame_average:
-        layout = config.layout
-    grid = frame_average_grid(layout, frame_embed) if frame_average else parse_layout(layout, num_frames)
+    grid = model_grid(config, num_frames, layout, frame_average, frame_embed)
     frame_size = frame_size or config.frame_size
     builder = get_builder(config.family)
     family_options = _family_options(builder, config, frame_embed=frame_embed, attention=attention)
