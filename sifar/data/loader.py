@@ -46,7 +46,7 @@ import math
 import multiprocessing
 import os
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 import webdataset as wds
