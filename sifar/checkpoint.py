@@ -23,6 +23,9 @@ from sifar.io import atomic_write
 from sifar.models.settings import ModelSettings, build_model
 
 
+EMA_HELP = "The checkpoint's EMA weights, or its raw ones [default: those training validated with]."
+
+
 class CheckpointWriteError(OSError):
     """Saving failed (e.g. the disk is full); the previous checkpoint under that name is untouched."""
 

@@ -10,22 +10,22 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
 
-from sifar.checkpoint import TrainedModel, load_trained
+from sifar.checkpoint import EMA_HELP, TrainedModel, load_trained
 from sifar.config_fields import help_field, validate
 from sifar.data import build_loader
-from sifar.data.clip import ClipSettings
+from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.pipeline import LoaderSettings
 from sifar.data.sampling import Mode
-from sifar.data.transforms import check_crops, device_clips
+from sifar.data.transforms import device_clips
 from sifar.distributed import all_reduce_sum
 from sifar.models import compile_model
-from sifar.precision import autocast_for
+from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
+from sifar.precision import PRECISION_HELP, Precision, autocast_for
 
 FrameOrder = Literal["normal", "reverse", "shuffle"]
 
@@ -251,19 +251,16 @@ class EvalSettings:
     it was trained on, and the weights training validated with (EMA when it kept them)."""
 
     split: str = help_field("val", "Split name, for shard folders.")
-    clips: int = help_field(1, "Temporal clips per video.", min=1)
-    crops: int = help_field(3, "Spatial crops per clip: 1 (centre) or 3 (top-left, centre, bottom-right).")
+    views: ViewSettings = field(default_factory=ViewSettings)
     loader: LoaderSettings = field(default_factory=lambda: LoaderSettings(batch_size=16))  # videos per step
-    ema: bool | None = help_field(None, "The checkpoint's EMA weights, or its raw ones [default: those training "
-                                        "validated with].")
+    ema: bool | None = help_field(None, EMA_HELP)
     sampling: Mode | None = help_field(None, "Frame sampling [default: the clip the checkpoint was trained on].")
-    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
-    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
-        "auto", "Swin attention kernel: auto (flex on GPU, sdpa on CPU), flex, sdpa (fused), eager (official).")
+    precision: Precision = help_field("auto", PRECISION_HELP)
+    attention: AttentionImpl = help_field("auto", ATTENTION_HELP)
     compile: bool = help_field(False, "torch.compile the model (GPU: faster after warm-up).")
 
     def __post_init__(self) -> None:
-        validate(self, partial(check_crops, self.crops))
+        validate(self)
 
 
 @dataclass
@@ -281,8 +278,8 @@ class CheckpointEvaluation:
 
     def report_fields(self, order: str = "normal") -> dict[str, Any]:
         """What a report records beside the totals: the setup, the loader's counts and the coverage."""
-        return {"checkpoint": self.checkpoint, "shards": self.shards, "clips": self.settings.clips,
-                "crops": self.settings.crops, "frame_order": order, "weights": self.trained.weights,
+        return {"checkpoint": self.checkpoint, "shards": self.shards, "clips": self.settings.views.clips,
+                "crops": self.settings.views.crops, "frame_order": order, "weights": self.trained.weights,
                 "clip": asdict(self.clip), "loader": self.loader_stats,
                 **self.coverage.summary(self.results[order].evaluated)}
 
@@ -304,8 +301,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike
     """
     trained = load_trained(checkpoint, settings.ema, settings.attention)
     clip = trained.clip if settings.sampling is None else replace(trained.clip, sampling=settings.sampling)
-    loader = build_loader(shards, clip, settings.loader, split=settings.split, clips=settings.clips,
-                          crops=settings.crops, rank=rank, world_size=world_size)
+    loader = build_loader(shards, clip, settings.loader, split=settings.split, clips=settings.views.clips,
+                          crops=settings.views.crops, rank=rank, world_size=world_size)
     check_same_classes(trained.classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
     model = trained.model.to(device)
     model = compile_model(model, training=False) if settings.compile else model

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import torch
+
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISION_HELP = "auto: bf16 autocast on GPU, fp32 on CPU."
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -5,19 +5,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from sifar.cam import ClassActivationMap, class_activation_map
-from sifar.checkpoint import TrainedModel
-from sifar.data.clip import ClipSettings
+from sifar.checkpoint import EMA_HELP, TrainedModel
+from sifar.config_fields import help_field, validate
+from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.ffmpeg import DecodeSettings, decode_video
 from sifar.data.decoders import JpegDecoder
 from sifar.data.sampling import eval_indices
 from sifar.data.transforms import device_clips, eval_transform
-from sifar.precision import autocast_for
+from sifar.precision import PRECISION_HELP, Precision, autocast_for
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How videos are classified: the views averaged, the classes reported, the weights, the precision. The
+    clip (frames, size, sampling) is the checkpoint's own."""
+
+    topk: int = help_field(5, "Classes to report per video.", min=1)
+    views: ViewSettings = field(default_factory=ViewSettings)
+    ema: bool | None = help_field(None, EMA_HELP)
+    precision: Precision = help_field("auto", PRECISION_HELP)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -45,16 +60,16 @@ def video_views(path: str | Path, clip: ClipSettings, clips: int, crops: int) ->
 
 
 @torch.no_grad()
-def predict(trained: TrainedModel, path: str | Path, device: torch.device, topk: int = 5, clips: int = 1,
-            crops: int = 3, precision: str = "auto") -> Prediction:
+def predict(trained: TrainedModel, path: str | Path, device: torch.device,
+            settings: PredictSettings = PredictSettings()) -> Prediction:
     """Top-k classes of one video, sampled as the model was trained, softmax averaged over its views."""
     model, classes = trained.model, trained.classes
-    views = video_views(path, trained.clip, clips, crops)
+    views = video_views(path, trained.clip, settings.views.clips, settings.views.crops)
     model.eval()
-    with autocast_for(device, precision):
+    with autocast_for(device, settings.precision):
         logits = model(device_clips(views, device, model.mean, model.std))
     probs = logits.float().softmax(-1).mean(0)
-    top = probs.topk(min(topk, probs.numel()))
+    top = probs.topk(min(settings.topk, probs.numel()))
     return Prediction(str(path), [classes[i] for i in top.indices.tolist()], top.values.tolist())
 
 

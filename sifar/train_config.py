@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 from sifar.config_fields import help_field, validate
-from sifar.data.clip import ClipSettings
+from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.pipeline import LoaderSettings
-from sifar.data.transforms import check_crops
 from sifar.distributed import check_device
 from sifar.models.settings import ModelSettings
+from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
+from sifar.precision import PRECISION_HELP, Precision
 
 LR_REFERENCE_BATCH = 512
 
@@ -57,19 +57,16 @@ class TrainConfig:
     steps_per_epoch: int | None = help_field(None, "Steps per epoch per rank (default: manifest samples / batch).",
                                              min=1)
     max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
-    val_clips: int = help_field(1, "Temporal clips per video when validating.", min=1)
-    val_crops: int = help_field(1, "Spatial crops per clip when validating (1 or 3).")
+    views: ViewSettings = field(default_factory=lambda: ViewSettings(crops=1))  # validation's
     save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).", min=1)
     resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
     seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
     device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
-    precision: Literal["auto", "bf16", "fp32"] = help_field("auto", "auto: bf16 autocast on GPU, fp32 on CPU.")
-    attention: Literal["auto", "flex", "sdpa", "eager"] = help_field(
-        "auto", "Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
-        "eager (as the official code).")
+    precision: Precision = help_field("auto", PRECISION_HELP)
+    attention: AttentionImpl = help_field("auto", ATTENTION_HELP)
     compile: bool = help_field(False, "torch.compile the model.")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
     channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
 
     def __post_init__(self) -> None:
-        validate(self, partial(check_device, self.device), partial(check_crops, self.val_crops, "val_crops"))
+        validate(self, partial(check_device, self.device))

@@ -25,7 +25,7 @@ from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.transforms import normalize
-from sifar.predict import predict, video_views
+from sifar.predict import PredictSettings, predict, video_views
 from sifar.train import LaggedLosses, NonFiniteLossError
 from sifar.config_fields import ConfigError
 from sifar.train_config import TrainConfig
@@ -190,6 +190,14 @@ def test_eval_options_come_from_its_settings_and_are_checked_where_they_enter(tr
     assert result.exit_code == 2 and f"'{option}'" in result.output and message in result.output, result.output
 
 
+@pytest.mark.parametrize("option, value, message", [("--crops", "2", "1 (centre) or 3"),
+                                                     ("--clips", "0", "0 is not in the range x>=1"),
+                                                     ("--topk", "0", "0 is not in the range x>=1")])
+def test_predict_options_come_from_its_settings_and_are_checked_where_they_enter(trained, option, value, message):
+    result = CliRunner().invoke(predict_main, ["unused.mp4", "--checkpoint", str(trained), option, value])
+    assert result.exit_code == 2 and f"'{option}'" in result.output and message in result.output, result.output
+
+
 def test_eval_refuses_shards_whose_class_list_differs_from_the_checkpoints(data, trained, tmp_path):
     shards = tmp_path / "shards"
     shutil.copytree(data["shards"], shards)
@@ -245,7 +253,7 @@ def test_a_model_trained_on_dense_clips_with_ema_is_evaluated_and_served_as_it_w
     views = video_views(video, ClipSettings(8, 32, "3x3", "dense"), clips=1, crops=3)
     with torch.no_grad():
         expected = served.model(normalize(views, served.model.mean, served.model.std)).softmax(-1).mean(0)
-    prediction = predict(served, video, torch.device("cpu"), topk=1)
+    prediction = predict(served, video, torch.device("cpu"), PredictSettings(topk=1))
     assert prediction.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-5)
     assert served.clip == ClipSettings(8, 32, "3x3", "dense")
 
@@ -286,7 +294,7 @@ def test_layout_that_cannot_hold_the_frames(data, tmp_path):
     ("--lr", "0", "'--lr': 0.0 is not in the range x>0"),
     ("--drop-path", "1", "'--drop-path': 1.0 is not in the range 0<=x<1"),
     ("--device", "tpu", "'--device': expected auto, cpu, cuda or cuda:N, got 'tpu'"),   # was: silently the CPU
-    ("--val-crops", "2", "'--val-crops': 1 (centre) or 3"),
+    ("--crops", "2", "'--crops': 1 (centre) or 3"),
     ("--frame-size", "33", "'--model': SIFAR-N-6 cannot take 8 frames of 33 px"),   # was: an einops traceback
 ])
 def test_options_are_checked_where_they_enter(data, tmp_path, option, value, message):

@@ -39,7 +39,7 @@ from typing import Any
 import click
 import torch
 
-from sifar.data.clip import ClipSettings
+from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.pipeline import LoaderSettings
 from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import CLASSES as SYNTH_CLASSES
@@ -180,7 +180,7 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
     """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
     device = init_distributed(run.device).device
     loader = LoaderSettings(batch_size=settings.batch_size, workers=run.workers)
-    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(crops=1, loader=loader), device, orders=orders,
+    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(views=ViewSettings(crops=1), loader=loader), device, orders=orders,
                                      seed=settings.seed)
     evaluation.write_reports(checkpoint.parent / "eval")
     classes = evaluation.trained.classes

@@ -26,7 +26,7 @@ from sifar.data.preview import find_sample, super_image
 from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
-from sifar.predict import predict
+from sifar.predict import PredictSettings, predict
 from sifar.train import train
 from sifar.models.settings import ModelSettings
 from sifar.train_config import OptimSettings, TrainConfig
@@ -78,7 +78,7 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
                       optim=OptimSettings(epochs=epochs, warmup_epochs=2, lr=2e-3, min_lr=2e-5, weight_decay=0.05,
                                           mixup=0.0, cutmix=0.0)))
     evaluation = evaluate_checkpoint(run / "last.pt", shards,
-                                     EvalSettings(crops=3, loader=LoaderSettings(batch_size=50, workers=workers)),
+                                     EvalSettings(loader=LoaderSettings(batch_size=50, workers=workers)),
                                      torch.device("cpu"))
     result, classes = evaluation.results["normal"], evaluation.trained.classes
     check_coverage(evaluation.coverage, result.evaluated)
@@ -86,7 +86,7 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
     click.echo("one held-out video of each class (true class -> top-2 predicted):")
     for entry in one_video_per_class(read_entries(val_list)):
-        prediction = predict(evaluation.trained, synth.out / entry.video, torch.device("cpu"), topk=2)
+        prediction = predict(evaluation.trained, synth.out / entry.video, torch.device("cpu"), PredictSettings(topk=2))
         verdict = "right" if prediction.classes[0] == entry.label else "WRONG"
         guesses = ", ".join(f"{c} {p:.0%}" for c, p in zip(prediction.classes, prediction.probabilities))
         click.echo(f"  {verdict}  {entry.label:<10} -> {guesses}  ({synth.out / entry.video})")

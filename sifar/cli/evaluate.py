@@ -47,7 +47,7 @@ def main(shards, checkpoint, reverse_frames, shuffle_frames, device, output, all
         paths = evaluation.write_reports(Path(output) if output else Path(checkpoint).parent / "eval")[order]
         listed = "" if coverage.expected is None else f" of {coverage.expected} listed"
         click.echo(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  on {result.num_samples} videos{listed} "
-                   f"({coverage.skipped} skipped; {settings.clips} clip(s) x {settings.crops} crop(s), "
+                   f"({coverage.skipped} skipped; {settings.views.clips} clip(s) x {settings.views.crops} crop(s), "
                    f"{evaluation.clip.sampling} sampling, {evaluation.trained.weights} weights, {order} order); "
                    f"{result.videos_per_s:.1f} videos/s per process after the first batch")
         click.echo(f"report: {paths['report']}\nconfusion matrix: {paths['confusion']}")

@@ -57,13 +57,6 @@ def config_from_options(cls: type, values: dict[str, Any], base: Mapping[str, An
     return config_from_dict(cls, merge(base or {}, nest_flags(cls, given)))
 
 
-def ema_option(command: Callable) -> Callable:
-    """``--ema/--no-ema``, None when neither is given (the weights training validated with)."""
-    return click.option("--ema/--no-ema", default=None,
-                        help="The checkpoint's EMA weights, or its raw ones [default: those training validated "
-                             "with].")(command)
-
-
 def usage_error(err: Exception) -> click.UsageError:
     """A config's ``"<field>: <why>"`` error as the usage error of the option that set the field."""
     field, _, why = str(err).partition(": ")

@@ -16,18 +16,16 @@ from sifar.cam import (
 )
 from sifar.checkpoint import load_trained
 from sifar.checkpoint_file import CheckpointError
-from sifar.cli.options import ema_option
+from sifar.cli.options import config_from_options, dataclass_options, usage_error
+from sifar.config_fields import ConfigError
 from sifar.data.ffmpeg import DecodeError
-from sifar.predict import explain, predict
+from sifar.predict import PredictSettings, explain, predict
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A sifar checkpoint.")
-@click.option("--topk", default=5, show_default=True, help="Classes to print per video.")
-@click.option("--clips", default=1, show_default=True, help="Temporal clips per video.")
-@click.option("--crops", default=3, show_default=True, type=click.Choice(["1", "3"]), help="Spatial crops per clip.")
-@ema_option
+@dataclass_options(PredictSettings)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per video.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cam", "cam_path", type=click.Path(dir_okay=False),
@@ -42,8 +40,8 @@ from sifar.predict import explain, predict
 @click.option("--class", "class_name", help="Class to explain (default: the top class of the centre view).")
 @click.option("--cam-batch", default=128, show_default=True, type=click.IntRange(min=1),
               help="N: channels ablated per head pass; lower it if memory runs short.")
-def main(videos, checkpoint, topk, clips, crops, ema, as_json, device, cam_path, cam_frames, cam_method, class_name,
-         cam_batch) -> None:
+def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, class_name, cam_batch,
+         **values) -> None:
     """Classify VIDEOS with the same sampling and views as evaluation.
 
     With --cam / --cam-frames, also show where the model looks (paper Fig. 5). Ablation-CAM runs the backbone
@@ -51,6 +49,10 @@ def main(videos, checkpoint, topk, clips, crops, ema, as_json, device, cam_path,
     channel zeroed each, N copies per pass: ceil(C/N) extra head passes for C channels (Swin-B: 1024 channels,
     8 passes at N=128). Grad-CAM costs one backward pass through the head.
     """
+    try:
+        settings = config_from_options(PredictSettings, values)
+    except ConfigError as err:
+        raise usage_error(err) from err
     explaining = cam_path is not None or cam_frames is not None
     if explaining and len(videos) != 1:
         raise click.UsageError(f"--cam and --cam-frames explain one video at a time, got {len(videos)}")
@@ -61,7 +63,7 @@ def main(videos, checkpoint, topk, clips, crops, ema, as_json, device, cam_path,
     try:
         # sdpa, not FlexAttention: Flex kernels are compiled for each new shape, seconds each, which a few
         # clips never pay back (with them, one `--cam` call of the micro Swin took ~40 s on an H100).
-        trained = load_trained(checkpoint, ema, attention="sdpa")
+        trained = load_trained(checkpoint, settings.ema, attention="sdpa")
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
     try:
@@ -71,7 +73,7 @@ def main(videos, checkpoint, topk, clips, crops, ema, as_json, device, cam_path,
     trained.model.to(target)
     for video in videos:
         try:
-            result = predict(trained, video, target, topk=topk, clips=clips, crops=int(crops))
+            result = predict(trained, video, target, settings)
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
         cam = _explain(trained, video, target, cam_class, cam_method, cam_batch) if explaining else None

@@ -10,6 +10,7 @@ weights (timm's ``pretrained_cfg`` mean and std), and the model carries it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from sifar.config_fields import help_field, validate
@@ -41,3 +42,21 @@ class ClipSettings:
     def flip_setting(self) -> bool | None:
         """True / False when the flip is forced, None when the dataset decides (``auto``)."""
         return {"auto": None, "on": True, "off": False}[self.flip]
+
+
+def check_crops(crops: int, name: str = "crops") -> None:
+    """ValueError ``"<name>: ..."`` unless ``crops`` is a number of spatial views evaluation takes."""
+    if crops not in (1, 3):
+        raise ValueError(f"{name}: 1 (centre) or 3 (top-left, centre, bottom-right), got {crops}")
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """The views of each video that evaluation and prediction average their softmax over."""
+
+    clips: int = help_field(1, "Temporal clips per video when evaluating.", min=1)
+    crops: int = help_field(3, "Spatial crops per clip when evaluating: 1 (centre) or 3 (top-left, centre, "
+                               "bottom-right).")
+
+    def __post_init__(self) -> None:
+        validate(self, partial(check_crops, self.crops))

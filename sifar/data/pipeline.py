@@ -17,14 +17,14 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sifar.data.batch_memory import BatchMemory, BatchRows, Clip, Shipment, collate_clips
-from sifar.data.clip import ClipSettings
+from sifar.data.clip import ClipSettings, check_crops
 from sifar.data.decoders import DECODE_ERRORS, Decoder, JpegDecoder, check_decoder
 from sifar.data.loader_stats import LoaderStats
 from sifar.data.sampling import eval_indices, train_indices
 from sifar.data.shard_format import SampleInfo
 from sifar.data.sources import ShardSource, open_shard
 from sifar.data.tar_reader import SampleError, ShardSample, TarMemberReader, read_samples
-from sifar.data.transforms import (MULTI_SCALES, CropJitter, check_crops, default_flip, draw_crop_jitter, resize_crop,
+from sifar.data.transforms import (MULTI_SCALES, CropJitter, default_flip, draw_crop_jitter, resize_crop,
                                    resize_short_side, spatial_crops)
 from sifar.config_fields import help_field, validate
 from sifar.io import describe_error, is_url

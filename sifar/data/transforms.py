@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from sifar.data.clip import check_crops
 from sifar.torch_compat import resize_antialiased_into
 
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -115,12 +116,6 @@ def resize_short_side(frames: torch.Tensor | Sequence[torch.Tensor], size: int) 
     scale = size / min(height, width)
     target = (max(size, round(height * scale)), max(size, round(width * scale)))
     return _resize(clip.permute(0, 3, 1, 2), target)
-
-
-def check_crops(crops: int, name: str = "crops") -> None:
-    """ValueError ``"<name>: ..."`` unless ``crops`` is a number of spatial views evaluation takes."""
-    if crops not in (1, 3):
-        raise ValueError(f"{name}: 1 (centre) or 3 (top-left, centre, bottom-right), got {crops}")
 
 
 def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:

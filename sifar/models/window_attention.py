@@ -16,7 +16,7 @@ All compute the same function; tests check they agree.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
@@ -26,7 +26,9 @@ from torch.nn.attention.flex_attention import flex_attention
 from sifar.torch_compat import raise_recompile_limit, torch_at_least
 
 AttentionImpl = Literal["auto", "eager", "sdpa", "flex"]
-ATTENTION_IMPLS: tuple[str, ...] = ("auto", "eager", "sdpa", "flex")
+ATTENTION_IMPLS: tuple[str, ...] = get_args(AttentionImpl)
+ATTENTION_HELP = ("Swin window attention: auto (flex on GPU, sdpa on CPU), flex (FlexAttention), sdpa (fused), "
+                  "eager (as the official code).")
 # FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
 # of 64, not 256, and not at all in the backward's tiles of 16 along the query (dK/dV) and key (dQ) axes
 # (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with tiles of 64/64/32/64/64/32, 305 with
