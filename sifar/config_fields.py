@@ -190,15 +190,25 @@ def _as_declared(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The nested settings of a YAML file (JSON is YAML too: a run's ``config.json`` reads as it was written);
-    ConfigError naming the file when it cannot be read or is not a mapping of settings."""
+def read_config_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The nested settings of a YAML file (JSON is YAML too: a run's ``config.json`` reads as it was written).
+
+    A file may start from others: ``base: other.yaml`` (or a list of files, later ones winning), paths
+    relative to the file; its own settings override theirs, section by section. ConfigError naming the
+    file when it cannot be read, is not a mapping of settings, or its bases form a loop."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} is its own base ({' -> '.join(map(str, _seen + (path,)))})")
     try:
-        values = yaml.safe_load(Path(path).read_text())
+        values = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"config file {path} cannot be read: {err}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} holds {type(values).__name__}, not a mapping of settings")
-    return values
+    bases = values.pop("base", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = merge(merged, read_config_file(path.parent / base, _seen + (path.resolve(),)))
+    return merge(merged, values)

@@ -107,3 +107,19 @@ def test_config_files(tmp_path):
         read_config_file(broken)
     with pytest.raises(ConfigError, match="missing.yaml cannot be read"):
         read_config_file(tmp_path / "missing.yaml")
+
+
+def test_a_config_file_starts_from_its_bases(tmp_path):
+    (tmp_path / "_base").mkdir()
+    (tmp_path / "_base" / "recipe.yaml").write_text("optim: {epochs: 30, lr: 1.0e-4}\nmodel: {drop_path: 0.1}\n")
+    (tmp_path / "_base" / "dataset.yaml").write_text("base: recipe.yaml\noptim: {epochs: 15}\n")
+    (tmp_path / "row.yaml").write_text("base: [_base/dataset.yaml]\nmodel: {name: SIFAR-N-6}\n")
+    assert read_config_file(tmp_path / "row.yaml") == {"optim": {"epochs": 15, "lr": 1e-4},
+                                                      "model": {"drop_path": 0.1, "name": "SIFAR-N-6"}}
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="a.yaml is its own base"):
+        read_config_file(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml cannot be read"):
+        read_config_file(tmp_path / "orphan.yaml")
