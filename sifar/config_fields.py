@@ -24,13 +24,17 @@ class ConfigError(ValueError):
 
 
 def help_field(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-               min_open: bool = False, max_open: bool = False, flag: str | None = None, **kwargs: Any) -> Any:
+               min_open: bool = False, max_open: bool = False, flag: str | None = None,
+               flag_value: str | None = None, off_value: str | None = None, **kwargs: Any) -> Any:
     """A dataclass field with its command-line help and its bounds (``min``/``max``, open or closed) beside
     it: the generated option refuses values outside them (click's usage error, exit 2, naming the option).
-    ``flag``: the option's name where it is not the field's (``model.name`` is ``--model``)."""
+    ``flag``: the option's name where it is not the field's (``model.name`` is ``--model``). ``flag_value``:
+    what the option means given without a value (``--resume`` is ``--resume auto``); ``off_value``: what
+    ``--no-<option>`` sets."""
     metadata: dict[str, Any] = {"help": help}
-    if flag is not None:
-        metadata["flag"] = flag
+    for key, value in (("flag", flag), ("flag_value", flag_value), ("off_value", off_value)):
+        if value is not None:
+            metadata[key] = value
     if min is not None or max is not None:
         metadata["bounds"] = {"min": min, "max": max, "min_open": min_open, "max_open": max_open}
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

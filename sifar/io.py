@@ -107,6 +107,14 @@ def is_url(path: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+def check_local_folder(path: str | os.PathLike | None, name: str = "output") -> None:
+    """ValueError ``"<name>: ..."`` for an object-store URL where a local folder is needed (written file by
+    file, locked, resumed in place): said, instead of a folder named ``s3:`` made in the working directory."""
+    if path is not None and is_url(path):
+        raise ValueError(f"{name}: {path} is object storage; this is written to a local folder (copy it there "
+                         f"afterwards, e.g. aws s3 sync <folder> {path})")
+
+
 def is_http(path: str | os.PathLike) -> bool:
     """True for ``http://`` and ``https://`` URLs (read-only, no listing of buckets)."""
     return str(path).startswith(("http://", "https://"))

@@ -88,6 +88,20 @@ def resolved_clip(config: TrainConfig) -> ClipSettings:
     return clip
 
 
+def resume_checkpoint(config: TrainConfig, output: Path) -> Path | None:
+    """The checkpoint a run continues from: ``<output>/last.pt`` when it exists (``auto``), the path given,
+    or none (``off``); a path given that holds no file is an error naming it."""
+    if config.resume == "off":
+        return None
+    if config.resume == "auto":
+        last = output / "last.pt"
+        return last if last.exists() else None
+    path = Path(config.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {path}: no checkpoint there (auto resumes from <output>/last.pt)")
+    return path
+
+
 def prepare_output(folder: str) -> Path:
     """Create the output folder and prove it is writable now, not after an hour of training."""
     path = Path(folder)
@@ -292,9 +306,10 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training job; returns the final summary (also written to summary.json)."""
     clip = resolved_clip(config)
+    resume_from = resume_checkpoint(config, Path(config.output))
     dist_info = init_distributed(config.device)
     try:
-        return _train(config, clip, dist_info)
+        return _train(config, clip, resume_from, dist_info)
     finally:
         cleanup()
 
@@ -302,14 +317,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
 TRAIN_LOCK = ".sifar-train.lock"
 
 
-def _train(config: TrainConfig, clip: ClipSettings, dist_info: DistInfo) -> dict[str, Any]:
+def _train(config: TrainConfig, clip: ClipSettings, resume_from: Path | None, dist_info: DistInfo) -> dict[str, Any]:
     output = prepare_output(config.output)
     # rank 0 writes everything in the folder; if it cannot have it, it fails and torchrun ends the job
     with run_lock(output, TRAIN_LOCK, "training run") if dist_info.is_main else contextlib.nullcontext():
-        return _train_in(output, config, clip, dist_info)
+        return _train_in(output, config, clip, resume_from, dist_info)
 
 
-def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, dist_info: DistInfo) -> dict[str, Any]:
+def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from: Path | None,
+              dist_info: DistInfo) -> dict[str, Any]:
     allow_tf32()
     seed_everything(config.seed)  # same initial weights on every rank
     optim = config.optim
@@ -336,9 +352,8 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, dist_info: 
     criterion = build_criterion(optim, mixing)
     ema = ModelEmaV3(model, decay=optim.ema_decay) if optim.ema_decay > 0 else None
     state, saved_rng = TrainState(), None
-    last = output / "last.pt"
-    if config.resume and last.exists():
-        state, saved_rng = restore(last, model, optimizer, scheduler, ema, config)
+    if resume_from is not None:
+        state, saved_rng = restore(resume_from, model, optimizer, scheduler, ema, config)
     if dist_info.is_main:  # only now: a refused resume leaves the folder as it was
         remove_unfinished_checkpoints(output)
         (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")

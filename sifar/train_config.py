@@ -13,6 +13,7 @@ from sifar.config_fields import help_field, validate
 from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.pipeline import LoaderSettings
 from sifar.distributed import check_device
+from sifar.io import check_local_folder
 from sifar.models.settings import ModelSettings
 from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
 from sifar.precision import PRECISION_HELP, Precision
@@ -47,8 +48,10 @@ class OptimSettings:
 class TrainConfig:
     """Every setting of a training run; written to ``<output>/config.json`` and into each checkpoint."""
 
-    shards: str = help_field(None, "Training shards: folder, manifest, brace pattern or s3/gs/http URL.")
-    output: str = help_field(None, "Output folder (checkpoints, metrics, plots). Re-running into it resumes.")
+    shards: str = help_field(None, "Training shards: folder, manifest, brace pattern or s3/gs/http URL. "
+                                   "[required, here or in --config]")
+    output: str = help_field(None, "Output folder (checkpoints, metrics, plots); a local folder. Re-running into "
+                                   "it resumes. [required, here or in --config]")
     val_shards: str | None = help_field(None, "Validation shards (same forms as --shards).")
     model: ModelSettings = field(default_factory=ModelSettings)
     clip: ClipSettings = field(default_factory=ClipSettings)
@@ -59,7 +62,8 @@ class TrainConfig:
     max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
     views: ViewSettings = field(default_factory=lambda: ViewSettings(crops=1))  # validation's
     save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).", min=1)
-    resume: bool = help_field(True, "Continue from <output>/last.pt when it exists.")
+    resume: str = help_field("auto", "Continue from a checkpoint: auto (<output>/last.pt when it exists), a "
+                                     "checkpoint's path, or off (start over).", flag_value="auto", off_value="off")
     seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
     device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
     precision: Precision = help_field("auto", PRECISION_HELP)
@@ -69,4 +73,4 @@ class TrainConfig:
     channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
 
     def __post_init__(self) -> None:
-        validate(self, partial(check_device, self.device))
+        validate(self, partial(check_device, self.device), partial(check_local_folder, self.output))

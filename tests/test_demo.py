@@ -13,7 +13,7 @@ from sifar.data.manifest import manifest_path, read_manifest
 
 def test_demo_runs_the_whole_pipeline_and_says_where_each_result_went(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(sifar_tools, ["demo", "--out", str(out), "--videos", "20", "--epochs", "1",
+    result = CliRunner().invoke(sifar_tools, ["demo", "--output", str(out), "--videos", "20", "--epochs", "1",
                                               "--samples-per-shard", "5", "--workers", "1"])
     assert result.exit_code == 0, result.output
     run = out / "run"

@@ -23,7 +23,7 @@ def test_flops_command():
 
 
 def test_flops_command_with_another_layout():
-    result = CliRunner().invoke(main, ["flops", "SIFAR-N-6", "--frames", "8", "--layout", "2x4"])
+    result = CliRunner().invoke(main, ["flops", "SIFAR-N-6", "--num-frames", "8", "--layout", "2x4"])
     assert result.exit_code == 0, result.output
 
 

@@ -112,7 +112,7 @@ def cells(image: Image.Image, rows: int, cols: int) -> list[np.ndarray]:
 
 def test_preview_by_key_is_the_evaluation_clip_as_a_super_image(shards, tmp_path):
     out = tmp_path / "preview.png"
-    result = CliRunner().invoke(preview, [str(shards), "--sample", "3", "--out", str(out)])
+    result = CliRunner().invoke(preview, [str(shards), "--sample", "3", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("3 (even, 10 frames)")     # the key "3" wins over index 3
     image = Image.open(out)
@@ -127,11 +127,11 @@ def test_preview_by_key_is_the_evaluation_clip_as_a_super_image(shards, tmp_path
 def test_preview_by_index_with_a_layout_from_a_single_shard(shards, tmp_path):
     manifest = read_manifest(shards / "train.json")
     out = tmp_path / "p.png"
-    result = CliRunner().invoke(preview, [str(shards / manifest.shards[1].name), "--sample", "1", "--out", str(out),
-                                          "--frames", "4", "--layout", "1x4"])
+    result = CliRunner().invoke(preview, [str(shards / manifest.shards[1].name), "--sample", "1", "--output", str(out),
+                                          "--num-frames", "4", "--layout", "1x4"])
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (4 * 64, 48)
-    wrong = CliRunner().invoke(preview, [str(shards), "--sample", "99", "--out", str(out)])
+    wrong = CliRunner().invoke(preview, [str(shards), "--sample", "99", "--output", str(out)])
     assert wrong.exit_code == 1 and "no sample with key or index '99' among 5 samples" in wrong.output
-    too_small = CliRunner().invoke(preview, [str(shards), "--sample", "0", "--out", str(out), "--layout", "2x2"])
+    too_small = CliRunner().invoke(preview, [str(shards), "--sample", "0", "--output", str(out), "--layout", "2x2"])
     assert too_small.exit_code == 1 and "too few for 8 frames" in too_small.output

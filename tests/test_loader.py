@@ -353,9 +353,9 @@ def test_round_trip_synth_shard_loader_super_image(tmp_path):
     """sifar-tools synth -> shard -> loader -> to_super_image gives the video's frames back in time order."""
     runner = CliRunner()
     videos, shards = tmp_path / "videos", tmp_path / "shards"
-    for args in (["synth", "--out", str(videos), "--videos", "2", "--classes", "2", "--frames", "12",
+    for args in (["synth", "--output", str(videos), "--videos", "2", "--classes", "2", "--frames", "12",
                   "--size", "64x48", "--val-fraction", "0", "--workers", "1", "--no-progress"],
-                 ["shard", "--dataset", "csv", "--src", str(videos), "--out", str(shards), "--short-side", "0",
+                 ["shard", "--dataset", "csv", "--src", str(videos), "--output", str(shards), "--short-side", "0",
                   "--workers", "1", "--no-progress"]):
         result = runner.invoke(sifar_tools, args)
         assert result.exit_code == 0, result.output

@@ -87,7 +87,7 @@ def bucket(s3_endpoint, videos, tmp_path_factory) -> dict[str, str | Path]:
     """train and val sharded straight into s3://BUCKET/synth/, and a local copy of what the bucket holds."""
     url = f"s3://{BUCKET}/synth/"
     for split in ("train", "val"):
-        result = tools(*SHARD, "--src", str(videos), "--out", url, "--split", split)
+        result = tools(*SHARD, "--src", str(videos), "--output", url, "--split", split)
         assert result.exit_code == 0, result.output
         assert f"-> {url.rstrip('/')}/{split}.json" in result.output
     local = tmp_path_factory.mktemp("local_copy")
@@ -121,7 +121,7 @@ def shard_table(manifest_url: str | Path) -> list[tuple[str, int, int, int]]:
 def test_sharding_to_a_bucket_writes_the_same_files_as_to_a_folder(bucket, videos, tmp_path):
     folder = tmp_path / "folder"
     for split in ("train", "val"):
-        assert tools(*SHARD, "--src", str(videos), "--out", str(folder), "--split", split).exit_code == 0
+        assert tools(*SHARD, "--src", str(videos), "--output", str(folder), "--split", split).exit_code == 0
     local = bucket["local"]
     run_locks = {".train.lock", ".val.lock"}   # a local folder's run locks (sifar.run_lock); a bucket has none
     assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in folder.iterdir() if p.name not in run_locks)
@@ -139,7 +139,7 @@ def test_an_interrupted_upload_is_resumed_from_what_the_bucket_holds(bucket, vid
     url = f"s3://{BUCKET}/resumed/"
     with faulty_proxy(s3_endpoint, deny_puts={"resumed/train.json"}) as proxy:
         point_s3_at(monkeypatch, proxy.endpoint)
-        failed = tools(*SHARD, "--src", str(videos), "--out", url)
+        failed = tools(*SHARD, "--src", str(videos), "--output", url)
     assert failed.exit_code == 1
     assert f"access to {url}train.json denied" in failed.output and SECRET not in failed.output
     point_s3_at(monkeypatch, s3_endpoint)
@@ -150,7 +150,7 @@ def test_an_interrupted_upload_is_resumed_from_what_the_bucket_holds(bucket, vid
     last = reference[-1]
     client.rm_file(f"{BUCKET}/resumed/{last[0]}")  # as if the run had stopped before uploading it
 
-    resumed = tools(*SHARD, "--src", str(videos), "--out", url, "--resume")
+    resumed = tools(*SHARD, "--src", str(videos), "--output", url, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"kept {14 - last[1]} videos in {len(reference) - 1} finished shards" in resumed.output
     assert f"decoded {last[1]} videos" in resumed.output
@@ -158,14 +158,14 @@ def test_an_interrupted_upload_is_resumed_from_what_the_bucket_holds(bucket, vid
 
 
 def test_a_missing_bucket_fails_before_any_video_is_decoded(s3_endpoint, videos):
-    result = tools(*SHARD, "--src", str(videos), "--out", "s3://no-such-bucket/shards/")
+    result = tools(*SHARD, "--src", str(videos), "--output", "s3://no-such-bucket/shards/")
     assert result.exit_code == 1
     assert "s3://no-such-bucket/shards/: bucket 'no-such-bucket' does not exist" in result.output
     assert "decoded" not in result.output
 
 
 def test_http_is_refused_as_an_output(videos):
-    result = tools(*SHARD, "--src", str(videos), "--out", "https://data.example.org/shards/")
+    result = tools(*SHARD, "--src", str(videos), "--output", "https://data.example.org/shards/")
     assert result.exit_code == 1
     assert "cannot write shards to https://data.example.org/shards/: HTTP(S) is read-only" in result.output
 
@@ -254,7 +254,7 @@ def test_bad_credentials_fail_at_once_naming_the_url_and_no_secret(bucket, s3_en
     point_s3_at(monkeypatch, s3_endpoint, key="AKIAWRONGKEY", secret=wrong_secret)
     with moto_checks_credentials(s3_endpoint):
         results = [tools("inspect", bucket["url"]),
-                   tools(*SHARD, "--src", str(tmp_path), "--out", f"s3://{BUCKET}/denied/"),
+                   tools(*SHARD, "--src", str(tmp_path), "--output", f"s3://{BUCKET}/denied/"),
                    CliRunner().invoke(train_main, ["--shards", bucket["url"], "--output", str(tmp_path / "run"), *TINY])]
         with pytest.raises(PermissionError, match=f"access to {bucket['url']}.* denied") as refused:
             resolve_source(f"{bucket['url']}val.json", "val")
@@ -274,7 +274,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_deadlines_naming_the_ur
     with silent_server() as endpoint:
         point_s3_at(monkeypatch, endpoint)
         results = [tools("inspect", url),
-                   tools(*SHARD, "--src", str(videos), "--out", url),
+                   tools(*SHARD, "--src", str(videos), "--output", url),
                    CliRunner().invoke(train_main, ["--shards", url, "--output", str(tmp_path / "run"), *TINY]),
                    CliRunner().invoke(eval_main, ["--shards", url, "--checkpoint", str(checkpoint)])]
     for result in results:

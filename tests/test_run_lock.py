@@ -70,7 +70,7 @@ def test_sharding_a_split_in_use_fails_naming_the_holder_and_other_splits_are_fr
     (tmp_path / "train.csv").write_text("a.mp4,walk\n")
     holder = hold_lock(out, ".train.lock")
     try:
-        args = ["--dataset", "csv", "--src", str(tmp_path), "--out", str(out), "--no-progress"]
+        args = ["--dataset", "csv", "--src", str(tmp_path), "--output", str(out), "--no-progress"]
         busy = CliRunner().invoke(shard, [*args, "--split", "train"])
         other = CliRunner().invoke(shard, [*args, "--split", "val"])
     finally:

@@ -68,7 +68,7 @@ def counter_videos(tmp_path_factory) -> Path:
 
 def test_shard_naming_manifest_and_sample_layout(counter_videos, tmp_path):
     out = tmp_path / "shards"
-    result = run_shard("--dataset", "csv", "--src", str(counter_videos), "--out", str(out), "--short-side", "24",
+    result = run_shard("--dataset", "csv", "--src", str(counter_videos), "--output", str(out), "--short-side", "24",
                        "--samples-per-shard", "4", "--workers", "2", "--quality", "4")
     assert result.exit_code == 0, result.output
     assert "6 videos, 51 frames in 2 shards" in result.output and "0 failed" in result.output
@@ -116,7 +116,7 @@ def _member(path: Path, name: str) -> bytes:
 
 def test_plain_webdataset_reads_the_shards(counter_videos, tmp_path):
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "csv", "--src", str(counter_videos), "--out", str(out), "--short-side", "0",
+    assert run_shard("--dataset", "csv", "--src", str(counter_videos), "--output", str(out), "--short-side", "0",
                      "--samples-per-shard", "3", "--workers", "1").exit_code == 0
     urls = [str(out / s.name) for s in read_manifest(out / "train.json").shards]
     seen = {}
@@ -148,7 +148,7 @@ def test_seeded_shuffle_mixes_classes_in_every_shard(tmp_path):
 
 def test_shard_size_target(counter_videos, tmp_path):
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "csv", "--src", str(counter_videos), "--out", str(out), "--short-side", "0",
+    assert run_shard("--dataset", "csv", "--src", str(counter_videos), "--output", str(out), "--short-side", "0",
                      "--shard-size", "30KB", "--workers", "2").exit_code == 0
     manifest = read_manifest(out / "train.json")
     assert len(manifest.shards) > 1
@@ -179,7 +179,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path):
         handle.writelines(f"{name},bad\n" for name in bad)
     out = tmp_path / "shards"
 
-    tolerant = run_shard("--dataset", "csv", "--src", str(src), "--out", str(out), "--short-side", "16",
+    tolerant = run_shard("--dataset", "csv", "--src", str(src), "--output", str(out), "--short-side", "16",
                          "--max-failures", "0.9", "--workers", "2")
     assert tolerant.exit_code == 0, tolerant.output
     assert "3 videos" in tolerant.output and "6 failed" in tolerant.output
@@ -194,7 +194,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(tmp_path):
     # The bad videos' class still counts (indices never depend on which videos failed).
     assert read_manifest(out / "train.json").classes == ["bad", "ok"]
 
-    strict = CliRunner().invoke(shard, ["--dataset", "csv", "--src", str(src), "--out", str(out), "--short-side",
+    strict = CliRunner().invoke(shard, ["--dataset", "csv", "--src", str(src), "--output", str(out), "--short-side",
                                         "16", "--workers", "2", "--no-progress"])
     assert strict.exit_code == 1
     assert "6 of 9 videos failed" in strict.output and "train-errors.jsonl" in strict.output
@@ -223,7 +223,7 @@ def unusual_videos(tmp_path_factory) -> Path:
 def test_unusual_inputs_all_work(unusual_videos, tmp_path):
     require_encoder("libvpx-vp9")
     out = tmp_path / "shards"
-    result = run_shard("--dataset", "csv", "--src", str(unusual_videos), "--out", str(out), "--short-side", "24",
+    result = run_shard("--dataset", "csv", "--src", str(unusual_videos), "--output", str(out), "--short-side", "24",
                        "--workers", "2")
     assert result.exit_code == 0, result.output
     assert (out / "train-errors.jsonl").read_text() == ""
@@ -254,7 +254,7 @@ def test_ssv2_end_to_end_with_unlabeled_test_split(tmp_path):
     for video_id in ("11", "12"):
         make_video(tmp_path / "20bn-something-something-v2" / f"{video_id}.webm", frames=3, codec="libvpx-vp9")
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "ssv2", "--src", str(tmp_path), "--out", str(out), "--split", "test",
+    assert run_shard("--dataset", "ssv2", "--src", str(tmp_path), "--output", str(out), "--split", "test",
                      "--short-side", "0", "--workers", "1").exit_code == 0
     metas = [s["meta"] for s in samples_in(out / "test-000000.tar").values()]
     assert sorted((m["key"], m["label"], m["label_name"], m["dataset"]) for m in metas) == [
@@ -273,14 +273,14 @@ def test_jester_frames_are_copied_without_reencoding(tmp_path):
         for i, data in enumerate(shipped[video_id], start=1):
             (folder / f"{i:05d}.jpg").write_bytes(data)
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "jester", "--src", str(tmp_path), "--out", str(out), "--workers", "1").exit_code == 0
+    assert run_shard("--dataset", "jester", "--src", str(tmp_path), "--output", str(out), "--workers", "1").exit_code == 0
     samples = samples_in(out / "train-000000.tar")
     assert samples["101"]["frames"] == shipped["101"]          # byte for byte: no re-encoding
     assert samples["101"]["meta"]["label_name"] == "Swiping Right" and samples["101"]["meta"]["fps"] == 12.0
     assert read_manifest(out / "train.json").decode["short_side"] == 0
 
     resized = tmp_path / "resized"
-    assert run_shard("--dataset", "jester", "--src", str(tmp_path), "--out", str(resized), "--short-side", "10",
+    assert run_shard("--dataset", "jester", "--src", str(tmp_path), "--output", str(resized), "--short-side", "10",
                      "--workers", "1").exit_code == 0
     meta = samples_in(resized / "train-000000.tar")["102"]["meta"]
     assert (meta["width"], meta["height"], meta["num_frames"]) == (15, 10, 3)
@@ -292,7 +292,7 @@ def test_diving48_trims_by_frame_number(tmp_path):
         [{"vid_name": "dive_00001", "label": 0, "start_frame": 2, "end_frame": 7}]))
     make_video(tmp_path / "rgb" / "dive_00001.mp4", frames=10, content="counter")
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "diving48", "--src", str(tmp_path), "--out", str(out), "--short-side", "0",
+    assert run_shard("--dataset", "diving48", "--src", str(tmp_path), "--output", str(out), "--short-side", "0",
                      "--workers", "1").exit_code == 0
     sample = samples_in(out / "train-000000.tar")["dive_00001"]
     assert [counter_value(f) for f in sample["frames"]] == [2, 3, 4, 5, 6]
@@ -309,7 +309,7 @@ def test_kinetics_and_mit_end_to_end_and_val_reuses_train_classes(tmp_path):
         make_video(tmp_path / "videos" / label / f"{stem}.mp4", frames=3)
     out = tmp_path / "shards"
     for split in ("train", "val"):
-        assert run_shard("--dataset", "kinetics400", "--src", str(tmp_path), "--out", str(out), "--split", split,
+        assert run_shard("--dataset", "kinetics400", "--src", str(tmp_path), "--output", str(out), "--split", split,
                          "--short-side", "16", "--workers", "1").exit_code == 0
     assert read_manifest(out / "val.json").classes == ["abseiling", "zumba"]   # not just ["zumba"]
     assert samples_in(out / "val-000000.tar")["ccc_000001_000011"]["meta"]["label"] == 1
@@ -319,14 +319,14 @@ def test_kinetics_and_mit_end_to_end_and_val_reuses_train_classes(tmp_path):
     (mit / "moments_categories.txt").write_text("aiming,0\nclapping,1\n")
     (mit / "trainingSet.csv").write_text("clapping/c1.mp4,clapping,3,0\n")
     make_video(mit / "training" / "clapping" / "c1.mp4", frames=3)
-    assert run_shard("--dataset", "mit", "--src", str(mit), "--out", str(mit / "shards"), "--short-side", "16",
+    assert run_shard("--dataset", "mit", "--src", str(mit), "--output", str(mit / "shards"), "--short-side", "16",
                      "--workers", "1").exit_code == 0
     meta = samples_in(mit / "shards" / "train-000000.tar")["clapping_c1"]["meta"]
     assert (meta["label"], meta["source"]) == (1, "training/clapping/c1.mp4")
 
 
 def test_missing_label_file_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(shard, ["--dataset", "ssv2", "--src", str(tmp_path), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(shard, ["--dataset", "ssv2", "--src", str(tmp_path), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert f"expected something-something-v2-labels.json in {tmp_path}" in result.output
 
@@ -344,7 +344,7 @@ def many_videos(tmp_path_factory) -> Path:
 def test_resume_after_an_interruption_keeps_finished_shards(many_videos, tmp_path):
     out = tmp_path / "shards"
     command = [sys.executable, "-m", "sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(many_videos),
-               "--out", str(out), "--short-side", "72", "--samples-per-shard", "2", "--workers", "1",
+               "--output", str(out), "--short-side", "72", "--samples-per-shard", "2", "--workers", "1",
                "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -359,7 +359,7 @@ def test_resume_after_an_interruption_keeps_finished_shards(many_videos, tmp_pat
     kept_keys = {key for name in kept for key in samples_in(out / name)}
     assert len(kept) >= 2 and len(kept_keys) == 2 * len(kept)
 
-    result = run_shard("--dataset", "csv", "--src", str(many_videos), "--out", str(out), "--short-side", "72",
+    result = run_shard("--dataset", "csv", "--src", str(many_videos), "--output", str(out), "--short-side", "72",
                        "--samples-per-shard", "2", "--workers", "2", "--resume")
     assert result.exit_code == 0, result.output
     assert f"kept {len(kept_keys)} videos in {len(kept)} finished shards" in result.output
@@ -374,7 +374,7 @@ def test_resume_after_an_interruption_keeps_finished_shards(many_videos, tmp_pat
 
 def test_resume_refuses_other_settings_and_fresh_runs_replace_old_shards(counter_videos, tmp_path):
     out = tmp_path / "shards"
-    base = ["--dataset", "csv", "--src", str(counter_videos), "--out", str(out), "--workers", "1"]
+    base = ["--dataset", "csv", "--src", str(counter_videos), "--output", str(out), "--workers", "1"]
     assert run_shard(*base, "--short-side", "0", "--samples-per-shard", "1").exit_code == 0
     assert len(list(out.glob("train-*.tar"))) == 6
     refused = CliRunner().invoke(shard, [*base, "--short-side", "16", "--resume", "--no-progress"])
@@ -393,7 +393,7 @@ def test_boxes_of_a_csv_list_travel_into_the_samples_scaled_trimmed_and_checked(
     (tmp_path / "train.csv").write_text(
         f'path,label,boxes\na.mp4,walk,"{json.dumps(boxes)}"\nlong.mp4,walk,"{json.dumps(boxes)}"\n')
     out = tmp_path / "shards"
-    result = run_shard("--dataset", "csv", "--src", str(tmp_path), "--out", str(out), "--short-side", "24",
+    result = run_shard("--dataset", "csv", "--src", str(tmp_path), "--output", str(out), "--short-side", "24",
                        "--workers", "1", "--max-failures", "0.5")
     assert result.exit_code == 0, result.output
     (meta,) = [sample["meta"] for sample in samples_in(out / "train-000000.tar").values()]

@@ -121,14 +121,14 @@ def test_boxes_hold_every_object_pixel_of_every_frame(class_name):
 
 
 def test_synth_command(tmp_path):
-    result = CliRunner().invoke(synth, ["--out", str(tmp_path), "--videos", "4", "--classes", "2", "--frames", "3",
+    result = CliRunner().invoke(synth, ["--output", str(tmp_path), "--videos", "4", "--classes", "2", "--frames", "3",
                                        "--size", "32x24", "--workers", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "shard --dataset csv" in result.output
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["move_left", "move_right"]
-    odd = CliRunner().invoke(synth, ["--out", str(tmp_path), "--size", "33", "--no-progress"])
+    odd = CliRunner().invoke(synth, ["--output", str(tmp_path), "--size", "33", "--no-progress"])
     assert odd.exit_code == 1 and "even" in odd.output
-    unknown = CliRunner().invoke(synth, ["--out", str(tmp_path), "--classes", "grow,jump"])
+    unknown = CliRunner().invoke(synth, ["--output", str(tmp_path), "--classes", "grow,jump"])
     assert unknown.exit_code == 2 and "unknown jump" in unknown.output
 
 

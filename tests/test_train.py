@@ -104,6 +104,36 @@ def test_a_bad_config_file_is_named_before_any_work(tmp_path, text, args, messag
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 
 
+def test_resume_takes_a_checkpoint_path_and_refuses_a_missing_one(data, tmp_path):
+    common = ["--shards", str(data["shards"]), "--epochs", "1", "--steps-per-epoch", "4", "--save-every", "100", *TINY]
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    assert run_train([*common, "--output", str(first), "--max-steps", "2"]).exit_code == 0
+    assert run_train([*common, "--output", str(moved), "--resume", str(first / "last.pt")]).exit_code == 0
+    assert [step for step, _ in step_losses(moved)] == [3, 4]   # went on from the other run's step 2
+    missing = CliRunner().invoke(train_main, [*common, "--output", str(tmp_path / "x"), "--resume",
+                                              str(tmp_path / "none.pt")])
+    assert missing.exit_code == 1 and f"--resume {tmp_path / 'none.pt'}: no checkpoint there" in missing.output
+    assert not (tmp_path / "x").exists()
+    assert run_train([*common, "--output", str(first), "--no-resume", "--max-steps", "1"]).exit_code == 0
+    assert [step for step, _ in step_losses(first)] == [1]   # started over
+
+
+def test_object_storage_is_refused_where_a_local_folder_is_written(data, trained):
+    trained_run = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", "s3://bucket/run", *TINY])
+    assert trained_run.exit_code == 2 and "'--output': s3://bucket/run is object storage" in trained_run.output
+    evaluated = CliRunner().invoke(eval_main, ["--shards", str(data["shards"]), "--checkpoint", str(trained),
+                                               "--output", "gs://bucket/eval"])
+    assert evaluated.exit_code == 2 and "'--output': gs://bucket/eval is object storage" in evaluated.output
+    assert not Path("s3:").exists() and not Path("gs:").exists()
+
+
+@pytest.mark.parametrize("command, name", [(train_main, "sifar-train"), (eval_main, "sifar-eval"),
+                                           (predict_main, "sifar-predict")])
+def test_every_command_says_its_version(command, name):
+    result = CliRunner().invoke(command, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith(f"{name}, version ")
+
+
 def test_resume_continues_the_loss_curve_step_for_step(data, tmp_path):
     common = ["--shards", str(data["shards"]), "--epochs", "2", "--steps-per-epoch", "3", "--save-every", "100",
               *TINY]

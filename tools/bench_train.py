@@ -220,10 +220,10 @@ def sifar(*args: str) -> str:
 
 def make_shards(root: Path, videos: int, workers: int) -> Path:
     synth, shards = root / "synth", root / "shards"
-    sifar("sifar.cli.tools", "synth", "--out", str(synth), "--videos", str(videos), "--frames", "32",
+    sifar("sifar.cli.tools", "synth", "--output", str(synth), "--videos", str(videos), "--frames", "32",
           "--size", "320x240", "--val-fraction", "0.5", "--workers", str(workers), "--no-progress")
     for split in ("train", "val"):
-        sifar("sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(synth), "--out", str(shards),
+        sifar("sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(synth), "--output", str(shards),
               "--split", split, "--short-side", "0", "--workers", str(workers), "--no-progress")
     return shards
 

@@ -126,7 +126,7 @@ def temporary_files(folder: Path) -> list[str]:
 
 
 def shard_args(src: Path, out: Path, split: str, *extra: str) -> list[str]:
-    return ["sifar-tools", "shard", "--dataset", "csv", "--src", str(src), "--out", str(out), "--split", split,
+    return ["sifar-tools", "shard", "--dataset", "csv", "--src", str(src), "--output", str(out), "--split", split,
             "--samples-per-shard", "3", "--short-side", "0", "--workers", "2", "--no-progress", *extra]
 
 
@@ -141,7 +141,7 @@ def keys_in_shards(folder: Path, split: str) -> list[str]:
 
 def make_data(work: Path) -> dict[str, object]:
     videos = work / "videos"
-    result, _ = command("sifar-tools", "synth", "--out", str(videos), "--videos", "40", "--frames", "24",
+    result, _ = command("sifar-tools", "synth", "--output", str(videos), "--videos", "40", "--frames", "24",
                         "--size", "96x72", "--classes", "4", "--workers", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
     shards = work / "shards"

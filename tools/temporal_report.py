@@ -3,7 +3,7 @@
 every row). Running the study and writing its report are separate: a cut-off run can be reported, and a
 report rewritten without training anything.
 
-    python -m tools.temporal_report --out runs/temporal --docs docs
+    python -m tools.temporal_report --output runs/temporal --docs docs
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def write_report(results: dict[str, Any], docs: Path) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The study's folder (its results.json).")
 @click.option("--docs", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of RESULTS.md and temporal_study.png.")
@@ -246,7 +246,7 @@ def main(out: Path, docs: Path) -> None:
     """Rewrite the study's docs from <out>/results.json."""
     results_path = out / "results.json"
     if not results_path.is_file():
-        raise click.ClickException(f"no {results_path}: run the study into --out first")
+        raise click.ClickException(f"no {results_path}: run the study into --output first")
     write_report(json.loads(results_path.read_text()), docs)
     click.echo(f"wrote {docs / 'RESULTS.md'} and {docs / 'temporal_study.png'} from {results_path}")
 

@@ -17,9 +17,9 @@ pair (chance 50%), training time and clips/s. ``<out>/results.json`` is rewritte
 an earlier run with the same recipe are kept, so ``--rows`` can complete a cut-off run), and so are the
 study's section of ``<docs>/RESULTS.md`` and ``<docs>/temporal_study.png``.
 
-    python -m tools.temporal_study --out runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
-    python -m tools.temporal_study --quick --out /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
-    python -m tools.temporal_report --out runs/temporal --docs docs                 # docs from results.json
+    python -m tools.temporal_study --output runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
+    python -m tools.temporal_study --quick --output /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
+    python -m tools.temporal_report --output runs/temporal --docs docs                 # docs from results.json
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Pat
     turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
     return TrainConfig(
         shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
-        seed=settings.seed, save_every=10**9, resume=False,
+        seed=settings.seed, save_every=10**9, resume="off",
         model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average, drop_path=settings.drop_path),
         clip=ClipSettings(frame_size=settings.frame_size, layout=row.layout, flip="off"),
         loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers),
@@ -267,7 +267,7 @@ def row_line(row: dict[str, Any]) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Work folder: data, runs, results.json.")
 @click.option("--docs", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where RESULTS.md (the study's section) and temporal_study.png go.")

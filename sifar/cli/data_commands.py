@@ -46,7 +46,7 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--dataset", type=click.Choice(list_formats()), required=True, help="How the dataset ships.")
 @click.option("--src", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The dataset's root folder (videos may sit in any subfolder).")
-@click.option("--out", required=True, callback=_output_location,
+@click.option("--output", "out", required=True, callback=_output_location,
               help="Folder for <split>-%06d.tar shards, <split>.json and <split>-errors.jsonl; or an object-store "
                    "prefix (s3://bucket/prefix/, gs://...) to upload each finished shard to (endpoint and "
                    "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
@@ -133,7 +133,7 @@ def _frame_size(_ctx: click.Context, _param: click.Parameter, value: str) -> tup
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--output", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for videos/<class>/*.mp4, train.csv and val.csv.")
 @click.option("--videos", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--classes", default=None, callback=_class_names,
@@ -157,14 +157,14 @@ def synth(out: Path, videos: int, classes: tuple[str, ...], frames: int, size: t
         raise click.ClickException(str(err)) from err
     train, val = make_dataset(config, progress=progress)
     click.echo(f"{videos} videos of {len(classes)} classes in {out}; lists {train} and {val}")
-    click.echo(f"next: sifar-tools shard --dataset csv --src {out} --out {out}/shards --split train --short-side 0"
+    click.echo(f"next: sifar-tools shard --dataset csv --src {out} --output {out}/shards --split train --short-side 0"
                f" (then --split val)")
 
 
 @click.command("synth-reference")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
-@click.option("--frames", "num_frames", type=click.IntRange(min=2), default=8, show_default=True,
+@click.option("--num-frames", type=click.IntRange(min=2), default=8, show_default=True,
               help="Frames sampled uniformly from each video (the centre of each segment).")
 def synth_reference(src: Path, split: str, num_frames: int) -> None:
     """Check that every class of a synthetic dataset is decidable: a reference classifier that learns
@@ -202,20 +202,20 @@ def inspect(path: str, decode: bool) -> None:
 @click.command()
 @click.argument("path")
 @click.option("--sample", required=True, help="The sample's key, or its index counting across the shards.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--output", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write.")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
               help="Split to read when PATH is a shard folder.")
-@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames in the clip.")
+@click.option("--num-frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames in the clip.")
 @click.option("--layout", default="auto", show_default=True, help="Grid as ROWSxCOLS, or auto (the paper's rule).")
-def preview(path: str, sample: str, out_file: Path, split: str, frames: int, layout: str) -> None:
+def preview(path: str, sample: str, out_file: Path, split: str, num_frames: int, layout: str) -> None:
     """Write the super image a sample becomes (PATH: shard folder, manifest .json, shard .tar or URL)."""
     from sifar.data.preview import find_sample, super_image  # imports torch: slow
 
 
     try:
         found = find_sample(path, split, sample)
-        image = super_image(found, frames, layout)
+        image = super_image(found, num_frames, layout)
     except (KeyError, ValueError, OSError) as err:
         raise click.ClickException(str(err).strip("'\"")) from err
     with atomic_write(out_file, "wb") as handle:

@@ -50,7 +50,7 @@ def print_accuracy(result: EvalResult, classes: list[str], minutes: float) -> No
 
 
 @click.command("demo")
-@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("--output", "out", default="demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for everything the demo makes.")
 @click.option("--videos", default=2000, show_default=True, type=click.IntRange(min=10),
               help="Synthetic videos (80% train, 20% held out).")

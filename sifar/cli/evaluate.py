@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from sifar.checkpoint_file import CheckpointError
-from sifar.cli.options import config_from_options, dataclass_options, usage_error
+from sifar.cli.options import command_settings, config_from_options, dataclass_options, usage_error
 from sifar.config_fields import ConfigError
 from sifar.distributed import cleanup, init_distributed
+from sifar.io import check_local_folder
 from sifar.evaluate import EvalSettings, IncompleteEvaluationError, check_coverage, evaluate_checkpoint
 from sifar.precision import allow_tf32
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@command_settings("sifar-eval")
 @click.option("--shards", required=True, help="Evaluation shards: folder, manifest, pattern or URL.")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A sifar checkpoint (best.pt).")
 @dataclass_options(EvalSettings)
@@ -31,7 +32,8 @@ def main(shards, checkpoint, reverse_frames, shuffle_frames, device, output, all
     order = "reverse" if reverse_frames else "shuffle" if shuffle_frames else "normal"
     try:
         settings = config_from_options(EvalSettings, values)
-    except ConfigError as err:
+        check_local_folder(output)
+    except (ConfigError, ValueError) as err:
         raise usage_error(err) from err
     info = init_distributed(device)
     allow_tf32()

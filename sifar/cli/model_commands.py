@@ -23,7 +23,7 @@ def models_command() -> None:
 
 @click.command("flops")
 @click.argument("name")
-@click.option("--frames", type=int, default=None, help="Frames per clip (default: the model's).")
+@click.option("--num-frames", "frames", type=int, default=None, help="Frames per clip (default: the model's).")
 @click.option("--layout", default=None, help="Grid as ROWSxCOLS (default: the paper's rule for the frame count).")
 @click.option("--frame-size", type=int, default=None, help="Frame side in pixels (default: the model's).")
 @click.option("--num-classes", type=int, default=400, show_default=True, help="Classes of the head.")

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 import click
 from click.core import ParameterSource
 
+from sifar import __version__
 from sifar.config_fields import config_from_dict, flat_values, merge, nest_flags, settings_of
 
 
@@ -36,11 +37,15 @@ def dataclass_options(cls: type) -> Callable[[Callable], Callable]:
     def decorate(func: Callable) -> Callable:
         for setting in reversed(settings_of(cls)):
             click_type, is_flag = _option_type(setting.hint, setting.field.metadata.get("bounds"))
-            name, default = setting.flag.replace("_", "-"), defaults[setting.flag]
+            name, default, metadata = setting.flag.replace("_", "-"), defaults[setting.flag], setting.field.metadata
+            if "off_value" in metadata:
+                func = click.option(f"--no-{name}", f"no_{setting.flag}", is_flag=True,
+                                    help=f"Same as --{name} {metadata['off_value']}.")(func)
             decls = [f"--{name}/--no-{name}"] if is_flag else [f"--{name}"]
+            value_is_optional = {"is_flag": False, "flag_value": metadata["flag_value"]} if "flag_value" in metadata else {}
             func = click.option(
                 *decls, setting.flag, type=None if is_flag else click_type, default=default,
-                show_default=default is not None, help=setting.field.metadata.get("help", ""),
+                show_default=default is not None, help=metadata.get("help", ""), **value_is_optional,
             )(func)
         return func
 
@@ -52,9 +57,22 @@ def config_from_options(cls: type, values: dict[str, Any], base: Mapping[str, An
     over ``base`` (a config file's nested mapping) where given, over the defaults. ConfigError naming the
     setting when a value cannot be used."""
     context = click.get_current_context()
+    values = dict(values)
+    switched_off = {s.flag: s.field.metadata["off_value"] for s in settings_of(cls) if "off_value" in s.field.metadata
+                    if values.pop(f"no_{s.flag}")}
     given = {flag: value for flag, value in values.items()
              if context.get_parameter_source(flag) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
-    return config_from_dict(cls, merge(base or {}, nest_flags(cls, given)))
+    return config_from_dict(cls, merge(base or {}, nest_flags(cls, {**given, **switched_off})))
+
+
+def command_settings(name: str) -> Callable[[Callable], Callable]:
+    """What every sifar command shares: ``-h``/``--help``, ``--version``, help wrapped at 110 columns."""
+    def decorate(func: Callable) -> Callable:
+        func = click.version_option(__version__, prog_name=name)(func)
+        return click.command(name, context_settings={"help_option_names": ["-h", "--help"],
+                                                     "max_content_width": 110})(func)
+
+    return decorate
 
 
 def usage_error(err: Exception) -> click.UsageError:

@@ -16,13 +16,13 @@ from sifar.cam import (
 )
 from sifar.checkpoint import load_trained
 from sifar.checkpoint_file import CheckpointError
-from sifar.cli.options import config_from_options, dataclass_options, usage_error
+from sifar.cli.options import command_settings, config_from_options, dataclass_options, usage_error
 from sifar.config_fields import ConfigError
 from sifar.data.ffmpeg import DecodeError
 from sifar.predict import PredictSettings, explain, predict
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command_settings("sifar-predict")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A sifar checkpoint.")
 @dataclass_options(PredictSettings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sifar.checkpoint import CheckpointWriteError
-from sifar.cli.options import config_from_options, dataclass_options, usage_error
+from sifar.cli.options import command_settings, config_from_options, dataclass_options, usage_error
 from sifar.checkpoint_file import CheckpointError
 from sifar.run_lock import FolderInUseError
 from sifar.train import NonFiniteLossError, train
@@ -16,7 +16,7 @@ USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, Connect
                CheckpointWriteError, NonFiniteLossError, FolderInUseError)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@command_settings("sifar-train")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file of settings in sections, as a run's config.json (configs/ has the paper's recipes); "
                    "options given on the command line override it.")
