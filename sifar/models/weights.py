@@ -6,6 +6,7 @@ Swin state dicts (downsample at the start of stage i+1), the official SIFAR rele
 (keys under ``backbone.``, possibly inside a training checkpoint). Relative-position tables are resized
 bicubically to the model's windows, a head of another class count is dropped, and a frame embedding of
 another frame count is interpolated. Anything else that does not fit is an error naming the keys.
+Files are torch's (``torch.load``, weights only) or safetensors.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 from torch import nn
@@ -40,10 +43,18 @@ class LoadReport:
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """The tensors of a checkpoint file, unwrapped from training-checkpoint dicts and DDP's ``module.``."""
     try:
-        obj = load_verified(path)
+        obj = read_safetensors(path) if os.fspath(path).endswith(".safetensors") else load_verified(path)
     except FileNotFoundError as err:
         raise CheckpointError(f"no checkpoint file at {path}") from err
     return unwrap_state_dict(obj, str(path))
+
+
+def read_safetensors(path: str | os.PathLike) -> StateDict:
+    """The tensors of a safetensors file (the format of Hugging Face Hub weights), onto the CPU."""
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from err
 
 
 def unwrap_state_dict(obj: object, source: str = "checkpoint") -> StateDict:
