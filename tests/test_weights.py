@@ -157,6 +157,19 @@ def test_not_a_checkpoint(tmp_path):
         load_pretrained(nano(), tmp_path / "empty.pt")
 
 
+def test_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    source = nano()
+    save_file(source.state_dict(), tmp_path / "w.safetensors")
+    model = nano()
+    assert load_pretrained(model, tmp_path / "w.safetensors").fresh == {}
+    torch.testing.assert_close(model.backbone.head.fc.weight, source.backbone.head.fc.weight)
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cut.safetensors is not a readable safetensors file"):
+        load_pretrained(model, tmp_path / "cut.safetensors")
+
+
 def test_create_model_loads_pretrained(tmp_path):
     source = nano()
     torch.save(source.state_dict(), tmp_path / "w.pt")

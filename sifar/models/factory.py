@@ -11,6 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from sifar.layout import Layout, parse_layout
 from sifar.models.frame_average import FrameAverageClassifier, frame_average_grid
+from sifar.models.hub_weights import HubWeights, resolve_weights
 from sifar.models.registry import ModelConfig, get_builder, get_config, register_family
 from sifar.models.super_image import SuperImageClassifier
 
@@ -62,7 +63,7 @@ def create_model(
     name: str,
     num_classes: int,
     num_frames: int | None = None,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | HubWeights | None = None,
     *,
     layout: str | Layout | None = None,
     frame_size: int | None = None,
@@ -79,12 +80,18 @@ def create_model(
     for SSV2). ``attention`` picks the Swin window-attention kernel: "auto" (flex on GPUs, sdpa on CPUs), "flex"
     (FlexAttention, bias and shift mask inside the kernel), "sdpa" (timm's fused path) or "eager" (the official
     code's explicit softmax).
-    ``pretrained`` is a checkpoint file in any format ``sifar.models.load_pretrained`` reads.
+    ``pretrained`` is a checkpoint file in any format ``sifar.models.load_pretrained`` reads, or weights by name:
+    a timm name with its pretrained tag as ``timm.list_pretrained()`` lists them (the paper's ImageNet-21K Swin:
+    ``swin_base_patch4_window12_384.ms_in22k``) or ``hf-hub:org/name`` (a Hub repository of timm weights). Named
+    weights come through timm and huggingface_hub into the Hugging Face cache (``HF_HOME``; ``HF_HUB_OFFLINE=1``
+    reads only the cache) and set the model's ``mean``/``std`` to theirs. A name timm does not know, or a path
+    with no file, fails before the model is built.
     ``frame_average`` builds the TSN-style baseline instead: the backbone sized for one frame (a 1x1 grid)
     classifies every frame alone and the logits are averaged over time (:class:`FrameAverageClassifier`).
     Other keyword arguments reach the backbone (e.g. ``drop_path_rate``, ``window_size``).
     """
     config = resolve_config(name)
+    weights = resolve_weights(pretrained) if pretrained else None
     num_frames = num_frames or config.num_frames
     grid = model_grid(config, num_frames, layout, frame_average, frame_embed)
     frame_size = frame_size or config.frame_size
@@ -97,8 +104,8 @@ def create_model(
     model = classifier(backbone, num_frames, grid, frame_size, name=config.name, mean=mean, std=std)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    if pretrained:
+    if weights is not None:
         from sifar.models.weights import load_pretrained
 
-        load_pretrained(model, pretrained)
+        load_pretrained(model, weights)
     return model

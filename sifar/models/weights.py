@@ -6,6 +6,8 @@ Swin state dicts (downsample at the start of stage i+1), the official SIFAR rele
 (keys under ``backbone.``, possibly inside a training checkpoint). Relative-position tables are resized
 bicubically to the model's windows, a head of another class count is dropped, and a frame embedding of
 another frame count is interpolated. Anything else that does not fit is an error naming the keys.
+Files are torch's (``torch.load``, weights only) or safetensors; weights given by name (a timm
+``architecture.tag`` or ``hf-hub:org/name``) are found by :mod:`sifar.models.hub_weights` and then read here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 from torch import nn
 
 from sifar.checkpoint_file import CheckpointError, load_verified
+from sifar.models.hub_weights import HubWeights, NoCheckpointFileError, fetch_weights, resolve_weights
 from sifar.models.super_image import SuperImageClassifier
 
 _logger = logging.getLogger(__name__)
@@ -40,10 +46,18 @@ class LoadReport:
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """The tensors of a checkpoint file, unwrapped from training-checkpoint dicts and DDP's ``module.``."""
     try:
-        obj = load_verified(path)
+        obj = read_safetensors(path) if os.fspath(path).endswith(".safetensors") else load_verified(path)
     except FileNotFoundError as err:
-        raise CheckpointError(f"no checkpoint file at {path}") from err
+        raise NoCheckpointFileError(f"no checkpoint file at {path}") from err
     return unwrap_state_dict(obj, str(path))
+
+
+def read_safetensors(path: str | os.PathLike) -> StateDict:
+    """The tensors of a safetensors file (the format of Hugging Face Hub weights), onto the CPU."""
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from err
 
 
 def unwrap_state_dict(obj: object, source: str = "checkpoint") -> StateDict:
@@ -148,11 +162,29 @@ def allowed_missing(model: SuperImageClassifier, key: str, dropped: dict[str, st
     return None
 
 
-def load_pretrained(model: SuperImageClassifier, path: str | os.PathLike) -> LoadReport:
-    """Load a checkpoint file into ``model``; raise CheckpointError naming missing/unexpected keys."""
+def load_pretrained(model: SuperImageClassifier, pretrained: str | os.PathLike | HubWeights) -> LoadReport:
+    """Load a checkpoint file, or weights by name, into ``model``; CheckpointError naming missing/unexpected keys.
+
+    Names are those :func:`sifar.models.hub_weights.resolve_weights` reads (``swin_base_patch4_window12_384.ms_in22k``,
+    ``hf-hub:org/name``); their file is fetched into the Hugging Face cache, and their pretrained cfg's mean/std
+    become ``model.mean``/``model.std``: the weights were trained on inputs normalised so.
+    """
+    source = resolve_weights(pretrained)
+    if isinstance(source, Path):
+        return load_file(model, source)
+    path, cfg = fetch_weights(source)
+    report = load_file(model, path, label=f"{source.name} ({path})")
+    model.mean, model.std = tuple(cfg.get("mean", model.mean)), tuple(cfg.get("std", model.std))
+    _logger.info("%s: input normalised with mean %s, std %s", source.name, model.mean, model.std)
+    return report
+
+
+def load_file(model: SuperImageClassifier, path: str | os.PathLike, label: str | None = None) -> LoadReport:
+    """Load the checkpoint file ``path`` into ``model`` (``label`` names it in messages; default the path)."""
+    label = label or str(path)
     converted, dropped = convert_state_dict(read_state_dict(path), model)
-    missing, unexpected = _load(model, converted, str(path))
-    report = LoadReport(source=str(path))
+    missing, unexpected = _load(model, converted, label)
+    report = LoadReport(source=label)
     bad_missing = []
     for key in missing:
         reason = allowed_missing(model, key, dropped)
@@ -163,11 +195,11 @@ def load_pretrained(model: SuperImageClassifier, path: str | os.PathLike) -> Loa
     if bad_missing or unexpected:
         hint = " (a frame embedding needs frame_embed=True)" if any("frame_pos_embed" in k for k in unexpected) else ""
         raise CheckpointError(
-            f"{path} does not fit {model.name}{hint}: missing keys {_short(bad_missing)}; "
+            f"{label} does not fit {model.name}{hint}: missing keys {_short(bad_missing)}; "
             f"unexpected keys {_short(unexpected)}"
         )
     for key, reason in report.fresh.items():
-        _logger.info("%s: %s left at its initialisation: %s", path, key, reason)
+        _logger.info("%s: %s left at its initialisation: %s", label, key, reason)
     return report
 
 
