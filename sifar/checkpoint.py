@@ -107,6 +107,8 @@ def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: st
     if weights == "ema" and not has_ema:
         raise CheckpointError(f"{path} holds no EMA weights (the run was trained without --ema-decay)")
     model.load_state_dict(checkpoint["ema" if weights == "ema" else "model"])
+    if "normalization" in checkpoint:  # the input statistics of the weights training started from
+        model.mean, model.std = (tuple(checkpoint["normalization"][key]) for key in ("mean", "std"))
     return TrainedModel(model, classes, clip, weights)
 
 

@@ -54,6 +54,7 @@ def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config
         "config": dataclasses.asdict(config),
         "model_settings": dataclasses.asdict(setup.model),
         "clip": dataclasses.asdict(setup.clip),
+        "normalization": {"mean": list(model.mean), "std": list(model.std)},  # the initial weights' (timm cfg)
         "validated_with": "ema" if ema is not None else "model",
         "classes": setup.classes,
         "rng": rng_state(),

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-import timm
+from timm.models import get_pretrained_cfg
 
 from sifar.config_fields import config_from_dict, read_config_file
 from sifar.models.flops import count_cost
+from sifar.models.hub_weights import HubWeights, resolve_weights
 from sifar.models.settings import resolve_clip
 from sifar.train_config import TrainConfig
 
@@ -74,4 +75,4 @@ def test_a_recipes_initial_weights_exist_by_name_or_come_from_the_k400_recipe(pa
         assert pretrained == f"runs/k400/{path.stem}/best.pt"
         assert recipe(CONFIGS / "k400" / f"{path.stem}.yaml").model.name == recipe(path).model.name
     else:
-        assert pretrained in timm.list_pretrained(pretrained.split(".")[0] + "*"), pretrained
+        assert resolve_weights(pretrained) == HubWeights(pretrained, get_pretrained_cfg(pretrained).to_dict())

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+from timm.models import save_for_hf
 from click.testing import CliRunner
 
 from sifar.checkpoint import CheckpointWriteError, load_checkpoint, load_trained, save_checkpoint
@@ -132,6 +134,26 @@ def test_object_storage_is_refused_where_a_local_folder_is_written(data, trained
 def test_every_command_says_its_version(command, name):
     result = CliRunner().invoke(command, ["--version"])
     assert result.exit_code == 0 and result.output.startswith(f"{name}, version ")
+
+
+def test_a_model_trained_from_weights_by_name_is_served_with_their_normalization(data, tmp_path):
+    """Weights whose inputs were normalised otherwise than ImageNet's (an hf-hub: repository's own mean and
+    std): training, and every later load of its checkpoints, normalise as they expect."""
+    from test_hub_weights import cache_repo, hub_environment
+
+    normalization = {"mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    out = tmp_path / "run"
+    with hub_environment(tmp_path / "hub") as cache:
+        save_for_hf(timm.create_model("test_resnet"), tmp_path / "export", safe_serialization=True,
+                    model_config={"pretrained_cfg": normalization})
+        cache_repo(cache, "sifar-tests/tiny-resnet", {name: tmp_path / "export" / name
+                                                      for name in ("config.json", "model.safetensors")})
+        result = run_train(["--shards", str(data["shards"]), "--output", str(out), "--model", "timm:test_resnet",
+                            "--pretrained", "hf-hub:sifar-tests/tiny-resnet", "--frame-size", "32", "--epochs", "1",
+                            "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0"])
+        assert result.exit_code == 0, result.output
+    served = load_trained(out / "last.pt")
+    assert (served.model.mean, served.model.std) == (normalization["mean"], normalization["std"])
 
 
 def test_resume_continues_the_loss_curve_step_for_step(data, tmp_path):

@@ -16,7 +16,9 @@ from sifar.models.super_image import SuperImageClassifier
 class ModelSettings:
     name: str = help_field("SIFAR-B-12", "Registered model name or alias, or timm:<any timm classifier>.",
                            flag="model")
-    pretrained: str | None = help_field(None, "Initial weights: ImageNet Swin, official SIFAR or sifar checkpoint.")
+    pretrained: str | None = help_field(None, "Initial weights: a timm name with its tag (swin_base_patch4_window12_"
+                                              "384.ms_in22k), hf-hub:org/name, or a file (Swin, official SIFAR or "
+                                              "sifar checkpoint).")
     num_classes: int | None = help_field(None, "Classes (default: the manifest's; a disagreement is an error).",
                                          min=1)
     frame_embed: bool = help_field(False, "Per-frame position embedding (the paper's APE, used for SSV2).")
