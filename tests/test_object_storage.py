@@ -124,7 +124,8 @@ def test_sharding_to_a_bucket_writes_the_same_files_as_to_a_folder(bucket, video
         assert tools(*SHARD, "--src", str(videos), "--output", str(folder), "--split", split).exit_code == 0
     local = bucket["local"]
     run_locks = {".train.lock", ".val.lock"}   # a local folder's run locks (sifar.run_lock); a bucket has none
-    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in folder.iterdir() if p.name not in run_locks)
+    kept = sorted(p.name for p in folder.iterdir() if p.name not in run_locks)
+    assert sorted(p.name for p in local.iterdir()) == kept
     assert run_locks <= {p.name for p in folder.iterdir()}
     for name in ("train.json", "val.json"):
         assert shard_table(local / name) == shard_table(folder / name)
@@ -255,7 +256,8 @@ def test_bad_credentials_fail_at_once_naming_the_url_and_no_secret(bucket, s3_en
     with moto_checks_credentials(s3_endpoint):
         results = [tools("inspect", bucket["url"]),
                    tools(*SHARD, "--src", str(tmp_path), "--output", f"s3://{BUCKET}/denied/"),
-                   CliRunner().invoke(train_main, ["--shards", bucket["url"], "--output", str(tmp_path / "run"), *TINY])]
+                   CliRunner().invoke(train_main, ["--shards", bucket["url"], "--output", str(tmp_path / "run"),
+                                                   *TINY])]
         with pytest.raises(PermissionError, match=f"access to {bucket['url']}.* denied") as refused:
             resolve_source(f"{bucket['url']}val.json", "val")
     for result in results:

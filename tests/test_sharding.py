@@ -273,7 +273,8 @@ def test_jester_frames_are_copied_without_reencoding(tmp_path):
         for i, data in enumerate(shipped[video_id], start=1):
             (folder / f"{i:05d}.jpg").write_bytes(data)
     out = tmp_path / "shards"
-    assert run_shard("--dataset", "jester", "--src", str(tmp_path), "--output", str(out), "--workers", "1").exit_code == 0
+    done = run_shard("--dataset", "jester", "--src", str(tmp_path), "--output", str(out), "--workers", "1")
+    assert done.exit_code == 0
     samples = samples_in(out / "train-000000.tar")
     assert samples["101"]["frames"] == shipped["101"]          # byte for byte: no re-encoding
     assert samples["101"]["meta"]["label_name"] == "Swiping Right" and samples["101"]["meta"]["fps"] == 12.0

@@ -121,7 +121,8 @@ def test_resume_takes_a_checkpoint_path_and_refuses_a_missing_one(data, tmp_path
 
 
 def test_object_storage_is_refused_where_a_local_folder_is_written(data, trained):
-    trained_run = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", "s3://bucket/run", *TINY])
+    trained_run = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", "s3://bucket/run",
+                                                  *TINY])
     assert trained_run.exit_code == 2 and "'--output': s3://bucket/run is object storage" in trained_run.output
     evaluated = CliRunner().invoke(eval_main, ["--shards", str(data["shards"]), "--checkpoint", str(trained),
                                                "--output", "gs://bucket/eval"])
@@ -205,7 +206,8 @@ def test_eval_counts_against_the_manifest_and_names_the_shards_that_came_up_shor
     assert whole.exit_code == 0, whole.output
     assert f"on {listed} videos of {listed} listed (0 skipped" in whole.output
     report = json.loads((trained.parent / "eval" / "report.json").read_text())
-    assert (report["expected"], report["evaluated"], report["skipped"], report["short_shards"]) == (listed, listed, 0, [])
+    counted = (report["expected"], report["evaluated"], report["skipped"], report["short_shards"])
+    assert counted == (listed, listed, 0, [])
 
     (shards / "val-000000.tar").write_bytes(b"")   # emptied: nothing to read, no error from the reader
     short = run_eval(shards, trained)
@@ -418,7 +420,8 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
     assert (out / "config.json").read_text() == before   # the refused settings were not written
     for option, value in (("--epochs", "3"), ("--lr", "5e-4"), ("--warmup-epochs", "0")):
         longer = run_train([*common, *TINY, option, value])   # the restored schedule would ignore it: refused
-        assert longer.exit_code == 1 and "cannot resume" in longer.output and option[2:].replace("-", "_") in longer.output
+        assert longer.exit_code == 1 and "cannot resume" in longer.output
+        assert option[2:].replace("-", "_") in longer.output
 
 
 def test_a_damaged_checkpoint_fails_naming_the_file_and_what_to_do(data, trained, tmp_path):

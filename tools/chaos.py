@@ -304,7 +304,8 @@ def one_run_per_folder(data: dict, work: Path, trials: int, rng: random.Random) 
         args = ["sifar-train", "--shards", str(data["shards"]), "--output", str(out), *TINY_TRAINING]
         codes, messages = two_at_once(args)
         steps = [s for s, _ in step_losses(out)] if (out / "metrics.jsonl").exists() else []
-        outcome.record(codes == [0, 1] and "in use" in messages and steps == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1)),
+        every_step_once = steps == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+        outcome.record(codes == [0, 1] and "in use" in messages and every_step_once,
                        f"training: exit codes {codes}, {len(steps)} steps logged, each once "
                        f"{len(set(steps)) == len(steps)}")
         out = work / "concurrent_shard" / str(trial)

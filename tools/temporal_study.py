@@ -4,7 +4,8 @@ The synthetic dataset's ten classes come in five direction pairs (right/left, do
 cw/ccw, appear/disappear); a twin is its partner played backwards, so only frame order separates a pair.
 From scratch weights and fixed seeds, one run makes the data (``sifar-tools synth`` + ``shard``), then for
 each row trains with the library's trainer (``sifar.train.train``, what ``sifar-train`` runs) and evaluates
-the last checkpoint the way ``sifar-eval`` does (``sifar.evaluate.evaluate_checkpoint``), in normal, reversed and shuffled frame order where the row asks for it:
+the last checkpoint the way ``sifar-eval`` does (``sifar.evaluate.evaluate_checkpoint``), in normal, reversed
+and shuffled frame order where the row asks for it:
 
 1. SIFAR (a micro Swin with SIFAR-B-12's windows, 3x3 layout), also with reversed and shuffled frames
    (Table 9);
@@ -136,7 +137,8 @@ def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Pat
     return TrainConfig(
         shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
         seed=settings.seed, save_every=10**9, resume="off",
-        model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average, drop_path=settings.drop_path),
+        model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average,
+                            drop_path=settings.drop_path),
         clip=ClipSettings(frame_size=settings.frame_size, layout=row.layout, flip="off"),
         loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers),
         optim=OptimSettings(epochs=settings.epochs, warmup_epochs=settings.warmup_epochs, lr=settings.lr(row.backbone),
@@ -180,8 +182,8 @@ def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], sett
     """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
     device = init_distributed(run.device).device
     loader = LoaderSettings(batch_size=settings.batch_size, workers=run.workers)
-    evaluation = evaluate_checkpoint(checkpoint, shards, EvalSettings(views=ViewSettings(crops=1), loader=loader), device, orders=orders,
-                                     seed=settings.seed)
+    one_view = EvalSettings(views=ViewSettings(crops=1), loader=loader)
+    evaluation = evaluate_checkpoint(checkpoint, shards, one_view, device, orders=orders, seed=settings.seed)
     evaluation.write_reports(checkpoint.parent / "eval")
     classes = evaluation.trained.classes
     results = {order: {**result.summary(), **pair_metrics(result, classes),

@@ -42,7 +42,8 @@ def dataclass_options(cls: type) -> Callable[[Callable], Callable]:
                 func = click.option(f"--no-{name}", f"no_{setting.flag}", is_flag=True,
                                     help=f"Same as --{name} {metadata['off_value']}.")(func)
             decls = [f"--{name}/--no-{name}"] if is_flag else [f"--{name}"]
-            value_is_optional = {"is_flag": False, "flag_value": metadata["flag_value"]} if "flag_value" in metadata else {}
+            value_is_optional = ({"is_flag": False, "flag_value": metadata["flag_value"]}
+                                 if "flag_value" in metadata else {})
             func = click.option(
                 *decls, setting.flag, type=None if is_flag else click_type, default=default,
                 show_default=default is not None, help=metadata.get("help", ""), **value_is_optional,

@@ -44,7 +44,8 @@ def check_decoder(name: str) -> None:
     if name not in DECODERS:
         raise ValueError(f"decoder: unknown decoder {name!r} (one of {', '.join(DECODERS)})")
     if name == "libjpeg" and not region_decoding_available():
-        raise ValueError("decoder: the libjpeg decoder is not built (it needs a C compiler and libjpeg-turbo's headers, "
+        raise ValueError("decoder: the libjpeg decoder is not built (it needs a C compiler and libjpeg-turbo's "
+                         "headers, "
                          "e.g. Debian's libjpeg62-turbo-dev, when sifar is installed); use auto or simplejpeg")
 
 

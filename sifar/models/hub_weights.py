@@ -70,7 +70,8 @@ def resolve_weights(pretrained: str | os.PathLike | HubWeights) -> Path | HubWei
         return hf_hub_weights(text)
     if looks_like_path(text):
         raise NoCheckpointFileError(f"no checkpoint file at {text} (read as a path for its separator or suffix; "
-                                    "weights by name are written as swin_base_patch4_window12_384.ms_in22k or hf-hub:org/name)")
+                                    "weights by name are written as swin_base_patch4_window12_384.ms_in22k or "
+                                    "hf-hub:org/name)")
     return timm_weights(text)
 
 
