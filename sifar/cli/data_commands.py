@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from sifar.cli.options import config_from_options, dataclass_options
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.formats import get_format, list_formats
 from sifar.data.formats.source_files import read_lines
@@ -56,14 +59,7 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Class list for name-labelled data (kinetics400, csv): a manifest .json or one name a line. "
                    "Default: <out>/train.json's classes for other splits, else sorted names.")
-@click.option("--short-side", type=click.IntRange(min=0), default=None,
-              help="Resize so the shorter side has this many pixels; 0 keeps the original. "
-                   "[default: 256; jester: 0, frames copied as shipped]")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Resample to this frame rate. [default: keep every frame]")
-@click.option("--quality", type=click.IntRange(2, 31), default=DecodeSettings.quality, show_default=True,
-              help="JPEG quality as ffmpeg's -q:v: 2 (best, largest) to 31 (smallest).")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Keep at most this many frames.")
+@dataclass_options(DecodeSettings)
 @click.option("--shard-size", default="1GB", show_default=True, callback=_size_option,
               help="Target shard size in bytes; suffixes like 500MB, 1GB, 2GiB accepted.")
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=None,
@@ -76,14 +72,13 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--resume", is_flag=True, help="Keep the finished shards of an interrupted run; decode the rest.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
-          short_side: int | None, fps: float | None, quality: int, max_frames: int | None, shard_size: int,
-          samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float, resume: bool,
-          progress: bool) -> None:
+          shard_size: int, samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float,
+          resume: bool, progress: bool, **decoding) -> None:
     """Decode every video of a dataset split once into per-frame JPEG WebDataset shards."""
-    if short_side is None:
-        short_side = get_format(dataset).default_short_side
-    job = ShardJob(dataset=dataset, src=src, out=out, split=split,
-                   decode=DecodeSettings(short_side=short_side, fps=fps, quality=quality, max_frames=max_frames),
+    decode = config_from_options(DecodeSettings, decoding)
+    if click.get_current_context().get_parameter_source("short_side") is ParameterSource.DEFAULT:
+        decode = replace(decode, short_side=get_format(dataset).default_short_side)  # jester ships frames
+    job = ShardJob(dataset=dataset, src=src, out=out, split=split, decode=decode,
                    limits=ShardLimits(max_bytes=shard_size, max_samples=samples_per_shard),
                    annotations=annotations, classes=load_class_list(classes_file) if classes_file else None,
                    workers=workers or available_cores(), seed=seed, resume=resume, progress=progress)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from sifar.config_fields import help_field, validate
 from sifar.data.jpeg import JpegError, jpeg_size, split_jpeg_stream
 
 _GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "level+info"]
@@ -40,24 +41,16 @@ class DecodeError(RuntimeError):
 class DecodeSettings:
     """How frames are stored: the options a shard run was made with (saved in the manifest)."""
 
-    short_side: int = 256
-    """Resize so the shorter side has this many pixels; 0 keeps the original size."""
-    fps: float | None = None
-    """Resample to this constant frame rate; None keeps every decoded frame."""
-    quality: int = 3
-    """ffmpeg's MJPEG quantizer ``-q:v``: 2 (best, largest) to 31 (smallest)."""
-    max_frames: int | None = None
-    """Keep at most this many frames per video (after trimming and resampling)."""
+    short_side: int = help_field(256, "Resize so the shorter side has this many pixels; 0 keeps the original. "
+                                      "[jester: 0 unless given, frames copied as shipped]", min=0)
+    fps: float | None = help_field(None, "Resample to this frame rate. [default: keep every frame]", min=0,
+                                   min_open=True)
+    quality: int = help_field(3, "JPEG quality as ffmpeg's -q:v: 2 (best, largest) to 31 (smallest).", min=2,
+                              max=31)
+    max_frames: int | None = help_field(None, "Keep at most this many frames per video (after resampling).", min=1)
 
     def __post_init__(self) -> None:
-        if self.short_side < 0:
-            raise ValueError(f"short_side must be >= 0 (0 keeps the original size), got {self.short_side}")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
-        if not 2 <= self.quality <= 31:
-            raise ValueError(f"quality is ffmpeg's -q:v, 2 (best) to 31; got {self.quality}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        validate(self)
 
     @property
     def transforms_frames(self) -> bool:
