@@ -1,4 +1,5 @@
-"""Numeric precision per device: bf16 autocast on GPUs by default, fp32 on CPU."""
+"""Numeric precision per device: bf16 autocast on GPUs that have it, else fp16 with a gradient scaler; fp32 on
+CPU by default."""
 
 from __future__ import annotations
 
@@ -7,14 +8,45 @@ from typing import Literal
 
 import torch
 
-Precision = Literal["auto", "bf16", "fp32"]
-PRECISION_HELP = "auto: bf16 autocast on GPU, fp32 on CPU."
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+ResolvedPrecision = Literal["bf16", "fp16", "fp32"]
+PRECISION_HELP = ("auto: bf16 autocast on GPUs that support it, else fp16 (training scales the loss); fp32 on CPU. "
+                  "fp16: autocast with a gradient scaler in training.")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(device: torch.device, precision: str, bf16_supported: bool | None = None) -> ResolvedPrecision:
+    """What ``precision`` means on ``device``: "auto" is bf16 on CUDA where ``bf16_supported`` (default: asked
+    of the current GPU), else fp16 there, and fp32 elsewhere; the others are themselves."""
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    if device.type != "cuda":
+        return "fp32"
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return "bf16" if bf16_supported else "fp16"
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """``precision`` is "auto" (bf16 on CUDA, fp32 elsewhere), "bf16" or "fp32"."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    """Autocast to ``precision`` (resolved by :func:`resolve_precision`) on ``device``; nothing for fp32."""
+    dtype = _DTYPES.get(resolve_precision(device, precision))
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The loss scaler of a training step: active for fp16 (whose gradients underflow unscaled), a pass-through
+    otherwise, so the step is written once."""
+    return torch.amp.GradScaler(device.type, enabled=resolve_precision(device, precision) == "fp16")
+
+
+def describe_precision(device: torch.device, precision: str) -> str:
+    """One line saying what ``precision`` became on ``device`` and why, for the start of a run."""
+    resolved = resolve_precision(device, precision)
+    why = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler", "fp32": "fp32"}[resolved]
+    if precision == "auto":
+        reason = {"bf16": "this GPU supports bf16", "fp16": "this GPU has no bf16", "fp32": "not on a GPU"}[resolved]
+        return f"precision: {why} (auto: {reason})"
+    return f"precision: {why}"
 
 
 def allow_tf32() -> None:

@@ -41,15 +41,16 @@ def remove_unfinished_checkpoints(output: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def checkpoint_state(model, optimizer, scheduler, ema, state: TrainState, config: TrainConfig,
+def checkpoint_state(model, optimizer, scheduler, ema, scaler, state: TrainState, config: TrainConfig,
                      setup: RunSetup) -> dict[str, Any]:
-    """Everything a checkpoint holds: weights, optimizer, schedule, EMA, where training is, the run's config,
-    the setup that rebuilds the model (its settings, the resolved clip, the class names), the RNG states."""
+    """Everything a checkpoint holds: weights, optimizer, schedule, EMA, the fp16 loss scale (empty unless
+    fp16), where training is, the run's config, the setup that rebuilds the model (its settings, the resolved clip, the class names), the RNG states."""
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "ema": ema.module.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict(),
         "state": dataclasses.asdict(state),
         "config": dataclasses.asdict(config),
         "model_settings": dataclasses.asdict(setup.model),
@@ -86,7 +87,7 @@ def _sectioned(saved: dict[str, Any]) -> bool:
     return isinstance(saved.get("optim"), dict)
 
 
-def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -> tuple[TrainState, dict]:
+def restore(path: Path, model, optimizer, scheduler, ema, scaler, config: TrainConfig) -> tuple[TrainState, dict]:
     try:
         checkpoint = load_checkpoint(path)
     except CheckpointError as err:
@@ -100,4 +101,6 @@ def restore(path: Path, model, optimizer, scheduler, ema, config: TrainConfig) -
     scheduler.load_state_dict(checkpoint["scheduler"])
     if ema is not None and checkpoint["ema"] is not None:
         ema.module.load_state_dict(checkpoint["ema"])
+    if scaler.is_enabled() and checkpoint.get("scaler"):  # empty when saved without fp16, absent before it
+        scaler.load_state_dict(checkpoint["scaler"])
     return TrainState(**checkpoint["state"]), checkpoint["rng"]

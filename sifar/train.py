@@ -43,7 +43,7 @@ from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
 from sifar.models.settings import build_model, resolve_clip
-from sifar.precision import allow_tf32, autocast_for
+from sifar.precision import allow_tf32, autocast_for, describe_precision, grad_scaler
 from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
 from sifar.run_lock import run_lock
 from sifar.train_config import LR_REFERENCE_BATCH, OptimSettings, TrainConfig
@@ -233,6 +233,7 @@ class TrainingParts:
     criterion: nn.Module
     mixup: VideoMixup | None
     ema: ModelEmaV3 | None
+    scaler: torch.amp.GradScaler
     config: TrainConfig
     dist_info: DistInfo
     log: MetricsLog
@@ -243,7 +244,7 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
     """One epoch (or its remainder after a resume). Returns False when --max-steps stopped the run."""
     model, train_model, loader, config, dist_info = (parts.model, parts.train_model, parts.loader, parts.config,
                                                      parts.dist_info)
-    optimizer, mixup = parts.optimizer, parts.mixup
+    optimizer, mixup, scaler = parts.optimizer, parts.mixup, parts.scaler
     device = dist_info.device
     model.train()
     timer = StepTimer()
@@ -272,7 +273,7 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
         with sync:
             with autocast_for(device, config.precision):
                 loss = parts.criterion(train_model(frames), targets)
-            (loss / config.optim.accum_steps).backward()
+            scaler.scale(loss / config.optim.accum_steps).backward()
         step_losses.append(loss.detach())
         state.batch_in_epoch += 1
         timer.clips += frames.shape[0] * dist_info.world_size
@@ -280,8 +281,10 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
         if not last_micro:
             continue
         if config.optim.clip_grad:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16 loss scale's multiples
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped when fp16 gradients overflowed; the scale then backs off
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         parts.scheduler.step_update(state.step)
@@ -351,10 +354,12 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     mixup = VideoMixup(num_classes, optim.mixup, optim.cutmix, optim.smoothing) if mixing else None
     criterion = build_criterion(optim, mixing)
     ema = ModelEmaV3(model, decay=optim.ema_decay) if optim.ema_decay > 0 else None
+    scaler = grad_scaler(dist_info.device, config.precision)
     state, saved_rng = TrainState(), None
     if resume_from is not None:
-        state, saved_rng = restore(resume_from, model, optimizer, scheduler, ema, config)
+        state, saved_rng = restore(resume_from, model, optimizer, scheduler, ema, scaler, config)
     if dist_info.is_main:  # only now: a refused resume leaves the folder as it was
+        tqdm.write(describe_precision(dist_info.device, config.precision))
         remove_unfinished_checkpoints(output)
         (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams
@@ -369,11 +374,12 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
 
     def save(name: str = "last.pt") -> None:
         if dist_info.is_main:
-            save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, state, config, setup), output / name)
+            save_checkpoint(checkpoint_state(model, optimizer, scheduler, ema, scaler, state, config,
+                                             setup), output / name)
         barrier()
 
-    parts = TrainingParts(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema, config,
-                          dist_info, log, save)
+    parts = TrainingParts(model, train_model, train_loader, optimizer, scheduler, criterion, mixup, ema, scaler,
+                          config, dist_info, log, save)
     best: EvalResult | None = None
     short_val_shards: set[str] = set()
     finished = True

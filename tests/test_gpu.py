@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sifar.models import compile_model, create_model
+from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
 MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI is CPU-only)")
@@ -90,3 +91,7 @@ def test_under_autocast_every_stage_carries_its_stream_in_bf16():
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         model(torch.randn(2, 8, 3, 64, 64, device="cuda"))
     assert dtypes == [torch.bfloat16] * 4
+
+
+def test_fp16_training_on_the_gpu_keeps_finite_losses_and_resumes_with_its_loss_scale(data, tmp_path):  # noqa: F811
+    check_fp16_training_resumes_with_its_scale(data, tmp_path / "run", "--device", "cuda")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -560,3 +561,25 @@ def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
     assert len(plain_shapes) > 1, "the loader should end each worker on a partial batch"
     assert set(shapes) == {3 * 3}  # 3 videos x 3 crops, always
     assert torch.equal(padded.confusion, plain.confusion) and padded.top5_correct == plain.top5_correct
+
+
+def test_fp16_training_scales_the_loss_and_resumes_with_the_saved_scale(data, tmp_path):
+    check_fp16_training_resumes_with_its_scale(data, tmp_path / "run")
+
+
+def check_fp16_training_resumes_with_its_scale(data, out: Path, *options: str) -> None:
+    """Train 2 fp16 steps (clipped gradients: unscaled first), then one more from a checkpoint whose loss scale was
+    changed: the scale comes back from the checkpoint, and every loss is finite. tests/test_gpu.py runs it on CUDA."""
+    common = ["--shards", str(data["shards"]), "--output", str(out), "--epochs", "2", "--steps-per-epoch", "2",
+              "--precision", "fp16", "--clip-grad", "1.0", *TINY, *options]
+    first = run_train([*common, "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    assert "precision: fp16 autocast with a gradient scaler" in first.output
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["scaler"]["scale"] > 0
+    checkpoint["scaler"].update(scale=1024.0, _growth_tracker=1)  # as if it had backed off
+    save_checkpoint(checkpoint, out / "last.pt")
+    assert run_train([*common, "--max-steps", "3"]).exit_code == 0
+    # restored, not started afresh (65536): one more step grew its tracker, or an overflow halved it
+    assert load_checkpoint(out / "last.pt")["scaler"]["scale"] in (1024.0, 512.0)
+    assert all(math.isfinite(loss) for _, loss in step_losses(out))

@@ -1,0 +1,39 @@
+"""Which precision each setting means on each device, and the fp16 loss scaler."""
+
+import pytest
+import torch
+
+from sifar.precision import autocast_for, describe_precision, grad_scaler, resolve_precision
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize("device, precision, bf16_supported, expected", [
+    (CUDA, "auto", True, "bf16"),
+    (CUDA, "auto", False, "fp16"),
+    (CPU, "auto", False, "fp32"),
+    (CPU, "auto", True, "fp32"),
+    (CUDA, "fp16", True, "fp16"),
+    (CPU, "bf16", False, "bf16"),
+    (CUDA, "fp32", True, "fp32"),
+])
+def test_auto_takes_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(device, precision, bf16_supported, expected):
+    assert resolve_precision(device, precision, bf16_supported) == expected
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16),
+                                              ("fp32", torch.float32), ("auto", torch.float32)])
+def test_autocast_on_cpu_computes_in_the_precision_asked(precision, dtype):
+    layer = torch.nn.Linear(4, 2)
+    with autocast_for(CPU, precision):
+        assert layer(torch.randn(3, 4)).dtype == dtype
+
+
+def test_only_fp16_scales_the_loss():
+    assert grad_scaler(CPU, "fp16").is_enabled()
+    assert not grad_scaler(CPU, "bf16").is_enabled() and not grad_scaler(CPU, "auto").is_enabled()
+
+
+def test_the_start_line_says_what_auto_chose_and_why():
+    assert describe_precision(CPU, "auto") == "precision: fp32 (auto: not on a GPU)"
+    assert describe_precision(CPU, "fp16") == "precision: fp16 autocast with a gradient scaler"
