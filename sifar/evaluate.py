@@ -26,6 +26,7 @@ from sifar.distributed import all_reduce_sum
 from sifar.models import compile_model
 from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
 from sifar.precision import PRECISION_HELP, Precision, autocast_for
+from sifar.progress import progress_bar
 
 FrameOrder = Literal["normal", "reverse", "shuffle"]
 
@@ -155,8 +156,9 @@ def pad_clips(clips: torch.Tensor, size: int) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num_classes: int,
              precision: str = "auto", order: FrameOrder = "normal", seed: int = 0,
-             pad: bool | None = None) -> EvalResult:
+             pad: bool | None = None, progress: bool = False) -> EvalResult:
     """Evaluate ``model`` over ``loader`` (frames (B, V, T, C, H, W) or (B, T, C, H, W)); sums over ranks.
+    ``progress``: a progress bar of batches where stderr is a terminal.
 
     ``pad`` (default: on CUDA): run a batch smaller than the largest so far padded with zero clips up to it
     (their outputs dropped), so the model sees one shape. Each loader worker ends its share on a partial
@@ -170,7 +172,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, device: torch.device, num
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # top-5 correct, unlabeled
     generator = torch.Generator().manual_seed(seed)
     speed = Throughput(device)
-    for frames, labels, _keys in loader:
+    for frames, labels, _keys in progress_bar(loader, progress, desc=f"evaluating ({order} frames)", unit="batch"):
         if frames.ndim == 5:
             frames = frames.unsqueeze(1)
         batch, views = frames.shape[:2]
@@ -293,9 +295,11 @@ class CheckpointEvaluation:
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike, settings: EvalSettings,
                         device: torch.device, rank: int = 0, world_size: int = 1,
-                        orders: tuple[FrameOrder, ...] = ("normal",), seed: int = 0) -> CheckpointEvaluation:
+                        orders: tuple[FrameOrder, ...] = ("normal",), seed: int = 0,
+                        progress: bool = False) -> CheckpointEvaluation:
     """Load a checkpoint with its setup, stream ``shards`` as it was trained to see them, evaluate it in
     each frame order, and count what was read against the manifest (on every rank: it all-reduces).
+    ``progress``: rank 0 shows a progress bar where stderr is a terminal.
 
     The shards' class list must be the checkpoint's (ValueError naming the first difference).
     """
@@ -306,7 +310,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike
     check_same_classes(trained.classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
     model = trained.model.to(device)
     model = compile_model(model, training=False) if settings.compile else model
-    results = {order: evaluate(model, loader, device, len(trained.classes), settings.precision, order, seed=seed)
+    results = {order: evaluate(model, loader, device, len(trained.classes), settings.precision, order, seed=seed,
+                               progress=progress and rank == 0)
                for order in orders}
     return CheckpointEvaluation(str(checkpoint), str(shards), settings, trained, clip, results,
                                 evaluation_coverage(loader, device), loader.stats)

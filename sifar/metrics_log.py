@@ -1,8 +1,11 @@
-"""Where training numbers go: a JSONL file per step and epoch, TensorBoard when installed, PNG plots at the end."""
+"""Where training numbers go: a JSONL file per step and epoch, TensorBoard when installed (the ``tb`` extra),
+``curves.png`` rewritten at each epoch's end and at the end of the run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,14 +14,27 @@ from sifar.io import atomic_write
 from sifar.plots import plot_curves
 
 
-class MetricsLog:
-    """Rank 0 writes ``metrics.jsonl`` (one JSON object per step or epoch) and TensorBoard scalars."""
+TENSORBOARD_MISSING = ('--tensorboard: TensorBoard is not installed (pip install -e ".[tb]"); '
+                       'metrics.jsonl and curves.png are written all the same')
 
-    def __init__(self, output: Path, enabled: bool = True) -> None:
+
+class MetricsLog:
+    """Rank 0 writes ``metrics.jsonl`` (one JSON object per epoch, and per ``log_interval`` optimizer steps) and
+    TensorBoard scalars (``tensorboard``: True, False, or None for "when installed")."""
+
+    def __init__(self, output: Path, enabled: bool = True, tensorboard: bool | None = None,
+                 log_interval: int = 1) -> None:
         self.output = output
         self.enabled = enabled
         self.path = output / "metrics.jsonl"
-        self._tensorboard = _tensorboard_writer(output / "tensorboard") if enabled else None
+        self.log_interval = log_interval
+        self._tensorboard = None
+        if enabled and use_tensorboard(tensorboard, tensorboard_installed()):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(output / "tensorboard"))
+        elif enabled and tensorboard:
+            print(TENSORBOARD_MISSING, file=sys.stderr)
 
     def _write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -46,6 +62,9 @@ class MetricsLog:
             handle.writelines(kept)
 
     def step(self, step: int, **values: float) -> None:
+        """Record optimizer step ``step`` if it is one of every ``log_interval``."""
+        if step % self.log_interval:
+            return
         self._write({"kind": "step", "step": step, **values})
         if self._tensorboard is not None:
             for name, value in values.items():
@@ -58,11 +77,16 @@ class MetricsLog:
                 if isinstance(value, (int, float)):
                     self._tensorboard.add_scalar(f"val/{name}", value, epoch)
 
+    def plot(self) -> None:
+        """Rewrite ``curves.png`` from what is logged so far (at each epoch's end: a killed run has one)."""
+        if self.enabled:
+            plot_curves(read_metrics(self.path), self.output / "curves.png")
+
     def finish(self, summary: dict[str, Any]) -> None:
         if not self.enabled:
             return
         (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_curves(read_metrics(self.path), self.output / "curves.png")
+        self.plot()
         if self._tensorboard is not None:
             self._tensorboard.close()
 
@@ -73,9 +97,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _tensorboard_writer(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(folder))
+def tensorboard_installed() -> bool:
+    """True when the ``tensorboard`` package (which torch's SummaryWriter needs) can be imported."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def use_tensorboard(asked: bool | None, installed: bool) -> bool:
+    """Whether a run writes TensorBoard scalars: when asked (None: not said) and installed."""
+    return installed and asked is not False

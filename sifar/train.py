@@ -369,7 +369,8 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
                                               if dist_info.device.type == "cuda" else None)
     if config.compile:
         train_model = compile_model(train_model, training=True)
-    log = MetricsLog(output, enabled=dist_info.is_main)
+    log = MetricsLog(output, enabled=dist_info.is_main, tensorboard=config.tensorboard,
+                     log_interval=config.log_interval)
     log.rewind(state.step, state.epoch)
 
     def save(name: str = "last.pt") -> None:
@@ -403,6 +404,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
             if result.top1 > state.best_top1:
                 state.best_top1, best = result.top1, result
                 save("best.pt")
+        log.plot()
         save()
     summary = {"epochs_done": state.epoch, "steps": state.step, "best_top1": state.best_top1,
                "stopped_early": not finished, "loader": train_loader.stats,

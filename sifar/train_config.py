@@ -61,6 +61,11 @@ class TrainConfig:
                                              min=1)
     max_steps: int | None = help_field(None, "Stop (with a checkpoint) after this many optimizer steps.", min=1)
     views: ViewSettings = field(default_factory=lambda: ViewSettings(crops=1))  # validation's
+    log_interval: int = help_field(1, "Write a step record to metrics.jsonl and TensorBoard every N optimizer steps.",
+                                   min=1)
+    tensorboard: bool | None = help_field(None, "TensorBoard scalars in <output>/tensorboard [default: when "
+                                                "installed, pip install -e \".[tb]\"]; --tensorboard says so when "
+                                                "it is missing.")
     save_every: int = help_field(500, "Write last.pt every N optimizer steps (and at each epoch's end).", min=1)
     resume: str = help_field("auto", "Continue from a checkpoint: auto (<output>/last.pt when it exists), a "
                                      "checkpoint's path, or off (start over).", flag_value="auto", off_value="off")

@@ -583,3 +583,27 @@ def check_fp16_training_resumes_with_its_scale(data, out: Path, *options: str) -
     # restored, not started afresh (65536): one more step grew its tracker, or an overflow halved it
     assert load_checkpoint(out / "last.pt")["scaler"]["scale"] in (1024.0, 512.0)
     assert all(math.isfinite(loss) for _, loss in step_losses(out))
+
+
+def test_curves_are_plotted_at_each_epochs_end_so_a_killed_run_has_them(data, tmp_path):
+    """A 2-epoch run stopped in its second epoch by --max-steps, killed as soon as curves.png appears: that is
+    before summary.json, which the run's end writes before its own plot."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "sifar.cli.train", "--shards", str(data["shards"]), "--output",
+                                str(out), "--epochs", "2", "--steps-per-epoch", "3", "--max-steps", "4", *TINY],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (out / "curves.png").exists():
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert (out / "curves.png").exists() and not (out / "summary.json").exists()
+
+
+def test_the_log_interval_thins_the_step_records(data, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(["--shards", str(data["shards"]), "--output", str(out), "--epochs", "1",
+                        "--steps-per-epoch", "5", "--log-interval", "2", "--no-tensorboard", *TINY])
+    assert result.exit_code == 0, result.output
+    assert [s for s, _ in step_losses(out)] == [2, 4]
+    assert not (out / "tensorboard").exists()

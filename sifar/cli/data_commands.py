@@ -184,7 +184,7 @@ def inspect(path: str, decode: bool) -> None:
     s3://, gs://, http(s)://); exits with status 1 when a shard cannot be read."""
     try:
         check_store_access(path, context="inspect")
-        reports = [inspect_split(m, decode=decode) for m in find_manifests(path)]
+        reports = [inspect_split(m, decode=decode, progress=True) for m in find_manifests(path)]
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     for report in reports:

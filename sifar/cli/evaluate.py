@@ -39,7 +39,7 @@ def main(shards, checkpoint, reverse_frames, shuffle_frames, device, output, all
     allow_tf32()
     try:
         evaluation = evaluate_checkpoint(checkpoint, shards, settings, info.device, info.rank, info.world_size,
-                                         orders=(order,))
+                                         orders=(order,), progress=True)
     except (ValueError, KeyError, OSError, CheckpointError) as err:  # OSError: unreadable files, storage errors
         raise click.ClickException(str(err)) from err
     finally:

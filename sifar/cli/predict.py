@@ -6,6 +6,7 @@ import json
 
 import click
 import torch
+from tqdm import tqdm
 
 from sifar.cam import (
     METHODS,
@@ -19,7 +20,8 @@ from sifar.checkpoint_file import CheckpointError
 from sifar.cli.options import command_settings, config_from_options, dataclass_options, usage_error
 from sifar.config_fields import ConfigError
 from sifar.data.ffmpeg import DecodeError
-from sifar.predict import PredictSettings, explain, predict
+from sifar.predict import Prediction, PredictSettings, explain, predict
+from sifar.progress import progress_bar
 
 
 @command_settings("sifar-predict")
@@ -71,26 +73,32 @@ def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, 
     except UnknownClassError as err:
         raise click.BadParameter(str(err), param_hint="--class") from err
     trained.model.to(target)
-    for video in videos:
+    for video in progress_bar(videos, len(videos) > 1, desc="predicting", unit="video", leave=False):
         try:
             result = predict(trained, video, target, settings)
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
         cam = _explain(trained, video, target, cam_class, cam_method, cam_batch) if explaining else None
         written = _write_cam(cam, cam_path, cam_frames) if cam is not None else []
-        if as_json:
-            record = result.as_dict()
-            if cam is not None:
-                record["cam"] = {"class": cam.class_name, "probability": round(cam.probability, 6),
-                                 "method": cam.method, "files": [str(p) for p in written]}
-            click.echo(json.dumps(record))
-            continue
-        click.echo(video)
-        for name, prob in zip(result.classes, result.probabilities):
-            click.echo(f"  {prob:7.2%}  {name}")
+        with tqdm.external_write_mode():  # each video's lines above the bar, not through it
+            _echo(result, cam, written, as_json)
+
+
+def _echo(result: Prediction, cam: ClassActivationMap | None, written: list, as_json: bool) -> None:
+    """One video's result: a JSON line, or its classes (and the map's files) as lines."""
+    if as_json:
+        record = result.as_dict()
         if cam is not None:
-            click.echo(f"  {cam.method} map of {cam.class_name} ({cam.probability:.2%} on the centre view): "
-                       f"{', '.join(map(str, written[:2]))}{' ...' if len(written) > 2 else ''}")
+            record["cam"] = {"class": cam.class_name, "probability": round(cam.probability, 6),
+                             "method": cam.method, "files": [str(p) for p in written]}
+        click.echo(json.dumps(record))
+        return
+    click.echo(result.video)
+    for name, prob in zip(result.classes, result.probabilities):
+        click.echo(f"  {prob:7.2%}  {name}")
+    if cam is not None:
+        click.echo(f"  {cam.method} map of {cam.class_name} ({cam.probability:.2%} on the centre view): "
+                   f"{', '.join(map(str, written[:2]))}{' ...' if len(written) > 2 else ''}")
 
 
 def _explain(trained, video, device, cam_class, method, batch) -> ClassActivationMap:

@@ -16,6 +16,7 @@ from sifar.data.manifest import Manifest, read_manifest
 from sifar.data.shard_format import SampleInfo
 from sifar.data.shard_reader import ShardFormatError, StoredSample, read_shard
 from sifar.io import file_sha256, open_url, url_filesystem
+from sifar.progress import progress_bar
 
 
 @dataclass
@@ -73,12 +74,13 @@ def _looks_like_manifest(path: str) -> bool:
     return True
 
 
-def inspect_split(manifest_path: str, decode: bool = False) -> SplitReport:
-    """Read every shard the manifest lists; ``decode`` also decodes every JPEG (slower, catches bad pixels)."""
+def inspect_split(manifest_path: str, decode: bool = False, progress: bool = False) -> SplitReport:
+    """Read every shard the manifest lists; ``decode`` also decodes every JPEG (slower, catches bad pixels);
+    ``progress``: a progress bar of shards where stderr is a terminal."""
     manifest = read_manifest(manifest_path)
     folder = manifest_path.rsplit("/", 1)[0] if "/" in manifest_path else "."
     report = SplitReport(manifest_path, manifest, failed_videos=_count_failures(folder, manifest.split))
-    for info in manifest.shards:
+    for info in progress_bar(manifest.shards, progress, desc=f"inspecting {manifest.split}", unit="shard"):
         check = ShardCheck(info.name)
         report.shards.append(check)
         url = f"{folder}/{info.name}"
