@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
@@ -34,9 +36,28 @@ DECODE_ERRORS = (RuntimeError, ValueError)
 _SCALE_DENOMINATORS = (8, 4, 2)
 
 
+REGION_DECODER_INSTALL = ("to build it, install a C compiler and libjpeg-turbo's headers (e.g. apt install "
+                          "libjpeg62-turbo-dev), then pip install -e . again")
+
+
 def region_decoding_available() -> bool:
     """True when the ``libjpeg`` decoder (the compiled region decoder) is built."""
     return _jpeg_region is not None
+
+
+def auto_decoder() -> tuple[str, str]:
+    """The decoder ``auto`` takes here, and why."""
+    if region_decoding_available():
+        return "libjpeg", "the region decoder is built: training decodes only each clip's crop"
+    return "simplejpeg", f"the region decoder (libjpeg) is not built: whole frames are decoded; {REGION_DECODER_INSTALL}"
+
+
+@functools.cache
+def warn_once_if_decoding_whole_frames() -> None:
+    """Warn, once per process, that ``auto`` falls back from the region decoder to simplejpeg (the loader calls
+    this where it is built, not in its workers)."""
+    if not region_decoding_available():
+        warnings.warn(f"JPEG decoder: simplejpeg, since {auto_decoder()[1]}", stacklevel=3)
 
 
 def check_decoder(name: str) -> None:
@@ -44,9 +65,8 @@ def check_decoder(name: str) -> None:
     if name not in DECODERS:
         raise ValueError(f"decoder: unknown decoder {name!r} (one of {', '.join(DECODERS)})")
     if name == "libjpeg" and not region_decoding_available():
-        raise ValueError("decoder: the libjpeg decoder is not built (it needs a C compiler and libjpeg-turbo's "
-                         "headers, "
-                         "e.g. Debian's libjpeg62-turbo-dev, when sifar is installed); use auto or simplejpeg")
+        raise ValueError(f"decoder: the libjpeg decoder is not built ({REGION_DECODER_INSTALL}); use auto or "
+                         "simplejpeg")
 
 
 class JpegDecoder:
@@ -66,7 +86,7 @@ class JpegDecoder:
     def __init__(self, backend: str = "auto", reuse_memory: bool = False):
         check_decoder(backend)
         if backend == "auto":
-            backend = "libjpeg" if region_decoding_available() else "simplejpeg"
+            backend = auto_decoder()[0]
         self.backend = backend
         self._memory = torch.empty(0, dtype=torch.uint8) if reuse_memory else None
 

@@ -54,6 +54,7 @@ import webdataset as wds
 from sifar.data.batch_memory import Batch, free_when_dropped
 from sifar.data.loader_stats import LoaderStats
 from sifar.data.clip import ClipSettings
+from sifar.data.decoders import warn_once_if_decoding_whole_frames
 from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
@@ -203,6 +204,8 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
         clip = replace(clip, flip="on" if default_flip(name) else "off")
     if training and steps_per_epoch is None:
         steps_per_epoch = _default_steps(shard_source, world_size, settings.batch_size)
+    if training and settings.decoder == "auto":  # evaluation decodes whole frames whatever the decoder
+        warn_once_if_decoding_whole_frames()
     config = LoaderConfig(clip, settings, training=training, clips=clips, crops=crops, seed=seed, rank=rank,
                           world_size=world_size, steps_per_epoch=steps_per_epoch or 0)
     if pin_memory is None:
