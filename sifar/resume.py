@@ -44,7 +44,8 @@ def remove_unfinished_checkpoints(output: Path) -> None:
 def checkpoint_state(model, optimizer, scheduler, ema, scaler, state: TrainState, config: TrainConfig,
                      setup: RunSetup) -> dict[str, Any]:
     """Everything a checkpoint holds: weights, optimizer, schedule, EMA, the fp16 loss scale (empty unless
-    fp16), where training is, the run's config, the setup that rebuilds the model (its settings, the resolved clip, the class names), the RNG states."""
+    fp16), where training is, the run's config, the setup that rebuilds the model (its settings, the resolved
+    clip, the class names), the RNG states."""
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

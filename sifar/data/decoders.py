@@ -49,7 +49,8 @@ def auto_decoder() -> tuple[str, str]:
     """The decoder ``auto`` takes here, and why."""
     if region_decoding_available():
         return "libjpeg", "the region decoder is built: training decodes only each clip's crop"
-    return "simplejpeg", f"the region decoder (libjpeg) is not built: whole frames are decoded; {REGION_DECODER_INSTALL}"
+    return "simplejpeg", ("the region decoder (libjpeg) is not built: whole frames are decoded; "
+                          f"{REGION_DECODER_INSTALL}")
 
 
 @functools.cache
