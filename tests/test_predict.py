@@ -87,6 +87,12 @@ def test_frames_that_are_not_a_clip_are_refused(trained, frames, message):  # no
         Predictor.from_checkpoint(trained, "cpu").predict(frames)
 
 
+def test_the_predictor_is_at_the_top_of_the_package():
+    import sifar
+
+    assert sifar.Predictor is Predictor and sifar.PredictSettings is PredictSettings
+
+
 def test_a_bad_device_is_refused(trained):  # noqa: F811
     with pytest.raises(ValueError, match="device: expected auto, cpu, cuda or cuda:N, got 'gpu'"):
         Predictor.from_checkpoint(trained, "gpu")
