@@ -107,6 +107,14 @@ class Predictor:
         seconds each, which a few clips never pay back."""
         return cls(load_trained(path, settings.ema, attention="sdpa"), device, settings)
 
+    @classmethod
+    def from_exported(cls, path: str | os.PathLike, device: str | torch.device = "auto",
+                      settings: PredictSettings = PredictSettings()) -> Predictor:
+        """The model of a safetensors export (``sifar-tools export``) with the setup beside it."""
+        from sifar.export import load_exported  # safetensors export and its setup: only this door needs them
+
+        return cls(load_exported(path, attention="sdpa"), device, settings)
+
     @property
     def classes(self) -> list[str]:
         return self.trained.classes

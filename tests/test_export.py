@@ -18,6 +18,7 @@ from sifar.cli.tools import main as tools_main
 from sifar.data.clip import ClipSettings
 from sifar.export import export_checkpoint, load_exported, setup_path
 from sifar.models.settings import ModelSettings, build_model, resolve_clip
+from sifar.predict import Predictor
 
 CLASSES = ["wave", "jump", "run", "sit", "clap"]
 NORMALIZATION = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
@@ -154,3 +155,13 @@ def test_load_exported_names_a_missing_setup_and_weights_that_do_not_fit(checkpo
     setup_path(resnet).write_text("{}")
     with pytest.raises(CheckpointError, match=f"{setup_path(resnet)} is not a sifar export setup"):
         load_exported(resnet)
+
+
+def test_a_predictor_from_an_export_predicts_as_from_its_checkpoint(checkpoints, tmp_path):
+    output = tmp_path / "swin.safetensors"
+    assert export(str(checkpoints["swin"]), "--format", "safetensors", "--output", str(output)).exit_code == 0
+    frames = torch.randint(0, 256, (10, 40, 48, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    from_export = Predictor.from_exported(output, "cpu").predict(frames)
+    from_checkpoint = Predictor.from_checkpoint(checkpoints["swin"], "cpu").predict(frames)
+    assert from_export.classes == from_checkpoint.classes
+    assert from_export.probabilities == pytest.approx(from_checkpoint.probabilities, abs=1e-6)
