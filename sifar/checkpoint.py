@@ -94,11 +94,13 @@ def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: st
     (the EMA weights when it kept them, so ``best.pt`` is the best of what was measured). ``attention`` picks
     the Swin attention kernel (see ``create_model``); it changes speed, not weights.
     """
-    checkpoint = load_checkpoint(path)
+    return trained_model(load_checkpoint(path), path, ema, attention)
+
+
+def trained_model(checkpoint: dict[str, Any], path: str | os.PathLike, ema: bool | None = None,
+                  attention: str = "auto") -> TrainedModel:
+    """:func:`load_trained` of a checkpoint already read from ``path`` (named in errors)."""
     model_settings, clip = saved_setup(checkpoint)
-    classes = checkpoint["classes"]
-    model = build_model(replace(model_settings, drop_path=0.0), clip, len(classes), load_weights=False,
-                        attention=attention)
     has_ema = checkpoint.get("ema") is not None
     if ema is None:
         weights = checkpoint.get("validated_with", "ema" if has_ema else "model")
@@ -106,10 +108,28 @@ def load_trained(path: str | os.PathLike, ema: bool | None = None, attention: st
         weights = "ema" if ema else "model"
     if weights == "ema" and not has_ema:
         raise CheckpointError(f"{path} holds no EMA weights (the run was trained without --ema-decay)")
-    model.load_state_dict(checkpoint["ema" if weights == "ema" else "model"])
-    if "normalization" in checkpoint:  # the input statistics of the weights training started from
-        model.mean, model.std = (tuple(checkpoint["normalization"][key]) for key in ("mean", "std"))
-    return TrainedModel(model, classes, clip, weights)
+    model = rebuild_model(model_settings, clip, checkpoint["classes"], checkpoint[weights],
+                          checkpoint.get("normalization"), path, attention)
+    return TrainedModel(model, checkpoint["classes"], clip, weights)
+
+
+def rebuild_model(model_settings: ModelSettings, clip: ClipSettings, classes: list[str],
+                  state_dict: dict[str, torch.Tensor], normalization: dict[str, list[float]] | None,
+                  path: str | os.PathLike, attention: str = "auto") -> Any:
+    """The model of a saved setup with ``state_dict`` loaded strictly (no stochastic depth: it is for inference).
+
+    ``normalization``: the input statistics of the weights training started from (None: the model's own).
+    CheckpointError naming ``path`` when the weights do not fit the model the setup describes."""
+    model = build_model(replace(model_settings, drop_path=0.0), clip, len(classes), load_weights=False,
+                        attention=attention)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors, each named by torch
+        raise CheckpointError(f"{path}: its weights do not fit {model_settings.name} with {len(classes)} classes "
+                              f"as its setup describes ({err})") from err
+    if normalization is not None:
+        model.mean, model.std = (tuple(normalization[key]) for key in ("mean", "std"))
+    return model
 
 
 def saved_setup(checkpoint: dict[str, Any]) -> tuple[ModelSettings, ClipSettings]:

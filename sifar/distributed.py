@@ -31,6 +31,14 @@ def check_device(device: str) -> None:
         raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
 
 
+def local_device(device: str = "auto") -> torch.device:
+    """The device one process runs on: ``auto`` is the GPU when there is one, else the CPU."""
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment (NCCL on GPUs, gloo on CPU).
 

@@ -28,7 +28,7 @@ from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.transforms import normalize
-from sifar.predict import PredictSettings, predict, video_views
+from sifar.predict import PredictSettings, Predictor, video_views
 from sifar.train import LaggedLosses, NonFiniteLossError
 from sifar.config_fields import ConfigError
 from sifar.train_config import TrainConfig
@@ -308,7 +308,7 @@ def test_a_model_trained_on_dense_clips_with_ema_is_evaluated_and_served_as_it_w
     views = video_views(video, ClipSettings(8, 32, "3x3", "dense"), clips=1, crops=3)
     with torch.no_grad():
         expected = served.model(normalize(views, served.model.mean, served.model.std)).softmax(-1).mean(0)
-    prediction = predict(served, video, torch.device("cpu"), PredictSettings(topk=1))
+    prediction = Predictor(served, "cpu", PredictSettings(topk=1)).predict(video)
     assert prediction.probabilities[0] == pytest.approx(float(expected.max()), rel=1e-5)
     assert served.clip == ClipSettings(8, 32, "3x3", "dense")
 

@@ -26,7 +26,7 @@ from sifar.data.preview import find_sample, super_image
 from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.evaluate import EvalResult, EvalSettings, check_coverage, evaluate_checkpoint
-from sifar.predict import PredictSettings, predict
+from sifar.predict import PredictSettings, Predictor
 from sifar.train import train
 from sifar.models.settings import ModelSettings
 from sifar.train_config import OptimSettings, TrainConfig
@@ -85,8 +85,9 @@ def demo_command(out: str, videos: int, epochs: int, samples_per_shard: int, wor
     paths = evaluation.write_reports(run / "eval")["normal"]
     print_accuracy(result, classes, (time.perf_counter() - began) / 60)
     click.echo("one held-out video of each class (true class -> top-2 predicted):")
+    predictor = Predictor(evaluation.trained, "cpu", PredictSettings(topk=2))
     for entry in one_video_per_class(read_entries(val_list)):
-        prediction = predict(evaluation.trained, synth.out / entry.video, torch.device("cpu"), PredictSettings(topk=2))
+        prediction = predictor.predict(synth.out / entry.video)
         verdict = "right" if prediction.classes[0] == entry.label else "WRONG"
         guesses = ", ".join(f"{c} {p:.0%}" for c, p in zip(prediction.classes, prediction.probabilities))
         click.echo(f"  {verdict}  {entry.label:<10} -> {guesses}  ({synth.out / entry.video})")

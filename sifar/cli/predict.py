@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-import torch
 from tqdm import tqdm
 
 from sifar.cam import (
@@ -15,12 +14,11 @@ from sifar.cam import (
     class_index,
     write_cam,
 )
-from sifar.checkpoint import load_trained
 from sifar.checkpoint_file import CheckpointError
 from sifar.cli.options import command_settings, config_from_options, dataclass_options, usage_error
 from sifar.config_fields import ConfigError
 from sifar.data.ffmpeg import DecodeError
-from sifar.predict import Prediction, PredictSettings, explain, predict
+from sifar.predict import Prediction, PredictSettings, Predictor, explain
 from sifar.progress import progress_bar
 
 
@@ -60,22 +58,20 @@ def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, 
         raise click.UsageError(f"--cam and --cam-frames explain one video at a time, got {len(videos)}")
     if class_name is not None and not explaining:
         raise click.UsageError("--class picks the class to explain: use it with --cam or --cam-frames")
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
     try:
-        # sdpa, not FlexAttention: Flex kernels are compiled for each new shape, seconds each, which a few
-        # clips never pay back (with them, one `--cam` call of the micro Swin took ~40 s on an H100).
-        trained = load_trained(checkpoint, settings.ema, attention="sdpa")
+        predictor = Predictor.from_checkpoint(checkpoint, device, settings)
     except (FileNotFoundError, CheckpointError) as err:
         raise click.ClickException(str(err)) from err
+    except ValueError as err:  # the device
+        raise usage_error(err) from err
+    trained, target = predictor.trained, predictor.device
     try:
         cam_class = None if class_name is None else class_index(trained.classes, class_name)
     except UnknownClassError as err:
         raise click.BadParameter(str(err), param_hint="--class") from err
-    trained.model.to(target)
     for video in progress_bar(videos, len(videos) > 1, desc="predicting", unit="video", leave=False):
         try:
-            result = predict(trained, video, target, settings)
+            result = predictor.predict(video)
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
         cam = _explain(trained, video, target, cam_class, cam_method, cam_batch) if explaining else None

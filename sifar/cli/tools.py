@@ -10,13 +10,14 @@ from sifar import __version__
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sifar-tools")
 def main() -> None:
-    """SIFAR toolkit: shard datasets, inspect shards, list models and their FLOPs, describe this machine."""
+    """SIFAR toolkit: shard datasets, inspect shards, list models and their FLOPs, export trained models, describe
+    this machine."""
 
 
 def _register_commands() -> None:
-    from sifar.cli import data_commands, demo, env_command, model_commands
+    from sifar.cli import data_commands, demo, env_command, export, model_commands
 
-    for module in (data_commands, model_commands, demo, env_command):
+    for module in (data_commands, model_commands, export, demo, env_command):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -25,7 +25,7 @@ import ffmpeg
 from sifar.config_fields import help_field, validate
 from sifar.data.jpeg import JpegError, jpeg_size, split_jpeg_stream
 
-_GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "level+info"]
+LOG_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "level+info"]  # levels in the log: first_problem reads them
 _LOG_LEVEL = re.compile(r"\[(fatal|error|warning|info)\] (.*)")
 _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
 _SIZE = re.compile(r", (\d+)x(\d+)[ ,\[]")
@@ -152,17 +152,17 @@ def _jpeg_output_command(stream: ffmpeg.nodes.FilterableStream, settings: Decode
     if settings.fps is not None:
         video = video.filter("fps", fps=settings.fps)
     if settings.short_side > 0:
-        video = _scale_short_side(video, settings.short_side)
+        video = scale_short_side(video, settings.short_side)
     # Full-range YUV, as JPEG files are (ffmpeg 7.0's mjpeg encoder refuses limited-range yuv420p outright).
     output_options = {"format": "image2pipe", "vcodec": "mjpeg", "pix_fmt": "yuvj420p",
                       "q:v": settings.quality, "fps_mode": "passthrough"}
     if settings.max_frames is not None:
         output_options["frames:v"] = settings.max_frames
     compiled = ffmpeg.output(video, "pipe:1", **output_options).compile(cmd=ffmpeg_exe())
-    return [compiled[0], *_GLOBAL_ARGS, *compiled[1:]]
+    return [compiled[0], *LOG_ARGS, *compiled[1:]]
 
 
-def _scale_short_side(video: ffmpeg.nodes.FilterableStream, short_side: int) -> ffmpeg.nodes.FilterableStream:
+def scale_short_side(video: ffmpeg.nodes.FilterableStream, short_side: int) -> ffmpeg.nodes.FilterableStream:
     """Shorter displayed side to ``short_side`` pixels, the other by the display aspect ratio, square pixels."""
     side = str(short_side)
     width = f"if(lt(dar,1),{side},max(1,round({side}*dar)))"
