@@ -11,25 +11,37 @@ from shard_files import serve_folder
 from video_files import COUNTER_STEP, make_video
 
 from sifar.data.ffmpeg import DecodeError
-from sifar.data.video_frames import count_frames, read_frames
+from sifar.data.video_frames import count_frames, frame_times, read_frames
 from sifar.predict import PredictSettings, Predictor
 
 
-@pytest.mark.parametrize("output_args", [(), ("-bf", "3", "-g", "7")], ids=["default", "b-frames-short-gop"])
-def test_only_the_sampled_frames_are_decoded_and_they_are_the_right_ones(tmp_path, output_args):
-    video = make_video(tmp_path / "counter.mp4", frames=30, size=(64, 48), content="counter",
-                       output_args=output_args)
+def frame_numbers(frames: dict[int, torch.Tensor]) -> list[int]:
+    """The source frame number each decoded ``counter`` frame shows, in key order."""
+    return [round(float(frames[key][..., 0].float().mean()) / COUNTER_STEP) for key in sorted(frames)]
+
+
+@pytest.mark.parametrize("name, output_args", [
+    ("counter.mp4", ()),                                  # seeking: the packets carry presentation times
+    ("b_frames_short_gop.mp4", ("-bf", "3", "-g", "7")),  # seeking into GOPs of 7 with B-frames
+    ("no_times.h264", ("-bf", "2")),                      # raw H.264: no times, one selecting pass instead
+])
+def test_only_the_sampled_frames_are_decoded_and_they_are_the_right_ones(tmp_path, name, output_args):
+    video = make_video(tmp_path / name, frames=30, size=(64, 48), content="counter", output_args=output_args)
     assert count_frames(video) == 30
-    frames = read_frames(video, [17, 3, 29, 17], short_side=24)
-    assert sorted(frames) == [3, 17, 29]   # each frame once, however often it is sampled
-    for index, frame in frames.items():
-        assert tuple(frame.shape) == (24, 32, 3) and frame.dtype == torch.uint8
-        assert round(float(frame[..., 0].float().mean()) / COUNTER_STEP) == index
+    times = frame_times(video)
+    assert isinstance(times, int) == name.endswith(".h264")
+    wanted = [17, 3, 29, 17, 0, 1, 2, 4, 5, 6, 7, 8]   # more than one seeking run's worth
+    frames = read_frames(video, wanted, short_side=24)
+    assert sorted(frames) == sorted(set(wanted))   # each frame once, however often it is sampled
+    assert all(tuple(f.shape) == (24, 32, 3) and f.dtype == torch.uint8 for f in frames.values())
+    assert frame_numbers(frames) == sorted(set(wanted))
+    selected = read_frames(video, wanted, short_side=24, times=count_frames(video))   # the one-pass way
+    assert all(torch.equal(selected[key], frames[key]) for key in frames)   # the same pixels
 
 
 def test_frames_beyond_the_video_and_unreadable_files_are_errors(tmp_path):
     video = make_video(tmp_path / "short.mp4", frames=5)
-    with pytest.raises(DecodeError, match="ffmpeg gave 1 of the 2 frames asked for"):
+    with pytest.raises(DecodeError, match="frame 9 asked of a video of 5 frames"):
         read_frames(video, [4, 9], short_side=24)
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(DecodeError):

@@ -1,9 +1,9 @@
 """Reading a video for prediction: only the sampled frames against decoding the whole video, side by side.
 
-    python -m tools.bench_predict [--video FILE] [--seconds 60] [--size 1280x720] [--rounds 3]
+    python -m tools.bench_predict [--video FILE] [--seconds 60] [--size 1280x720] [--gop 250] [--rounds 3]
 
 Without ``--video`` it encodes ``--seconds`` of ffmpeg's moving test pattern at ``--size`` and 30 fps
-(H.264). Each way runs in a fresh Python process, ``--rounds`` times alternately; the table gives the
+(H.264, a keyframe every ``--gop`` frames at most: 250 is x264's default, streaming sites use about 2 s). Each way runs in a fresh Python process, ``--rounds`` times alternately; the table gives the
 median wall time and how far the process's peak resident memory rose above what it held before reading
 (Linux: the peak is reset through /proc/self/clear_refs after the imports; ffmpeg's own memory is not in it:
 a forked child's peak counts its parent's pages):
@@ -11,8 +11,8 @@ a forked child's peak counts its parent's pages):
 - ``whole video``: how ``sifar-predict`` read a video before: every frame decoded, scaled and encoded to
   JPEG in memory by ffmpeg (:func:`sifar.data.ffmpeg.decode_video`, the sharding path), then the sampled
   ones decoded back;
-- ``sampled frames``: :func:`sifar.predict.video_views`: the frames counted from the packets, then only the
-  sampled frames output by ffmpeg, raw.
+- ``sampled frames``: :func:`sifar.predict.video_views`: the packets listed, then each sampled frame reached
+  by seeking to its keyframe and decoding from there (:mod:`sifar.data.video_frames`), output raw.
 
 Both give the views of one clip (8 frames, 224 px, 3 crops) of the checkpoint-free default clip.
 """
@@ -60,10 +60,10 @@ print(json.dumps({{"seconds": seconds, "shape": list(views.shape), "rise_mib": s
 """
 
 
-def make_video(path: Path, seconds: float, size: str) -> Path:
+def make_video(path: Path, seconds: float, size: str, gop: int) -> Path:
     subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     f"testsrc2=size={size}:rate=30", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
-                    "-pix_fmt", "yuv420p", str(path)], check=True)
+                    "-g", str(gop), "-pix_fmt", "yuv420p", str(path)], check=True)
     return path
 
 
@@ -78,9 +78,10 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--gop", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    video = args.video or make_video(Path(tempfile.mkdtemp()) / "video.mp4", args.seconds, args.size)
+    video = args.video or make_video(Path(tempfile.mkdtemp()) / "video.mp4", args.seconds, args.size, args.gop)
     runs: dict[str, list[dict]] = {name: [] for name in READERS}
     for _ in range(args.rounds):
         for name, reader in READERS.items():
