@@ -135,6 +135,20 @@ def test_sharding_to_a_bucket_writes_the_same_files_as_to_a_folder(bucket, video
     assert not list(Path(bucket["local"]).glob("*.tmp"))
 
 
+def test_parts_sharded_into_a_bucket_merge_there(bucket, videos):
+    url = f"s3://{BUCKET}/parts/"
+    for part in range(2):
+        result = tools(*SHARD, "--src", str(videos), "--output", url, "--split", "train", "--num-parts", "2",
+                       "--part", str(part))
+        assert result.exit_code == 0, result.output
+    merged = tools("merge", url, "--split", "train")
+    assert merged.exit_code == 0 and f"of 2 parts -> {url.rstrip('/')}/train.json" in merged.output, merged.output
+    whole = read_manifest(Path(bucket["local"]) / "train.json")
+    parts = read_manifest(f"{url}train.json")
+    assert (parts.num_samples, parts.num_frames, parts.classes) == (whole.num_samples, whole.num_frames, whole.classes)
+    assert tools("inspect", url).exit_code == 0
+
+
 def test_an_interrupted_upload_is_resumed_from_what_the_bucket_holds(bucket, videos, s3_endpoint, monkeypatch):
     """The manifest's upload is refused: every shard is already in the bucket; --resume keeps them."""
     url = f"s3://{BUCKET}/resumed/"

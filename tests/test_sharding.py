@@ -17,7 +17,8 @@ from click.testing import CliRunner, Result
 from PIL import Image
 from video_files import counter_value, make_video, require_encoder, run_ffmpeg
 
-from sifar.cli.data_commands import shard
+from sifar.cli.data_commands import merge, shard
+from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.data.ffmpeg import DecodeSettings, has_encoder
 from sifar.data.manifest import read_manifest
 from sifar.data.shard_writer import ShardLimits
@@ -403,3 +404,68 @@ def test_boxes_of_a_csv_list_travel_into_the_samples_scaled_trimmed_and_checked(
     assert meta["boxes"] == [[i, 2, i + 6, 11] for i in range(5)] + [None]
     errors = (out / "train-errors.jsonl").read_text()
     assert "long.mp4" in errors and "6 object boxes" in errors
+
+
+def part_command(src: Path, out: Path, part: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sifar.cli.tools", "shard", "--dataset", "csv", "--src", str(src), "--output",
+            str(out), "--short-side", "72", "--samples-per-shard", "2", "--workers", "1", "--no-progress",
+            "--num-parts", "3", "--part", str(part), *extra]
+
+
+def split_samples(out: Path, split: str = "train") -> dict[str, tuple[int, list[bytes]]]:
+    """key -> (label, frame bytes) over the shards the split's manifest lists; a key twice fails."""
+    samples: dict[str, tuple[int, list[bytes]]] = {}
+    for info in read_manifest(out / f"{split}.json").shards:
+        for key, sample in samples_in(out / info.name).items():
+            assert key not in samples, f"{key} twice"
+            samples[key] = (sample["meta"]["label"], sample["frames"])
+    return samples
+
+
+def test_parts_on_separate_processes_merge_into_the_split_one_run_makes(many_videos, tmp_path):
+    """Three parts at once, one killed mid-way and resumed, merged: the samples of one plain run, once each."""
+    parts = tmp_path / "parts"
+    processes = [subprocess.Popen(part_command(many_videos, parts, k), cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for k in range(3)]
+    first_shard = parts / "train.part-0000-of-0003-000000.tar"
+    deadline = time.monotonic() + 60
+    while not first_shard.exists() and processes[0].poll() is None:
+        assert time.monotonic() < deadline, "part 0 wrote no shard in time"
+        time.sleep(0.01)
+    processes[0].send_signal(signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout=120)
+    assert [p.returncode for p in processes[1:]] == [0, 0]
+    refused = CliRunner().invoke(merge, [str(parts)])
+    assert refused.exit_code == 1 and "parts 0 of 3 have no manifest" in refused.output
+    resumed = subprocess.run(part_command(many_videos, parts, 0, "--resume"), cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "kept " in resumed.stdout, resumed.stdout + resumed.stderr
+    merged = CliRunner().invoke(merge, [str(parts)])
+    assert merged.exit_code == 0 and "train: 20 videos" in merged.output and "of 3 parts" in merged.output
+
+    whole = tmp_path / "whole"
+    assert run_shard("--dataset", "csv", "--src", str(many_videos), "--output", str(whole), "--short-side", "72",
+                     "--samples-per-shard", "2", "--workers", "2").exit_code == 0
+    assert split_samples(parts) == split_samples(whole)   # keys, labels and frame bytes; each once
+    manifest, plain = read_manifest(parts / "train.json"), read_manifest(whole / "train.json")
+    assert (manifest.classes, manifest.num_samples, manifest.num_frames) == (
+        plain.classes, plain.num_samples, plain.num_frames)
+    assert (parts / "train-errors.jsonl").read_text() == ""
+    loader = build_loader(parts, ClipSettings(8, 32), LoaderSettings(batch_size=4, workers=0), split="train",
+                          training=False)
+    assert sorted(key for batch in loader for key in batch.keys) == sorted(split_samples(whole))
+
+
+def test_part_options_and_merge_refusals(many_videos, tmp_path):
+    no_part = CliRunner().invoke(shard, ["--dataset", "csv", "--src", str(many_videos), "--output", str(tmp_path),
+                                         "--num-parts", "3"])
+    assert no_part.exit_code == 2 and "--num-parts 3 needs --part (0 to 2)" in no_part.output
+    beyond = CliRunner().invoke(shard, ["--dataset", "csv", "--src", str(many_videos), "--output", str(tmp_path),
+                                        "--num-parts", "3", "--part", "3"])
+    assert beyond.exit_code == 2 and "3 is not one of the parts 0..2" in beyond.output
+    nothing = CliRunner().invoke(merge, [str(tmp_path)])
+    assert nothing.exit_code == 1 and "no parts of it there" in nothing.output
+    (tmp_path / "train.part-0000-of-0002.json").write_text("{}")
+    (tmp_path / "train.part-0001-of-0003.json").write_text("{}")
+    mixed = CliRunner().invoke(merge, [str(tmp_path)])
+    assert mixed.exit_code == 1 and "cut [2, 3] ways are mixed" in mixed.output

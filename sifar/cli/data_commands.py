@@ -16,7 +16,7 @@ from sifar.data.formats.source_files import read_lines
 from sifar.data.manifest import read_manifest
 from sifar.data.shard_writer import ShardLimits, parse_size
 from sifar.data.shard_inspect import find_manifests, format_report, inspect_split
-from sifar.data.sharding import ShardJob, ShardReport, shard_dataset
+from sifar.data.sharding import Part, ShardJob, ShardReport, merge_parts, shard_dataset
 from sifar.data.synth import CLASSES, SynthConfig, make_dataset
 from sifar.data.synth_reference import evaluate_split
 from sifar.data.workers import available_cores
@@ -70,10 +70,15 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--max-failures", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Exit with status 1 when more than this fraction of videos fails.")
 @click.option("--resume", is_flag=True, help="Keep the finished shards of an interrupted run; decode the rest.")
+@click.option("--num-parts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cut the split into this many parts, each sharded by a run of its own (--part), on any machines; "
+                   "sifar-tools merge then writes the split's manifest.")
+@click.option("--part", type=click.IntRange(min=0), default=None,
+              help="The part this run shards, 0 to --num-parts - 1 (a stable choice of videos by their keys).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
           shard_size: int, samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float,
-          resume: bool, progress: bool, **decoding) -> None:
+          resume: bool, num_parts: int, part: int | None, progress: bool, **decoding) -> None:
     """Decode every video of a dataset split once into per-frame JPEG WebDataset shards."""
     decode = config_from_options(DecodeSettings, decoding)
     if click.get_current_context().get_parameter_source("short_side") is ParameterSource.DEFAULT:
@@ -81,7 +86,8 @@ def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Pat
     job = ShardJob(dataset=dataset, src=src, out=out, split=split, decode=decode,
                    limits=ShardLimits(max_bytes=shard_size, max_samples=samples_per_shard),
                    annotations=annotations, classes=load_class_list(classes_file) if classes_file else None,
-                   workers=workers or available_cores(), seed=seed, resume=resume, progress=progress)
+                   workers=workers or available_cores(), seed=seed, resume=resume, progress=progress,
+                   part=_part(num_parts, part))
     try:
         report = shard_dataset(job)
     except (ValueError, KeyError, OSError, FolderInUseError) as err:
@@ -219,4 +225,29 @@ def preview(path: str, sample: str, out_file: Path, split: str, num_frames: int,
                f"({image.width}x{image.height})")
 
 
-COMMANDS = [shard, synth, synth_reference, inspect, preview]
+def _part(num_parts: int, part: int | None) -> Part | None:
+    if num_parts == 1 and part in (None, 0):
+        return None
+    if part is None:
+        raise click.UsageError(f"--num-parts {num_parts} needs --part (0 to {num_parts - 1}): the part this run "
+                               f"shards")
+    if part >= num_parts:
+        raise click.BadParameter(f"{part} is not one of the parts 0..{num_parts - 1}", param_hint="--part")
+    return Part(part, num_parts)
+
+
+@click.command()
+@click.argument("output")
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+def merge(output: str, split: str) -> None:
+    """Write the manifest of a split sharded in parts (--num-parts/--part) over all of them, so it reads like
+    one run's (OUTPUT: the shards' folder or object-store prefix); refuses while parts are missing."""
+    try:
+        manifest, where = merge_parts(output, split)
+    except (ValueError, OSError, FolderInUseError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{split}: {manifest.num_samples} videos, {manifest.num_frames} frames in {len(manifest.shards)} "
+               f"shards of {manifest.decode['parts']} parts -> {where}")
+
+
+COMMANDS = [shard, merge, synth, synth_reference, inspect, preview]

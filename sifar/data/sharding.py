@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
 import posixpath
 import random
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +45,26 @@ from sifar.run_lock import run_lock
 
 
 @dataclass(frozen=True)
+class Part:
+    """Part ``index`` of ``count`` of a split: the videos whose key hashes to ``index`` (a stable choice, the
+    same on every machine and every run), written under names no other part uses."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"part {self.index} is not one of the parts 0..{self.count - 1}")
+
+    def holds(self, key: str) -> bool:
+        return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % self.count == self.index
+
+    def stem(self, split: str) -> str:
+        """What the part's files are named by in place of the split: ``<split>.part-0003-of-0008``."""
+        return f"{split}.part-{self.index:04d}-of-{self.count:04d}"
+
+
+@dataclass(frozen=True)
 class ShardJob:
     """Everything a ``shard`` run needs (the CLI options, as data)."""
 
@@ -60,6 +82,13 @@ class ShardJob:
     seed: int = 0
     resume: bool = False
     progress: bool = True
+    part: Part | None = None
+    """Only this part of the split (``sifar-tools merge`` then writes the split's manifest over all parts)."""
+
+    @property
+    def stem(self) -> str:
+        """What this run's files are named by: the split, or its part."""
+        return self.split if self.part is None else self.part.stem(self.split)
 
 
 @dataclass
@@ -101,24 +130,24 @@ class ShardReport:
 def shard_dataset(job: ShardJob) -> ShardReport:
     """Run a whole shard job; returns its report (the caller decides what failures mean for the exit code)."""
     started = time.monotonic()
-    with shard_output(job.out, job.split) as output:
+    with shard_output(job.out, job.stem) as output:
         classes = job.classes if job.classes is not None else sibling_classes(job, output)
         index = formats.read_split(job.dataset, ReadRequest(job.src, job.split, job.annotations, classes))
-        records = shuffled(index.records, job.seed)
-        remove_temporary_files(output.local, job.split)
+        records = shuffled([r for r in index.records if job.part is None or job.part.holds(r.key)], job.seed)
+        remove_temporary_files(output.local, job.stem)
         kept = resume_state(job, index.classes, output) if job.resume else start_fresh(job, output)
         done_keys = {key for shard in kept for key in shard.keys}
         todo = [r for r in records if r.key not in done_keys]
         write_run_settings(job, index.classes, output)
         written, failures = write_shards(job, todo, len(kept), output)
-        write_errors(output.local / errors_name(job.split), failures)
-        output.publish(errors_name(job.split))
+        write_errors(output.local / errors_name(job.stem), failures)
+        output.publish(errors_name(job.stem))
         manifest = Manifest(job.dataset, job.split, index.classes, [shard.info for shard in kept] + written,
                             decode=decode_record(job))
-        write_manifest(manifest, output.local / manifest_name(job.split))
-        output.publish(manifest_name(job.split))
-        return ShardReport(manifest, output.location(manifest_name(job.split)),
-                           output.location(errors_name(job.split)), failures, len(records),
+        write_manifest(manifest, output.local / manifest_name(job.stem))
+        output.publish(manifest_name(job.stem))
+        return ShardReport(manifest, output.location(manifest_name(job.stem)),
+                           output.location(errors_name(job.stem)), failures, len(records),
                            len(todo) - len(failures), len(kept), len(done_keys), time.monotonic() - started)
 
 
@@ -136,6 +165,55 @@ def shard_synthetic(src: Path, out: Path, samples_per_shard: int, workers: int |
     if failures:
         raise RuntimeError(f"{failures} synthetic videos failed to shard; see {out}/*-errors.jsonl")
     return reports
+
+def merge_parts(out: Path | str, split: str) -> tuple[Manifest, Path | str]:
+    """Write ``<split>.json`` (and ``<split>-errors.jsonl``) over every finished part of ``split`` in ``out``
+    (a folder or an object-store prefix), so the split reads like one run's; returns the manifest and where
+    it went. ValueError naming the parts that are missing or unfinished, or that disagree."""
+    with shard_output(out, split) as output:
+        names = output.names()
+        count = _part_count(names, split, out)
+        parts = [Part(index, count) for index in range(count)]
+        missing = [part.index for part in parts if manifest_name(part.stem(split)) not in names]
+        if missing:
+            raise ValueError(f"cannot merge {split} in {out}: parts {', '.join(map(str, missing))} of {count} have "
+                             f"no manifest (not run, or not finished: run them, with --resume to keep what they "
+                             f"wrote)")
+        manifests = [read_manifest(output.location(manifest_name(part.stem(split)))) for part in parts]
+        for part, manifest in zip(parts, manifests):
+            _check_same_run(manifests[0], manifest, f"part {part.index}", out)
+        first = manifests[0]
+        merged = Manifest(first.dataset, split, first.classes, [s for m in manifests for s in m.shards],
+                          decode={**first.decode, "parts": count})
+        errors = "".join(output.read_text(errors_name(part.stem(split))) for part in parts
+                         if errors_name(part.stem(split)) in names)
+        with atomic_write(output.local / errors_name(split), "w") as handle:
+            handle.write(errors)
+        output.publish(errors_name(split))
+        write_manifest(merged, output.local / manifest_name(split))
+        output.publish(manifest_name(split))
+        return merged, output.location(manifest_name(split))
+
+
+def _part_count(names: list[str], split: str, out: Path | str) -> int:
+    """How many parts ``split`` was cut into, from the names of its parts' files."""
+    pattern = re.compile(rf"\.?{re.escape(split)}\.part-\d{{4}}-of-(\d{{4}})[-.]")
+    counts = {int(m.group(1)) for name in names if (m := pattern.match(name))}
+    if not counts:
+        raise ValueError(f"cannot merge {split} in {out}: no parts of it there (sifar-tools shard --num-parts N "
+                         f"--part K writes them)")
+    if len(counts) > 1:
+        raise ValueError(f"cannot merge {split} in {out}: parts of runs cut {sorted(counts)} ways are mixed there")
+    return counts.pop()
+
+
+def _check_same_run(first: Manifest, other: Manifest, what: str, out: Path | str) -> None:
+    """ValueError unless ``other`` was made of the same dataset, classes and decode settings as ``first``."""
+    for name in ("dataset", "classes", "decode"):
+        if getattr(other, name) != getattr(first, name):
+            raise ValueError(f"cannot merge in {out}: {what} was made with another {name} ({getattr(other, name)!r}"
+                             f" against {getattr(first, name)!r}); shard every part with the same options")
+
 
 def manifest_name(split: str) -> str:
     """``<split>.json``, the manifest's name in the output folder or prefix."""
@@ -157,7 +235,7 @@ def write_shards(job: ShardJob, records: list[VideoRecord], first_index: int,
     failures: list[Failure] = []
     published = 0
     # The pool is forked before the progress bar starts its thread.
-    with worker_pool(workers) as pool, ShardWriter(output.local, job.split, job.limits, first_index) as writer:
+    with worker_pool(workers) as pool, ShardWriter(output.local, job.stem, job.limits, first_index) as writer:
         for outcome in _progress(pool.imap(encode, records), len(records), job.progress):
             if isinstance(outcome, Failure):
                 failures.append(outcome)
@@ -291,7 +369,7 @@ def run_settings_name(split: str) -> str:
 
 
 def write_run_settings(job: ShardJob, classes: list[str], output: ShardOutput) -> None:
-    name = run_settings_name(job.split)
+    name = run_settings_name(job.stem)
     with atomic_write(output.local / name, "w") as handle:
         json.dump(_run_settings(job, classes), handle)
     output.publish(name)
@@ -308,14 +386,14 @@ def resume_state(job: ShardJob, classes: list[str], output: ShardOutput) -> list
     list them is written only at the end of a run.
     """
     names = output.names()
-    settings_name = run_settings_name(job.split)
+    settings_name = run_settings_name(job.stem)
     if settings_name in names:
         previous = json.loads(output.read_text(settings_name))
         current = _run_settings(job, classes)
         if previous != current:
             raise ValueError(f"cannot resume in {job.out}: its {job.split} shards were made with {previous}, "
                              f"this run asks for {current}; run without --resume to start over")
-    return [_kept_shard(output, name) for name in finished_shards(output, job.split, names)]
+    return [_kept_shard(output, name) for name in finished_shards(output, job.stem, names)]
 
 
 def shard_files(names: list[str], split: str) -> list[tuple[int, str]]:
@@ -345,7 +423,7 @@ def _kept_shard(output: ShardOutput, name: str) -> KeptShard:
 def start_fresh(job: ShardJob, output: ShardOutput) -> list[KeptShard]:
     """Remove the split's shards, manifest and error list from an earlier run (nothing is kept)."""
     names = output.names()
-    stale = {*(name for _, name in shard_files(names, job.split)), manifest_name(job.split), errors_name(job.split)}
+    stale = {*(name for _, name in shard_files(names, job.stem)), manifest_name(job.stem), errors_name(job.stem)}
     for name in sorted(stale & set(names)):
         output.remove(name)
     return []
