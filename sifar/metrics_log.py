@@ -18,6 +18,9 @@ TENSORBOARD_MISSING = ('--tensorboard: TensorBoard is not installed (pip install
                        'metrics.jsonl and curves.png are written all the same')
 
 
+SUMMED = ("wait_s",)  # step values that are amounts over the step, not states at its end
+
+
 class MetricsLog:
     """Rank 0 writes ``metrics.jsonl`` (one JSON object per epoch, and per ``log_interval`` optimizer steps) and
     TensorBoard scalars (``tensorboard``: True, False, or None for "when installed")."""
@@ -28,6 +31,7 @@ class MetricsLog:
         self.enabled = enabled
         self.path = output / "metrics.jsonl"
         self.log_interval = log_interval
+        self._left_out: dict[str, float] = {}  # amounts of the steps a log interval left out, since the last record
         self._tensorboard = None
         if enabled and use_tensorboard(tensorboard, tensorboard_installed()):
             from torch.utils.tensorboard import SummaryWriter
@@ -62,8 +66,14 @@ class MetricsLog:
             handle.writelines(kept)
 
     def step(self, step: int, **values: float) -> None:
-        """Record optimizer step ``step`` if it is one of every ``log_interval``."""
+        """Record optimizer step ``step`` if it is one of every ``log_interval``. Amounts that add up over
+        steps (:data:`SUMMED`: the seconds waited for data) count the left-out steps too, so a thinned log
+        still sums to the whole run's."""
+        for name in SUMMED:
+            if name in values:
+                values[name] += self._left_out.pop(name, 0.0)
         if step % self.log_interval:
+            self._left_out.update({name: values[name] for name in SUMMED if name in values})
             return
         self._write({"kind": "step", "step": step, **values})
         if self._tensorboard is not None:

@@ -45,6 +45,14 @@ def test_the_log_interval_keeps_every_nth_step_and_every_epoch(tmp_path):
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1]
 
 
+def test_a_thinned_log_still_sums_the_seconds_waited_for_data(tmp_path):
+    log = MetricsLog(tmp_path, tensorboard=False, log_interval=2)
+    for step in range(1, 6):
+        log.step(step, loss=1.0, wait_s=0.25 * step)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["wait_s"]) for r in records] == [(2, 0.75), (4, 1.75)]   # 0.25 + 0.5, 0.75 + 1.0
+
+
 def test_plot_writes_the_curves_so_far(tmp_path):
     log = MetricsLog(tmp_path, tensorboard=False)
     log.step(1, loss=2.0)
