@@ -115,6 +115,20 @@ def check_local_folder(path: str | os.PathLike | None, name: str = "output") -> 
                          f"afterwards, e.g. aws s3 sync <folder> {path})")
 
 
+def ffmpeg_input(url: str) -> tuple[str, dict[str, Any]]:
+    """What ffmpeg is given to read a remote video (``url``: s3://, gs://, http(s)://) and its input options:
+    an object-store URL becomes a presigned HTTPS URL (valid an hour), which ffmpeg streams with range
+    requests, so a container that needs seeking needs no local copy; reads wait at most the read deadline."""
+    deadline = {"rw_timeout": int(NetworkDeadlines.from_environment().read_timeout * 1e6)}  # microseconds
+    if is_http(url):
+        return url, deadline
+    fs, path = url_filesystem(url)
+    try:
+        return fs.sign(path, expiration=3600), deadline
+    except NotImplementedError as err:
+        raise ValueError(f"{url}: this store cannot hand out a URL ffmpeg can read ({err})") from err
+
+
 def is_http(path: str | os.PathLike) -> bool:
     """True for ``http://`` and ``https://`` URLs (read-only, no listing of buckets)."""
     return str(path).startswith(("http://", "https://"))

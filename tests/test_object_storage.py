@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import http.server
 import json
+import shutil
 import logging
 import re
 import tarfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from video_files import make_video
 import s3fs
 from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
@@ -147,6 +149,84 @@ def test_parts_sharded_into_a_bucket_merge_there(bucket, videos):
     parts = read_manifest(f"{url}train.json")
     assert (parts.num_samples, parts.num_frames, parts.classes) == (whole.num_samples, whole.num_frames, whole.classes)
     assert tools("inspect", url).exit_code == 0
+
+
+def split_contents(folder: Path, split: str) -> dict[str, tuple[int, list[bytes]]]:
+    """key -> (label, frame bytes) of a sharded split, read with plain tarfile."""
+    contents = {}
+    for info in read_manifest(folder / f"{split}.json").shards:
+        members = dict(tar_members(folder / info.name))
+        for name, data in members.items():
+            if name.endswith(".json"):
+                key = name[:-len(".json")]
+                frames = [members[m] for m in sorted(members) if m.startswith(f"{key}.") and m.endswith(".jpg")]
+                contents[key] = (json.loads(data)["label"], frames)
+    return contents
+
+
+def test_raw_videos_in_a_bucket_shard_as_the_local_copy_does(s3_endpoint, videos, tmp_path):
+    """--src s3://...: the list read from the bucket, each video streamed to ffmpeg (presigned HTTPS, range
+    requests), a broken one recorded like a local broken one."""
+    raw = tmp_path / "raw"
+    shutil.copytree(videos, raw)
+    (raw / "videos" / "broken.mp4").write_bytes(b"not a video at all")
+    listed = (raw / "train.csv").read_text().splitlines()
+    path, rest = listed[-1].split(",", 1)
+    (raw / "train.csv").write_text("\n".join([*listed, f"videos/broken.mp4,{rest}"]) + "\n")  # boxes and all
+    url = f"s3://{BUCKET}/raw"
+    s3fs.S3FileSystem().put(str(raw), f"{BUCKET}/raw", recursive=True)
+    folders = {"bucket": tmp_path / "from_bucket", "local": tmp_path / "from_local"}
+    for source, out in (("bucket", folders["bucket"]), ("local", folders["local"])):
+        result = tools(*SHARD, "--src", url if source == "bucket" else str(raw), "--output", str(out),
+                       "--max-failures", "0.1")
+        assert result.exit_code == 0, result.output
+    assert split_contents(folders["bucket"], "train") == split_contents(folders["local"], "train")
+    errors = [json.loads(line) for line in (folders["bucket"] / "train-errors.jsonl").read_text().splitlines()]
+    assert [error["source"] for error in errors] == ["videos/broken.mp4"]
+    missing = tools(*SHARD, "--src", f"s3://{BUCKET}/nothing-here", "--output", str(tmp_path / "none"))
+    assert missing.exit_code == 1 and "train.csv" in missing.output
+
+
+def test_a_list_of_video_urls_shards_the_videos_they_name(bucket, videos, tmp_path):
+    """Paths in a csv list may be URLs: s3:// (presigned for ffmpeg) and http:// (a loopback server)."""
+    listed = [line.split(",", 1) for line in (videos / "train.csv").read_text().splitlines()[1:3]]
+    s3fs.S3FileSystem().put(str(videos / listed[0][0]), f"{BUCKET}/listed/{Path(listed[0][0]).name}")
+    src = tmp_path / "list"
+    src.mkdir()
+    with serve_folder(videos) as base:
+        urls = [f"s3://{BUCKET}/listed/{Path(listed[0][0]).name}", f"{base}/{listed[1][0]}"]
+        (src / "train.csv").write_text("path,label,boxes\n" + "".join(
+            f"{url},{rest}\n" for url, (_, rest) in zip(urls, listed)))
+        result = tools(*SHARD, "--src", str(src), "--output", str(tmp_path / "shards"))
+    assert result.exit_code == 0, result.output
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "train.csv").write_text("path,label,boxes\n" + "".join(f"{path},{rest}\n" for path, rest in listed))
+    (local / "videos").symlink_to(videos / "videos")
+    assert tools(*SHARD, "--src", str(local), "--output", str(tmp_path / "local_shards")).exit_code == 0
+    from_urls = sorted(frames for _, frames in split_contents(tmp_path / "shards", "train").values())
+    from_files = sorted(frames for _, frames in split_contents(tmp_path / "local_shards", "train").values())
+    assert len(from_urls) == 2 and from_urls == from_files   # the same frames, byte for byte
+
+
+def test_a_shipped_dataset_layout_in_a_bucket_is_found_as_on_disk(s3_endpoint, tmp_path):
+    """Kinetics-400 as it ships (annotation CSVs, videos in class folders) walked in the bucket."""
+    raw = tmp_path / "k400"
+    (raw / "annotations").mkdir(parents=True)
+    (raw / "annotations" / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                                   "zumba,aaa,0,10,train\nabseiling,bbb,5,15,train\n")
+    for label, stem in (("zumba", "aaa_000000_000010"), ("abseiling", "bbb_000005_000015")):
+        make_video(raw / "train" / label / f"{stem}.mp4", frames=3)
+    s3fs.S3FileSystem().put(str(raw), f"{BUCKET}/k400", recursive=True)
+    out = tmp_path / "shards"
+    result = tools("shard", "--dataset", "kinetics400", "--src", f"s3://{BUCKET}/k400", "--output", str(out),
+                   "--short-side", "16", "--workers", "1", "--no-progress")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out / "train.json")
+    assert (manifest.classes, manifest.num_samples) == (["abseiling", "zumba"], 2)
+    sources = {json.loads(data)["source"] for info in manifest.shards
+               for name, data in tar_members(out / info.name) if name.endswith(".json")}
+    assert sources == {"train/zumba/aaa_000000_000010.mp4", "train/abseiling/bbb_000005_000015.mp4"}
 
 
 def test_an_interrupted_upload_is_resumed_from_what_the_bucket_holds(bucket, videos, s3_endpoint, monkeypatch):

@@ -38,6 +38,13 @@ def _output_location(ctx: click.Context, param: click.Parameter, value: str) -> 
     return click.Path(file_okay=False, path_type=Path).convert(value, param, ctx)
 
 
+def _source_location(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
+    """An existing local folder as a Path, an object-store URL (s3://bucket/prefix/) as it is."""
+    if is_url(value):
+        return value
+    return click.Path(exists=True, file_okay=False, path_type=Path).convert(value, param, ctx)
+
+
 def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
     try:
         return parse_size(value)
@@ -47,8 +54,9 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 
 @click.command()
 @click.option("--dataset", type=click.Choice(list_formats()), required=True, help="How the dataset ships.")
-@click.option("--src", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="The dataset's root folder (videos may sit in any subfolder).")
+@click.option("--src", required=True, callback=_source_location,
+              help="The dataset's root folder (videos may sit in any subfolder), or an object-store prefix "
+                   "(s3://bucket/k400/, gs://...) whose videos ffmpeg streams without a local copy.")
 @click.option("--output", "out", required=True, callback=_output_location,
               help="Folder for <split>-%06d.tar shards, <split>.json and <split>-errors.jsonl; or an object-store "
                    "prefix (s3://bucket/prefix/, gs://...) to upload each finished shard to (endpoint and "
@@ -76,7 +84,7 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--part", type=click.IntRange(min=0), default=None,
               help="The part this run shards, 0 to --num-parts - 1 (a stable choice of videos by their keys).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def shard(dataset: str, src: Path, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
+def shard(dataset: str, src: Path | str, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
           shard_size: int, samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float,
           resume: bool, num_parts: int, part: int | None, progress: bool, **decoding) -> None:
     """Decode every video of a dataset split once into per-frame JPEG WebDataset shards."""

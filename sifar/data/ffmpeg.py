@@ -23,6 +23,7 @@ from pathlib import Path
 import ffmpeg
 
 from sifar.config_fields import help_field, validate
+from sifar.io import ffmpeg_input, is_url
 from sifar.data.jpeg import JpegError, jpeg_size, split_jpeg_stream
 
 LOG_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "level+info"]  # levels in the log: first_problem reads them
@@ -126,7 +127,8 @@ def decode_video(path: str | Path, settings: DecodeSettings, frames: FrameRange 
     """
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    stream = ffmpeg.input(str(path), threads=threads)
+    source, options = ffmpeg_input(str(path)) if is_url(path) else (str(path), {})
+    stream = ffmpeg.input(source, threads=threads, **options)
     command = _jpeg_output_command(stream, settings, frames)
     return _run(command, settings, stdin=None, default_fps=None)
 

@@ -2,7 +2,8 @@
 
 No header needed (a first line ``path,label`` is accepted as one). Labels are integer indices or class
 names; names get indices in sorted order (or the order of a given class list). A path may contain commas:
-the label is what follows the last one.
+the label is what follows the last one. A path may also be a URL (``s3://``, ``gs://``, ``https://``): the
+video is streamed to ffmpeg, and its key is the URL without its scheme.
 
 A list whose header is ``path,label,boxes`` also gives each video's object box in every frame (what
 ``sifar-tools synth`` writes; class activation maps are scored against it): its lines are read as CSV
@@ -24,6 +25,7 @@ from sifar.data.formats.registry import register_format
 from sifar.data.formats.records import (Box, DatasetIndex, ReadRequest, VideoRecord, index_by_name, sanitize_key,
                                         with_unique_keys)
 from sifar.data.formats.source_files import SourceTree, read_lines
+from sifar.io import is_url
 
 SPLIT_FILES = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
 
@@ -146,9 +148,8 @@ def read_csv_list(request: ReadRequest) -> DatasetIndex:
         named = [(lookup[label], label) for label in labels]
     records = []
     for entry, (label, name) in zip(entries, named):
-        path = request.src / entry.video
-        found = path if path.exists() else None
-        key = sanitize_key(str(PurePosixPath(entry.video).with_suffix("")))
+        found = entry.video if is_url(entry.video) else tree.resolve(entry.video)  # a URL: ffmpeg says if it is not
+        key = sanitize_key(str(PurePosixPath(entry.video.split("://", 1)[-1]).with_suffix("")))
         records.append(VideoRecord(key, PurePosixPath(entry.video).as_posix(), found, label, name,
                                    boxes=entry.boxes))
     return DatasetIndex(with_unique_keys(records), classes)

@@ -46,7 +46,8 @@ class DatasetIndex:
 class ReadRequest:
     """What a format reader is asked for: the split of the dataset under ``src``."""
 
-    src: Path
+    src: Path | str
+    """The dataset's root: a folder, or an object-store prefix (s3://, gs://)."""
     split: str
     annotations: Path | None = None
     """The split's annotation file when given explicitly (else the reader looks for the shipped name)."""
