@@ -209,6 +209,15 @@ def test_a_list_of_video_urls_shards_the_videos_they_name(bucket, videos, tmp_pa
     assert len(from_urls) == 2 and from_urls == from_files   # the same frames, byte for byte
 
 
+def test_a_dataset_served_over_http_shards_as_its_folder(videos, tmp_path):
+    """--src http://...: a server that lists its folders (here Python's, on the loopback) is walked like a disk."""
+    with serve_folder(videos) as base:
+        result = tools(*SHARD, "--src", f"{base}/", "--output", str(tmp_path / "from_http"))
+    assert result.exit_code == 0, result.output
+    assert tools(*SHARD, "--src", str(videos), "--output", str(tmp_path / "from_folder")).exit_code == 0
+    assert split_contents(tmp_path / "from_http", "train") == split_contents(tmp_path / "from_folder", "train")
+
+
 def test_a_shipped_dataset_layout_in_a_bucket_is_found_as_on_disk(s3_endpoint, tmp_path):
     """Kinetics-400 as it ships (annotation CSVs, videos in class folders) walked in the bucket."""
     raw = tmp_path / "k400"

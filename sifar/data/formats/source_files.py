@@ -55,19 +55,20 @@ class SourceTree:
 
     def _listing(self):
         """(folder, folder names, file names) of every folder below the root, folders as Paths, or as
-        PurePosixPaths within the store for a prefix."""
+        PurePosixPaths relative to the prefix."""
         if not self.remote:
             walked = os.walk(self.root, followlinks=True)
             return ((Path(folder), dirnames, filenames) for folder, dirnames, filenames in walked)
         fs, base = url_filesystem(self.root)
         try:
-            return [(PurePosixPath(folder), dirnames, filenames) for folder, dirnames, filenames in fs.walk(base)]
+            return [(PurePosixPath(folder[len(base):].strip("/")), dirnames, filenames)
+                    for folder, dirnames, filenames in fs.walk(base)]
         except Exception as err:  # file systems and network libraries raise their own types
             raise storage_error(self.root, err, "dataset source: cannot list") from err
 
     def _found(self, path: Any) -> Path | str:
-        """A listed file as the readers take it: the Path, or the URL of a path within the store."""
-        return f"{self.root.split('://', 1)[0]}://{path}" if self.remote else path
+        """A listed file as the readers take it: the Path, or the URL of a path relative to the prefix."""
+        return f"{self.root}/{path.as_posix()}" if self.remote else path
 
     @property
     def files(self) -> dict[str, list[Path]]:
@@ -127,9 +128,9 @@ class SourceTree:
             atexit.register(shutil.rmtree, self._downloads, ignore_errors=True)
         local = self._downloads / self.relative(self._found(path))
         local.parent.mkdir(parents=True, exist_ok=True)
-        fs, _ = url_filesystem(self.root)
+        fs, base = url_filesystem(self.root)
         try:
-            fs.get_file(str(path), str(local))
+            fs.get_file(f"{base.rstrip('/')}/{path.as_posix()}", str(local))
         except Exception as err:  # file systems and network libraries raise their own types
             raise storage_error(self._found(path), err, "dataset source: cannot read") from err
         return local
