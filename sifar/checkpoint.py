@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,24 @@ def rebuild_model(model_settings: ModelSettings, clip: ClipSettings, classes: li
     return model
 
 
+def setup_record(model_settings: ModelSettings, clip: ClipSettings, classes: list[str], model: Any) -> dict[str, Any]:
+    """What rebuilds a trained model anywhere, as saved in checkpoints and beside exports: its settings, the
+    resolved clip, the class names and the input statistics of its weights (:func:`read_setup_record`)."""
+    return {"model_settings": asdict(model_settings), "clip": asdict(clip), "classes": classes,
+            "normalization": {"mean": list(model.mean), "std": list(model.std)}}
+
+
+def read_setup_record(record: dict[str, Any], where: str = "") -> tuple[ModelSettings, ClipSettings]:
+    """The model settings and clip of a :func:`setup_record` (keys a later version added are ignored)."""
+    return (config_from_dict(ModelSettings, record["model_settings"], where=where, strict=False),
+            config_from_dict(ClipSettings, record["clip"], where=where, strict=False))
+
+
 def saved_setup(checkpoint: dict[str, Any]) -> tuple[ModelSettings, ClipSettings]:
     """The model settings and the resolved clip a checkpoint was trained with. Checkpoints of earlier
     versions kept a ``model_info`` record instead (and, before that, no clip: their config's sampling)."""
     if "model_settings" in checkpoint:
-        return (config_from_dict(ModelSettings, checkpoint["model_settings"], strict=False),
-                config_from_dict(ClipSettings, checkpoint["clip"], strict=False))
+        return read_setup_record(checkpoint)
     info = checkpoint["model_info"]
     model = ModelSettings(info["name"], num_classes=len(checkpoint["classes"]), frame_embed=info["frame_embed"],
                           frame_average=info.get("frame_average", False))

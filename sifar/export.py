@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -24,10 +23,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from sifar import __version__
-from sifar.checkpoint import TrainedModel, load_checkpoint, rebuild_model, saved_setup, trained_model
+from sifar.checkpoint import (TrainedModel, load_checkpoint, read_setup_record, rebuild_model, saved_setup,
+                              setup_record, trained_model)
 from sifar.checkpoint_file import CheckpointError
-from sifar.config_fields import config_from_dict
-from sifar.data.clip import ClipSettings
 from sifar.io import atomic_write
 from sifar.models.settings import ModelSettings
 
@@ -71,15 +69,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
 
 def export_setup(trained: TrainedModel, model_settings: ModelSettings, format: Format) -> dict[str, Any]:
     """What rebuilds and feeds the exported model: its settings, clip, classes, input statistics and input."""
-    model, clip = trained.model, trained.clip
+    clip = trained.clip
     return {
         "format": format,
         "sifar_version": __version__,
         "weights": trained.weights,
-        "model_settings": asdict(model_settings),
-        "clip": asdict(clip),
-        "classes": trained.classes,
-        "normalization": {"mean": list(model.mean), "std": list(model.std)},
+        **setup_record(model_settings, clip, trained.classes, trained.model),
         "input": {"name": "clips", "shape": ["batch", clip.num_frames, 3, clip.frame_size, clip.frame_size],
                   "dtype": "float32", "normalized": True},
         "output": {"name": "logits", "shape": ["batch", len(trained.classes)]},
@@ -99,8 +94,7 @@ def load_exported(path: str | os.PathLike, attention: str = "auto") -> TrainedMo
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err}); export the checkpoint "
                               f"again") from err
-    model_settings = config_from_dict(ModelSettings, setup["model_settings"], where=str(setup_path(path)), strict=False)
-    clip = config_from_dict(ClipSettings, setup["clip"], where=str(setup_path(path)), strict=False)
+    model_settings, clip = read_setup_record(setup, where=str(setup_path(path)))
     model = rebuild_model(model_settings, clip, setup["classes"], state_dict, setup["normalization"], path, attention)
     return TrainedModel(model.eval(), setup["classes"], clip, setup["weights"])
 

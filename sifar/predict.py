@@ -21,7 +21,7 @@ from sifar.config_fields import help_field, validate
 from sifar.data.clip import ClipSettings, ViewSettings
 from sifar.data.sampling import eval_indices
 from sifar.data.transforms import device_clips, eval_transform
-from sifar.data.video_frames import frame_times, read_frames
+from sifar.data.video_frames import index_frames, read_frames
 from sifar.distributed import local_device
 from sifar.precision import PRECISION_HELP, Precision, autocast_for
 
@@ -57,10 +57,9 @@ class Prediction:
 def video_views(path: str | os.PathLike, clip: ClipSettings, clips: int, crops: int) -> torch.Tensor:
     """(clips*crops, T, C, H, W) uint8 views of a video file or URL, sampled as evaluation samples ``clip``:
     only the sampled frames are decoded."""
-    times = frame_times(path)
-    count = times if isinstance(times, int) else len(times)
-    samples = eval_indices(count, clip.num_frames, clips, clip.sampling, clip.stride)
-    decoded = read_frames(path, [i for indices in samples for i in indices], clip.frame_size, times)
+    index = index_frames(path)
+    samples = eval_indices(index.count, clip.num_frames, clips, clip.sampling, clip.stride)
+    decoded = read_frames(path, [i for indices in samples for i in indices], clip.frame_size, index)
     return torch.cat([eval_transform([decoded[i] for i in indices], clip.frame_size, crops) for indices in samples])
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sifar.checkpoint import load_checkpoint, rng_state
+from sifar.checkpoint import load_checkpoint, rng_state, setup_record
 from sifar.checkpoint_file import CheckpointError
 from sifar.config_fields import config_from_dict, flat_values
 from sifar.data.clip import ClipSettings
@@ -54,11 +54,8 @@ def checkpoint_state(model, optimizer, scheduler, ema, scaler, state: TrainState
         "scaler": scaler.state_dict(),
         "state": dataclasses.asdict(state),
         "config": dataclasses.asdict(config),
-        "model_settings": dataclasses.asdict(setup.model),
-        "clip": dataclasses.asdict(setup.clip),
-        "normalization": {"mean": list(model.mean), "std": list(model.std)},  # the initial weights' (timm cfg)
+        **setup_record(setup.model, setup.clip, setup.classes, model),
         "validated_with": "ema" if ema is not None else "model",
-        "classes": setup.classes,
         "rng": rng_state(),
     }
 

@@ -11,7 +11,7 @@ from shard_files import serve_folder
 from video_files import COUNTER_STEP, make_video
 
 from sifar.data.ffmpeg import DecodeError
-from sifar.data.video_frames import count_frames, frame_times, read_frames
+from sifar.data.video_frames import FrameIndex, index_frames, read_frames
 from sifar.predict import PredictSettings, Predictor
 
 
@@ -27,15 +27,14 @@ def frame_numbers(frames: dict[int, torch.Tensor]) -> list[int]:
 ])
 def test_only_the_sampled_frames_are_decoded_and_they_are_the_right_ones(tmp_path, name, output_args):
     video = make_video(tmp_path / name, frames=30, size=(64, 48), content="counter", output_args=output_args)
-    assert count_frames(video) == 30
-    times = frame_times(video)
-    assert isinstance(times, int) == name.endswith(".h264")
+    index = index_frames(video)
+    assert index.count == 30 and (index.times is None) == name.endswith(".h264")
     wanted = [17, 3, 29, 17, 0, 1, 2, 4, 5, 6, 7, 8]   # more than one seeking run's worth
     frames = read_frames(video, wanted, short_side=24)
     assert sorted(frames) == sorted(set(wanted))   # each frame once, however often it is sampled
     assert all(tuple(f.shape) == (24, 32, 3) and f.dtype == torch.uint8 for f in frames.values())
     assert frame_numbers(frames) == sorted(set(wanted))
-    selected = read_frames(video, wanted, short_side=24, times=count_frames(video))   # the one-pass way
+    selected = read_frames(video, wanted, short_side=24, index=FrameIndex(30, None))   # the one-pass way
     assert all(torch.equal(selected[key], frames[key]) for key in frames)   # the same pixels
 
 
@@ -45,14 +44,15 @@ def test_frames_beyond_the_video_and_unreadable_files_are_errors(tmp_path):
         read_frames(video, [4, 9], short_side=24)
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(DecodeError):
-        count_frames(tmp_path / "text.mp4")
+        index_frames(tmp_path / "text.mp4")
     with pytest.raises(DecodeError):
-        count_frames(tmp_path / "missing.mp4")
+        index_frames(tmp_path / "missing.mp4")
 
 
 def decoded_frames(video, short_side: int = 32) -> np.ndarray:
     """Every frame of a video as (T, H, W, 3) uint8, its shorter side ``short_side`` (the model's frame size)."""
-    return torch.stack(list(read_frames(video, list(range(count_frames(video))), short_side).values())).numpy()
+    everything = list(range(index_frames(video).count))
+    return torch.stack(list(read_frames(video, everything, short_side).values())).numpy()
 
 
 def test_frames_in_memory_classify_as_the_file_they_came_from(data, trained):  # noqa: F811

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import click
 from click.core import ParameterSource
@@ -31,18 +32,15 @@ def load_class_list(path: Path) -> list[str]:
     return read_manifest(path).classes if path.suffix == ".json" else read_lines(path)
 
 
-def _output_location(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
-    """A local folder as a Path, an object-store URL (s3://bucket/prefix/) as it is."""
-    if is_url(value):
-        return value
-    return click.Path(file_okay=False, path_type=Path).convert(value, param, ctx)
+def _location(must_exist: bool) -> Callable[[click.Context, click.Parameter, str], Path | str]:
+    """An option's callback: a local folder (``must_exist``: already there) as a Path, an object-store or
+    HTTP(S) URL as it is."""
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
+        if is_url(value):
+            return value
+        return click.Path(exists=must_exist, file_okay=False, path_type=Path).convert(value, param, ctx)
 
-
-def _source_location(ctx: click.Context, param: click.Parameter, value: str) -> Path | str:
-    """An existing local folder as a Path, an object-store URL (s3://bucket/prefix/) as it is."""
-    if is_url(value):
-        return value
-    return click.Path(exists=True, file_okay=False, path_type=Path).convert(value, param, ctx)
+    return convert
 
 
 def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -54,10 +52,10 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 
 @click.command()
 @click.option("--dataset", type=click.Choice(list_formats()), required=True, help="How the dataset ships.")
-@click.option("--src", required=True, callback=_source_location,
+@click.option("--src", required=True, callback=_location(must_exist=True),
               help="The dataset's root folder (videos may sit in any subfolder), or an object-store prefix "
                    "(s3://bucket/k400/, gs://...) whose videos ffmpeg streams without a local copy.")
-@click.option("--output", "out", required=True, callback=_output_location,
+@click.option("--output", "out", required=True, callback=_location(must_exist=False),
               help="Folder for <split>-%06d.tar shards, <split>.json and <split>-errors.jsonl; or an object-store "
                    "prefix (s3://bucket/prefix/, gs://...) to upload each finished shard to (endpoint and "
                    "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).")
@@ -84,9 +82,9 @@ def _size_option(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 @click.option("--part", type=click.IntRange(min=0), default=None,
               help="The part this run shards, 0 to --num-parts - 1 (a stable choice of videos by their keys).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def shard(dataset: str, src: Path | str, out: Path | str, split: str, annotations: Path | None, classes_file: Path | None,
-          shard_size: int, samples_per_shard: int | None, workers: int | None, seed: int, max_failures: float,
-          resume: bool, num_parts: int, part: int | None, progress: bool, **decoding) -> None:
+def shard(dataset: str, src: Path | str, out: Path | str, split: str, annotations: Path | None,
+          classes_file: Path | None, shard_size: int, samples_per_shard: int | None, workers: int | None, seed: int,
+          max_failures: float, resume: bool, num_parts: int, part: int | None, progress: bool, **decoding) -> None:
     """Decode every video of a dataset split once into per-frame JPEG WebDataset shards."""
     decode = config_from_options(DecodeSettings, decoding)
     if click.get_current_context().get_parameter_source("short_side") is ParameterSource.DEFAULT:

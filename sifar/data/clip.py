@@ -17,6 +17,7 @@ from sifar.config_fields import help_field, validate
 from sifar.data.sampling import Mode
 
 Flip = Literal["auto", "on", "off"]
+FORCED_FLIP: dict[str, bool | None] = {"auto": None, "on": True, "off": False}  # None: the dataset decides
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ClipSettings:
 
     def flip_setting(self) -> bool | None:
         """True / False when the flip is forced, None when the dataset decides (``auto``)."""
-        return {"auto": None, "on": True, "off": False}[self.flip]
+        return FORCED_FLIP[self.flip]
 
 
 def check_crops(crops: int, name: str = "crops") -> None:

@@ -172,7 +172,10 @@ def scale_short_side(video: ffmpeg.nodes.FilterableStream, short_side: int) -> f
     return video.filter("scale", w=width, h=height).filter("setsar", "1")
 
 
-def _run(command: list[str], settings: DecodeSettings, stdin: bytes | None, default_fps: float | None) -> DecodedVideo:
+def run_decoder(command: list[str], stdin: bytes | None = None) -> tuple[subprocess.CompletedProcess, StreamInfo]:
+    """Run an ffmpeg command that reads one input (with :data:`LOG_ARGS`); the finished process and what it
+    said of the input. DecodeError with ffmpeg's reason when the input cannot be opened, has no video, or
+    decodes with errors."""
     if stdin is None:
         process = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
     else:
@@ -182,6 +185,11 @@ def _run(command: list[str], settings: DecodeSettings, stdin: bytes | None, defa
     problem = first_problem(log)
     if problem or process.returncode != 0:
         raise DecodeError(problem or f"ffmpeg exited with status {process.returncode}")
+    return process, info
+
+
+def _run(command: list[str], settings: DecodeSettings, stdin: bytes | None, default_fps: float | None) -> DecodedVideo:
+    process, info = run_decoder(command, stdin)
     try:
         jpegs = split_jpeg_stream(process.stdout)
     except JpegError as err:

@@ -63,6 +63,12 @@ class Part:
         """What the part's files are named by in place of the split: ``<split>.part-0003-of-0008``."""
         return f"{split}.part-{self.index:04d}-of-{self.count:04d}"
 
+    @staticmethod
+    def stem_pattern(split: str) -> re.Pattern[str]:
+        """Matches the start of any part's file names of ``split`` (a hidden run file's too); group 1 is the
+        part count."""
+        return re.compile(rf"\.?{re.escape(split)}\.part-\d{{4}}-of-(\d{{4}})[-.]")
+
 
 @dataclass(frozen=True)
 class ShardJob:
@@ -197,7 +203,7 @@ def merge_parts(out: Path | str, split: str) -> tuple[Manifest, Path | str]:
 
 def _part_count(names: list[str], split: str, out: Path | str) -> int:
     """How many parts ``split`` was cut into, from the names of its parts' files."""
-    pattern = re.compile(rf"\.?{re.escape(split)}\.part-\d{{4}}-of-(\d{{4}})[-.]")
+    pattern = Part.stem_pattern(split)
     counts = {int(m.group(1)) for name in names if (m := pattern.match(name))}
     if not counts:
         raise ValueError(f"cannot merge {split} in {out}: no parts of it there (sifar-tools shard --num-parts N "

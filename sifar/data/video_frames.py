@@ -14,14 +14,14 @@ filter keeping the sampled frame numbers: exact too, but decoding every frame up
 from __future__ import annotations
 
 import re
-import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
 import torch
 
-from sifar.data.ffmpeg import LOG_ARGS, DecodeError, ffmpeg_exe, first_problem, parse_stream_info, scale_short_side
+from sifar.data.ffmpeg import LOG_ARGS, DecodeError, ffmpeg_exe, run_decoder, scale_short_side
 
 SEEKS_PER_RUN = 8  # a 720p H.264 decoder holds ~15 MiB: 8 at once keep one ffmpeg run near 120 MiB
 _TIME_BASE = re.compile(r"^#tb 0: (\d+)/(\d+)$", re.MULTILINE)
@@ -29,44 +29,46 @@ _NO_TIME = -(2**63)  # AV_NOPTS_VALUE, as framecrc prints a packet without a pre
 _OUTPUT_SIZE = re.compile(r"Stream #0:0.*?: Video: .*?, (\d+)x(\d+)")
 
 
-def frame_times(path: str | Path) -> list[float] | int:
-    """The presentation time (seconds) of each frame of the first video stream, in order, from its packets;
-    or only their number where the packets carry no times. DecodeError when nothing can be read."""
+@dataclass(frozen=True)
+class FrameIndex:
+    """A video's frames as its packets list them: how many, and each one's presentation time in seconds
+    (None where the packets carry no times, and frames can be reached only by counting)."""
+
+    count: int
+    times: list[float] | None
+
+
+def index_frames(path: str | Path) -> FrameIndex:
+    """The :class:`FrameIndex` of the first video stream, from its packets (nothing is decoded); DecodeError
+    when nothing can be read."""
     command = [ffmpeg_exe(), *LOG_ARGS, "-i", str(path), "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
-    listing = _run(command).stdout.decode("ascii", errors="replace")
+    listing = run_decoder(command)[0].stdout.decode("ascii", errors="replace")
     base = _TIME_BASE.search(listing)
-    times = [int(line.split(",")[2]) for line in listing.splitlines() if line and not line.startswith("#")]
-    if not times:
+    stamps = [int(line.split(",")[2]) for line in listing.splitlines() if line and not line.startswith("#")]
+    if not stamps:
         raise DecodeError("no video frames")
-    if base is None or _NO_TIME in times or len(set(times)) != len(times):
-        return len(times)
+    if base is None or _NO_TIME in stamps or len(set(stamps)) != len(stamps):
+        return FrameIndex(len(stamps), None)
     numerator, denominator = int(base.group(1)), int(base.group(2))
-    return [t * numerator / denominator for t in sorted(times)]
-
-
-def count_frames(path: str | Path) -> int:
-    """Frames of the first video stream, counted from its packets without decoding them."""
-    times = frame_times(path)
-    return times if isinstance(times, int) else len(times)
+    return FrameIndex(len(stamps), [t * numerator / denominator for t in sorted(stamps)])
 
 
 def read_frames(path: str | Path, indices: list[int], short_side: int,
-                times: list[float] | int | None = None) -> dict[int, torch.Tensor]:
+                index: FrameIndex | None = None) -> dict[int, torch.Tensor]:
     """Frames ``indices`` of the video, each (H, W, 3) uint8 with its shorter side ``short_side`` pixels.
 
-    ``times``: :func:`frame_times` of the video where already known. DecodeError naming a frame past the end.
+    ``index``: :func:`index_frames` of the video where already known. DecodeError naming a frame past the end.
     """
-    times = frame_times(path) if times is None else times
+    index = index_frames(path) if index is None else index
     wanted = sorted(set(indices))
-    count = times if isinstance(times, int) else len(times)
-    if wanted[-1] >= count:
-        raise DecodeError(f"frame {wanted[-1]} asked of a video of {count} frames")
-    if isinstance(times, int):
+    if wanted[-1] >= index.count:
+        raise DecodeError(f"frame {wanted[-1]} asked of a video of {index.count} frames")
+    if index.times is None:
         return dict(zip(wanted, _decode(_selecting(path, wanted, short_side), len(wanted))))
     frames: dict[int, torch.Tensor] = {}
     for start in range(0, len(wanted), SEEKS_PER_RUN):
         chunk = wanted[start:start + SEEKS_PER_RUN]
-        frames.update(zip(chunk, _decode(_seeking(path, chunk, times, short_side), len(chunk))))
+        frames.update(zip(chunk, _decode(_seeking(path, chunk, index.times, short_side), len(chunk))))
     return frames
 
 
@@ -95,7 +97,7 @@ def _raw_command(video: ffmpeg.nodes.FilterableStream) -> list[str]:
 
 def _decode(command: list[str], expected: int) -> torch.Tensor:
     """(expected, H, W, 3) uint8 from ffmpeg's raw RGB output; DecodeError when frames are missing."""
-    done = _run(command)
+    done, _ = run_decoder(command)
     width, height = _output_size(done.stderr.decode("utf-8", errors="replace"))
     pixels = np.frombuffer(done.stdout, dtype=np.uint8)
     got = pixels.size // (height * width * 3)
@@ -109,14 +111,3 @@ def _output_size(log: str) -> tuple[int, int]:
     if match is None:
         raise DecodeError("ffmpeg reported no output frame size")
     return int(match.group(1)), int(match.group(2))
-
-
-def _run(command: list[str]) -> subprocess.CompletedProcess:
-    """Run ffmpeg; DecodeError with its reason when the input cannot be opened or decoded."""
-    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
-    log = done.stderr.decode("utf-8", errors="replace")
-    parse_stream_info(log)  # DecodeError naming why the input could not be opened, or that it has no video
-    problem = first_problem(log)
-    if problem or done.returncode != 0:
-        raise DecodeError(problem or f"ffmpeg exited with status {done.returncode}")
-    return done
