@@ -4,6 +4,7 @@ CPU by default."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Literal
 
 import torch
@@ -23,8 +24,15 @@ def resolve_precision(device: torch.device, precision: str, bf16_supported: bool
     if device.type != "cuda":
         return "fp32"
     if bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported()
+        bf16_supported = _gpu_has_bf16(device.index if device.index is not None else torch.cuda.current_device())
     return "bf16" if bf16_supported else "fp16"
+
+
+@functools.cache
+def _gpu_has_bf16(index: int) -> bool:
+    """Asked of the GPU once: autocast resolves ``auto`` at every training step and evaluation batch."""
+    with torch.cuda.device(index):
+        return torch.cuda.is_bf16_supported()
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
