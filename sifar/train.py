@@ -334,7 +334,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     optim = config.optim
     train_loader = build_loader(config.shards, clip, config.loader, split="train", seed=config.seed,
                                 rank=dist_info.rank, world_size=dist_info.world_size,
-                                steps_per_epoch=config.steps_per_epoch)
+                                steps_per_epoch=config.steps_per_epoch, device=dist_info.device)
     num_classes = resolve_num_classes(config, train_loader.num_classes)
     classes = train_loader.classes or [str(i) for i in range(num_classes)]
     val_loader = _val_loader(config, clip, dist_info) if config.val_shards else None

@@ -56,6 +56,7 @@ from sifar.data.loader_stats import LoaderStats
 from sifar.data.clip import ClipSettings
 from sifar.data.decoders import warn_once_if_decoding_whole_frames
 from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings
+from sifar.data.resident import ResidentLoader
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
 
@@ -159,6 +160,10 @@ def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int,
     return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
 
 
+def _default_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int:
     if source.num_samples is None:
         raise ValueError(f"no manifest gives the number of samples of {source.source}; pass steps_per_epoch")
@@ -169,7 +174,8 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
                  split: str = "train", training: bool | None = None, clips: int = 1, crops: int = 1, seed: int = 0,
                  dataset: str | None = None, rank: int | None = None, world_size: int | None = None,
                  steps_per_epoch: int | None = None, epoch: int = 0, start_batch: int = 0,
-                 pin_memory: bool | None = None, prefetch_factor: int = 2, reuse_memory: bool = True) -> VideoLoader:
+                 pin_memory: bool | None = None, prefetch_factor: int = 2, reuse_memory: bool = True,
+                 device: torch.device | None = None) -> VideoLoader | ResidentLoader:
     """Batches ``(frames, labels, keys)`` of ``clip`` (frames and size given) streamed from shards.
 
     ``frames`` is uint8: (B, T, C, H, W) when training; (B, V, T, C, H, W) when evaluating, always with
@@ -195,6 +201,8 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
       any more (:class:`~sifar.data.batch_memory.BatchMemory`), which saves a page fault per 4 KiB. Only a
       batch whose frames are handed on to another process (a multiprocessing queue) would be overwritten
       under that process: ``clone()`` them first, or pass False.
+    - ``device``: where ``settings.resident`` holds a training split (default: the current CUDA device, else
+      the CPU); its batches come already there (:mod:`sifar.data.resident`).
     """
     shard_source = resolve_source(source, split)
     rank, world_size = _rank_and_world_size(rank, world_size)
@@ -204,10 +212,12 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
         clip = replace(clip, flip="on" if default_flip(name) else "off")
     if training and steps_per_epoch is None:
         steps_per_epoch = _default_steps(shard_source, world_size, settings.batch_size)
-    if training and settings.decoder == "auto":  # evaluation decodes whole frames whatever the decoder
+    if training and settings.decoder == "auto" and not settings.resident:  # evaluation decodes whole frames
         warn_once_if_decoding_whole_frames()
     config = LoaderConfig(clip, settings, training=training, clips=clips, crops=crops, seed=seed, rank=rank,
                           world_size=world_size, steps_per_epoch=steps_per_epoch or 0)
+    if training and settings.resident:
+        return ResidentLoader(shard_source, config, device or _default_device(), epoch, start_batch)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,

@@ -45,6 +45,9 @@ class LoaderSettings:
                                           "simplejpeg or pillow.")
     shard_retries: int = help_field(2, "Tries after the first to open (or, streamed, re-read) a shard.", min=0)
     retry_delay: float = help_field(1.0, "Seconds before the first retry, doubling with each.", min=0)
+    resident: bool = help_field(False, "Training: decode the split once, hold it on the training device and "
+                                       "draw batches there (datasets that fit in half its memory; no worker "
+                                       "decodes per step).")
 
     def __post_init__(self) -> None:
         validate(self, partial(check_decoder, self.decoder))
