@@ -30,12 +30,13 @@ import json
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import torch
@@ -54,7 +55,7 @@ from sifar.models.settings import ModelSettings
 from sifar.train import train
 from sifar.train_config import OptimSettings, TrainConfig
 from tools.temporal_report import percent, write_report
-from tools.temporal_rows import ROW_NAMES, ROWS, RowSpec
+from tools.temporal_rows import ROW_NAMES, ROWS, ROWS_BY_NAME, RowSpec
 
 
 
@@ -62,7 +63,8 @@ from tools.temporal_rows import ROW_NAMES, ROWS, RowSpec
 class StudySettings:
     """The recipe: data and training settings every row shares (results are only merged when they match)."""
 
-    videos: int = 8000
+    videos: int = 13000
+    val_fraction: float = 0.4  # 5200 held-out clips: a 1-point difference is outside two standard errors
     frames_per_video: int = 16
     frame_size: int = 64
     shard_samples: int = 64  # many small shards: every loader worker draws different ones
@@ -81,7 +83,8 @@ class StudySettings:
     weight_decay: float = 0.05
     drop_path: float = 0.1
     clip_grad: float = 5.0
-    seed: int = 0
+    resident: bool = True  # the training split decoded once onto the GPU: runs in parallel are not CPU-bound
+    seed: int = 0  # the data's; each run's training seed is its own (--seeds)
 
     def lr(self, backbone: str) -> float:
         return self.swin_lr if backbone == "swin" else self.cnn_lr
@@ -109,14 +112,15 @@ class RunOptions:
 
 def make_data(settings: StudySettings, root: Path) -> dict[str, Any]:
     """Synthetic videos and their shards in ``root``; reused when ``root/data.json`` records the same recipe."""
-    recipe = {"videos": settings.videos, "frames": settings.frames_per_video, "size": settings.frame_size,
-              "shard_samples": settings.shard_samples, "seed": settings.seed}
+    recipe = {"videos": settings.videos, "val_fraction": settings.val_fraction, "frames": settings.frames_per_video,
+              "size": settings.frame_size, "shard_samples": settings.shard_samples, "seed": settings.seed}
     record = root / "data.json"
     if record.is_file() and json.loads(record.read_text())["recipe"] == recipe:
         return {**json.loads(record.read_text()), "reused": True}
     began = time.perf_counter()
     synth = SynthConfig(out=root / "synth", videos=settings.videos, frames=settings.frames_per_video,
-                        width=settings.frame_size, height=settings.frame_size, seed=settings.seed)
+                        width=settings.frame_size, height=settings.frame_size, seed=settings.seed,
+                        val_fraction=settings.val_fraction)
     make_dataset(synth, progress=False)
     synth_s = time.perf_counter() - began
     shutil.rmtree(root / "shards", ignore_errors=True)
@@ -131,36 +135,39 @@ def make_data(settings: StudySettings, root: Path) -> dict[str, Any]:
 # --- one row ---------------------------------------------------------------------------------------------
 
 
-def train_config(row: RowSpec, settings: StudySettings, shards: str, output: Path, run: RunOptions) -> TrainConfig:
+def train_config(row: RowSpec, seed: int, settings: StudySettings, shards: str, output: Path,
+                 run: RunOptions) -> TrainConfig:
     """The row's trainer settings: the shared recipe, no mixing augmentations and no flips (a horizontal flip
     turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
     return TrainConfig(
         shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
-        seed=settings.seed, save_every=10**9, resume="off",
+        seed=seed, save_every=10**9, resume="off",
         model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average,
-                            drop_path=settings.drop_path),
-        clip=ClipSettings(frame_size=settings.frame_size, layout=row.layout, flip="off"),
-        loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers),
+                            frame_embed=row.frame_embed, drop_path=settings.drop_path),
+        clip=ClipSettings(num_frames=row.num_frames, frame_size=row.frame_size or settings.frame_size,
+                          layout=row.layout, flip="off"),
+        loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers, resident=settings.resident),
         optim=OptimSettings(epochs=settings.epochs, warmup_epochs=settings.warmup_epochs, lr=settings.lr(row.backbone),
                             min_lr=settings.min_lr, weight_decay=settings.weight_decay, clip_grad=settings.clip_grad,
                             mixup=0.0, cutmix=0.0),
     )
 
 
-def run_row(row: RowSpec, settings: StudySettings, shards: str, root: Path, run: RunOptions) -> dict[str, Any]:
-    """Train the row from scratch, then evaluate its last checkpoint in each of the row's frame orders."""
-    output = root / "runs" / row.name
+def run_row(row: RowSpec, seed: int, settings: StudySettings, shards: str, output: Path,
+            run: RunOptions) -> dict[str, Any]:
+    """Train the row from scratch with ``seed``, then evaluate its last checkpoint in each of its frame orders."""
     shutil.rmtree(output, ignore_errors=True)  # the metrics log appends: start clean
     began = time.perf_counter()
-    summary = train(train_config(row, settings, shards, output, run))
+    summary = train(train_config(row, seed, settings, shards, output, run))
     train_s = time.perf_counter() - began
     clips = summary["steps"] * settings.batch_size
     return {
-        "title": row.title, "model": settings.model(row.backbone),
+        "row": row.name, "seed": seed, "title": row.title, "model": settings.model(row.backbone),
         "layout": "1x1 per frame" if row.frame_average else row.layout, "frame_average": row.frame_average,
-        "steps": summary["steps"], "clips_seen": clips, "train_s": round(train_s, 1),
+        "frame_embed": row.frame_embed, "num_frames": row.num_frames,
+        "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips, "train_s": round(train_s, 1),
         "train_clips_per_s": round(clips / train_s, 1), **epoch_throughput(output),
-        **evaluate_orders(output / "last.pt", shards, row.orders, settings, run),
+        **evaluate_orders(output / "last.pt", shards, row.orders, seed, settings, run),
     }
 
 
@@ -177,20 +184,21 @@ def epoch_throughput(output: Path) -> dict[str, float]:
             "final_loss": round(steps[-1]["loss"], 4)}
 
 
-def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], settings: StudySettings,
+def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], seed: int, settings: StudySettings,
                     run: RunOptions) -> dict[str, Any]:
     """sifar-eval's path (one centre crop, one clip: the frames are square) for each frame order."""
     device = init_distributed(run.device).device
     loader = LoaderSettings(batch_size=settings.batch_size, workers=run.workers)
     one_view = EvalSettings(views=ViewSettings(crops=1), loader=loader)
-    evaluation = evaluate_checkpoint(checkpoint, shards, one_view, device, orders=orders, seed=settings.seed)
+    evaluation = evaluate_checkpoint(checkpoint, shards, one_view, device, orders=orders, seed=seed)
     evaluation.write_reports(checkpoint.parent / "eval")
     classes = evaluation.trained.classes
     results = {order: {**result.summary(), **pair_metrics(result, classes),
                        "clips_per_s": round(result.videos_per_s, 1)}  # after each pass's first batch
                for order, result in evaluation.results.items()}
     params = sum(p.numel() for p in evaluation.trained.model.parameters())
-    return {"params_m": round(params / 1e6, 2), "orders": results, "device": device_name(device)}
+    held_out = evaluation.results["normal"].evaluated
+    return {"params_m": round(params / 1e6, 2), "held_out": held_out, "orders": results, "device": device_name(device)}
 
 
 def classes_by_motion(classes: list[str]) -> dict[str, list[int]]:
@@ -234,16 +242,104 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def start_results(path: Path, settings: StudySettings, command: str) -> dict[str, Any]:
-    """This run's results, keeping the rows of an earlier run in ``path`` made with the same recipe."""
+    """This run's results, keeping the runs of an earlier study in ``path`` made with the same recipe."""
     recipe = json.loads(json.dumps(dataclasses.asdict(settings)))
     earlier = json.loads(path.read_text()) if path.is_file() else None
     if earlier is not None and earlier["settings"] == recipe:
         earlier["commands"].append(command)
         return earlier
-    return {"settings": recipe, "commands": [command], "rows": {}}
+    return {"settings": recipe, "commands": [command], "runs": {}}
+
+
+# --- runs: (row, seed) pairs, each in a process of its own ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    row: RowSpec
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.name}@{self.seed}"
+
+    def output(self, out: Path) -> Path:
+        return out / "runs" / f"{self.row.name}-s{self.seed}"
+
+
+def parse_job(text: str) -> Job:
+    name, _, seed = text.partition("@")
+    if name not in ROWS_BY_NAME or not seed.isdigit():
+        raise click.BadParameter(f"{text!r}: ROW@SEED with a row of {', '.join(ROW_NAMES)}", param_hint="--job")
+    return Job(ROWS_BY_NAME[name], int(seed))
+
+
+def planned_jobs(rows: list[RowSpec], seeds: list[int]) -> list[Job]:
+    """Seed-major (every row's first seed before any row's second), each row with at most its seeds."""
+    return [Job(row, seed) for number, seed in enumerate(seeds) for row in rows
+            if row.seeds is None or number < row.seeds]
+
+
+def run_job(job: Job, settings: StudySettings, shards: str, out: Path, run: RunOptions) -> dict[str, Any]:
+    """One run's results, or its error: a failing run must not cost the others of a one-shot GPU session."""
+    try:
+        return run_row(job.row, job.seed, settings, shards, job.output(out), run)
+    except Exception:  # noqa: BLE001 - recorded in results.json and the report, printed in full here
+        traceback.print_exc()
+        return {"row": job.row.name, "seed": job.seed, "title": job.row.title, "error": traceback.format_exc()}
+
+
+def job_command(job: Job, out: Path, quick: bool, epochs: int | None, device: str, workers: int) -> list[str]:
+    command = [sys.executable, "-m", "tools.temporal_study", "--output", str(out), "--job", job.name,
+               "--device", device, "--workers", str(workers)]
+    return command + (["--quick"] if quick else []) + (["--epochs", str(epochs)] if epochs is not None else [])
+
+
+def run_jobs(jobs: list[Job], parallel: int, command_for: Callable[[Job], list[str]], out: Path,
+             on_done: Callable[[Job, dict[str, Any], float], None], deadline: float | None, started: float) -> None:
+    """Run ``jobs`` as child processes, ``parallel`` at a time, in order; none starts once the deadline would
+    be overrun by the slowest job so far (each child's output goes to its run folder's ``job.log``)."""
+    pending, running, seconds = list(jobs), {}, []
+    while pending or running:
+        while pending and len(running) < parallel:
+            elapsed = time.perf_counter() - started
+            if deadline is not None and seconds and elapsed + max(seconds) > deadline:
+                log(started, f"not starting {', '.join(j.name for j in pending)}: the slowest run took "
+                             f"{max(seconds):.0f} s and the deadline is {deadline:.0f} s")
+                pending = []
+                break
+            job = pending.pop(0)
+            job.output(out).mkdir(parents=True, exist_ok=True)
+            with open(job.output(out).parent / f"{job.output(out).name}.log", "w") as job_log:
+                process = subprocess.Popen(command_for(job), stdout=job_log, stderr=subprocess.STDOUT)
+            running[process] = (job, time.perf_counter())
+            log(started, f"[{job.name}] started ({len(running)} running)")
+        time.sleep(1)
+        for process in [p for p in running if p.poll() is not None]:
+            job, began = running.pop(process)
+            seconds.append(time.perf_counter() - began)
+            result_file = job.output(out) / "result.json"
+            if process.returncode == 0 and result_file.is_file():
+                result = json.loads(result_file.read_text())
+            else:
+                result = {"row": job.row.name, "seed": job.seed, "title": job.row.title,
+                          "error": f"exit status {process.returncode}; see {job.output(out)}.log"}
+            on_done(job, result, seconds[-1])
 
 
 # --- report ----------------------------------------------------------------------------------------------
+
+
+def run_line(run: dict[str, Any]) -> str:
+    if "error" in run:
+        return f"FAILED: {run['error'].splitlines()[-1]}"
+    orders = run["orders"]
+    others = "".join(f" | {o} {orders[o]['top1']:.1f}" for o in orders if o != "normal")
+    normal = orders["normal"]
+    return (f"top-1 {normal['top1']:.1f} top-5 {normal['top5']:.1f} motion {normal['motion_top1']:.1f} "
+            f"direction {percent(normal['direction_in_pair'])}{others} | train {run['train_s']:.0f} s, "
+            f"{run['epoch_clips_per_s']:.0f} clips/s (loader wait {100 * run['data_wait']:.0f}%), "
+            f"eval {normal['clips_per_s']:.0f} clips/s")
 
 
 def selected_rows(names: str | None) -> list[RowSpec]:
@@ -253,86 +349,81 @@ def selected_rows(names: str | None) -> list[RowSpec]:
     unknown = [n for n in wanted if n not in ROW_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown rows {unknown}; rows are {', '.join(ROW_NAMES)}", param_hint="--rows")
-    return [next(row for row in ROWS if row.name == name) for name in dict.fromkeys(wanted)]  # in the order given
+    return [ROWS_BY_NAME[name] for name in dict.fromkeys(wanted)]  # in the order given
 
 
-def row_line(row: dict[str, Any]) -> str:
-    if "error" in row:
-        return f"FAILED: {row['error'].splitlines()[-1]}"
-    orders = row["orders"]
-    others = "".join(f" | {o} {orders[o]['top1']:.1f}" for o in orders if o != "normal")
-    normal = orders["normal"]
-    return (f"top-1 {normal['top1']:.1f} top-5 {normal['top5']:.1f} motion {normal['motion_top1']:.1f} "
-            f"direction {percent(normal['direction_in_pair'])}{others} | train {row['train_s']:.0f} s, "
-            f"{row['epoch_clips_per_s']:.0f} clips/s (loader wait {100 * row['data_wait']:.0f}%), "
-            f"eval {normal['clips_per_s']:.0f} clips/s")
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: comma-separated integers", param_hint="--seeds") from None
+    if not seeds:
+        raise click.BadParameter("at least one seed", param_hint="--seeds")
+    return list(dict.fromkeys(seeds))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Work folder: data, runs, results.json.")
 @click.option("--docs", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where RESULTS.md (the study's section) and temporal_study.png go.")
+              help="Where RESULTS.md (the study's section), results.json and temporal_study.png go.")
 @click.option("--quick", is_flag=True, help="Tiny CPU settings: a smoke test of the whole study in minutes.")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epochs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--workers", type=int, default=None, help="Loader workers (default: cores - 2 on GPU, 2 on CPU).")
+@click.option("--workers", type=int, default=None,
+              help="Loader workers per run (default: (cores - 2) / --parallel on GPU, 2 on CPU).")
 @click.option("--rows", default=None, help=f"Comma-separated subset of: {', '.join(ROW_NAMES)} (run in that order).")
+@click.option("--seeds", default="0", show_default=True, help="Training seeds, comma-separated: each row is trained "
+                                                              "once per seed (up to its own limit).")
+@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs at once, each a process of its own (they share the GPU).")
 @click.option("--deadline", type=float, default=None,
-              help="Seconds from start after which no new row starts (when the last row's time would overrun).")
+              help="Seconds from start after which no new run starts (when the slowest run's time would overrun).")
+@click.option("--job", default=None, help="ROW@SEED: train and evaluate this one run into its folder and stop "
+                                           "(what the study starts for each run).")
 def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, workers: int | None,
-         rows: str | None, deadline: float | None) -> None:
-    """Train and evaluate the study's rows; results.json, RESULTS.md and the PNG are rewritten after each row."""
+         rows: str | None, seeds: str, parallel: int, deadline: float | None, job: str | None) -> None:
+    """Train and evaluate the study's runs; results.json, RESULTS.md and the PNG are rewritten after each run."""
     started = time.perf_counter()
-    results_path = out / "results.json"
-    todo = selected_rows(rows)
     settings = QUICK_SETTINGS if quick else GPU_SETTINGS
     if epochs is not None:
         settings = dataclasses.replace(settings, epochs=epochs)
-    run = RunOptions(device=device, workers=workers if workers is not None else default_workers(device))
-    torch.backends.cudnn.benchmark = True  # fixed input shapes in every row
+    workers = workers if workers is not None else default_workers(device, parallel)
+    data_root = out / "data"
+    if job is not None:  # a child: the data exists
+        one = parse_job(job)
+        torch.backends.cudnn.benchmark = True  # fixed input shapes
+        data = json.loads((data_root / "data.json").read_text())
+        write_json(one.output(out) / "result.json",
+                   run_job(one, settings, data["shards"], out, RunOptions(device=device, workers=workers)))
+        return
+    results_path = out / "results.json"
     out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
     results = start_results(results_path, settings, command)
     results.update(quick=quick, cpu_cores=available_cores(), torch=torch.__version__)
-    data = results["data"] = make_data(settings, out / "data")
+    data = results["data"] = make_data(settings, data_root)
     log(started, f"data{' (reused)' if data.get('reused') else ''}: {settings.videos} videos, "
                  f"{data['train_videos']} train / {data['val_videos']} val, synth {data['synth_s']} s, "
                  f"shard {data['shard_s']} s")
-    row_seconds: list[float] = []
-    for number, row in enumerate(todo, 1):
-        elapsed = time.perf_counter() - started
-        if deadline is not None and row_seconds and elapsed + max(row_seconds) > deadline:
-            log(started, f"stopping before {row.name}: the slowest row took {max(row_seconds):.0f} s and the "
-                         f"deadline is {deadline:.0f} s")
-            break
-        log(started, f"[{number}/{len(todo)} {row.name}] training {settings.model(row.backbone)} "
-                     f"({'frame average' if row.frame_average else row.layout})")
-        began = time.perf_counter()
-        results["rows"][row.name] = attempt_row(row, settings, data["shards"], out, run)
-        row_seconds.append(time.perf_counter() - began)
+    jobs = planned_jobs(selected_rows(rows), seed_list(seeds))
+
+    def record(done: Job, result: dict[str, Any], seconds: float) -> None:
+        results["runs"][done.name] = result
         write_json(results_path, results)
         write_report(results, docs)
-        log(started, f"[{number}/{len(todo)} {row.name}] " + row_line(results["rows"][row.name]))
+        log(started, f"[{done.name}] {run_line(result)} ({seconds:.0f} s)")
+
+    run_jobs(jobs, parallel, lambda j: job_command(j, out, quick, epochs, device, workers), out, record, deadline,
+             started)
     log(started, f"results: {results_path}; report: {docs / 'RESULTS.md'}, {docs / 'temporal_study.png'}")
 
 
-def default_workers(device: str) -> int:
-    """Loader workers: all cores but two on a GPU machine (the trainer and the pinning thread need some)."""
+def default_workers(device: str, parallel: int) -> int:
+    """Loader workers per run (evaluation; resident training needs none): the cores but two shared by the runs
+    on a GPU machine (the trainers need some)."""
     on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())  # creates no context
-    return max(1, available_cores() - 2) if on_gpu else min(2, available_cores())
-
-
-def attempt_row(row: RowSpec, settings: StudySettings, shards: str, out: Path, run: RunOptions) -> dict[str, Any]:
-    """The row's results, or its error: one failing row must not cost the rows after it in a one-shot GPU run."""
-    try:
-        return run_row(row, settings, shards, out, run)
-    except Exception:  # noqa: BLE001 - recorded in results.json and the report, printed in full here
-        traceback.print_exc()
-        return {"title": row.title, "error": traceback.format_exc()}
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    return max(1, (available_cores() - 2) // parallel) if on_gpu else min(2, available_cores())
 
 
 def log(started: float, message: str) -> None:
