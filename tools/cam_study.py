@@ -95,8 +95,8 @@ def centre_view(sample: StoredSample, clip: ClipSettings, decoder: JpegDecoder) 
     info = SampleInfo.parse(sample.meta, sample.key)
     boxes = sample.meta.get("boxes")
     if boxes is None:
-        raise click.ClickException(f"sample {sample.key} carries no object boxes: shard a dataset made by "
-                                   f"sifar-tools synth (or a csv list with a boxes column)")
+        raise ValueError(f"sample {sample.key} carries no object boxes: shard a dataset made by sifar-tools synth "
+                         f"(or a csv list with a boxes column)")
     indices = eval_indices(info.num_frames, clip.num_frames, 1, clip.sampling, clip.stride)[0]
     decoded = decoder.frames(dict(enumerate(sample.frames)), indices, clip.frame_size, info.stored_short_side)
     resized = resize_short_side(decoded, clip.frame_size)
@@ -267,7 +267,7 @@ def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], de
     target = local_device(device)
     try:
         study = run_study(trained, held_out_clips(trained, shards, clips), methods, target, batch_size)
-    except ValueError as err:  # classes that differ, a sample that cannot be read or scored
+    except (OSError, ValueError) as err:  # no such shards, classes that differ, a sample that cannot be read
         raise click.ClickException(str(err)) from err
     if not study.clips:
         raise click.ClickException(f"the {SPLIT} split of {shards} holds no samples")
