@@ -10,6 +10,15 @@ the last stage, before Swin's final norm) and show ``ReLU(sum_k w_k A_k)``, upsa
   The paper divides by ``y_c``; dividing by ``|y_c|`` keeps a negative logit from flipping every sign.
 - Grad-CAM (Selvaraju et al., ICCV 2017): ``w_k`` is the spatial mean of ``dy_c / dA_k``; one backward
   pass through the head.
+
+Padding cells (a 3x3 grid holding 8 frames has one) hold no image, yet a Swin that attends globally lets
+their tokens gather evidence from all frames, and the map can peak there. They are masked: zeroed in the
+feature-resolution map (so their heat does not bleed into the frames beside them when upsampled), zero in the
+returned heatmap, and left out of its scaling to [0, 1].
+
+The pointing game checks a map against known object boxes: a frame scores when its hottest pixel lies
+inside the box (:func:`pointing_hits`); a uniformly random point scores the box's share of the frame
+(:func:`box_share`).
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ from matplotlib import colormaps
 from PIL import Image
 
 from sifar.io import atomic_write
-from sifar.layout import Layout, from_super_image
+from sifar.layout import Layout, frame_cell_map, from_super_image
 from sifar.models import SuperImageClassifier
 
 METHODS = ("ablation", "gradcam")
 Head = Callable[[torch.Tensor], torch.Tensor]
+Box = Sequence[int]  # [x0, y0, x1, y1] pixels of a frame, x1 and y1 exclusive
 
 
 class UnknownClassError(ValueError):
@@ -42,13 +52,18 @@ class ClassActivationMap:
     """A map for one clip: the super image the model saw and the normalized heat over it."""
 
     image: torch.Tensor  # (3, H, W) uint8
-    heatmap: torch.Tensor  # (H, W) float in [0, 1]
+    heatmap: torch.Tensor  # (H, W) float in [0, 1] over the frame cells, 0 on padding cells
     class_index: int
     class_name: str
-    probability: float
+    probabilities: torch.Tensor  # (classes,) the clip's softmax
     method: str
     grid: Layout
     num_frames: int
+
+    @property
+    def probability(self) -> float:
+        """The explained class's probability."""
+        return float(self.probabilities[self.class_index])
 
 
 def class_index(classes: Sequence[str], name: str) -> int:
@@ -87,16 +102,25 @@ def weighted_map(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.einsum("chw,c->hw", features[0], weights).relu()
 
 
-def upsampled_heatmap(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(h, w) -> (H, W) bilinear, scaled to [0, 1] (all zeros stays all zeros)."""
-    heat = F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-    heat = heat - heat.min()
+def frame_mask(grid: Layout, num_frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool over a super image of ``size``: True in the cells holding frames, False in padding cells."""
+    return frame_cell_map(*grid, *size) < num_frames
+
+
+def upsampled_heatmap(cam: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """(h, w) -> (H, W) of the bool ``frames`` mask (:func:`frame_mask`), bilinear, scaled to [0, 1] over the
+    frame cells and 0 in padding cells (all zeros stays all zeros). Positions of the (h, w) map that see no
+    frame pixel are zeroed first, so that padding heat does not bleed into neighbouring frames."""
+    sees_frames = F.adaptive_max_pool2d(frames[None, None].float(), tuple(cam.shape))[0, 0] > 0
+    coarse = cam.float() * sees_frames
+    heat = F.interpolate(coarse[None, None], size=tuple(frames.shape), mode="bilinear", align_corners=False)[0, 0]
+    heat = (heat - heat[frames].min()) * frames
     peak = heat.max()
     return heat / peak if peak > 0 else heat
 
 
 def denormalized(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(3, H, W) uint8 pixels of a normalized (3, H, W) image: the inverse of ``sifar.data.transforms.normalize``."""
+    """(..., 3, H, W) uint8 pixels of normalized images: the inverse of ``sifar.data.transforms.normalize``."""
     mean_t = torch.as_tensor(mean, device=image.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, device=image.device).view(-1, 1, 1)
     return (image.float() * std_t + mean_t).mul(255).round().clamp(0, 255).to(torch.uint8)
@@ -106,29 +130,46 @@ def class_activation_map(model: SuperImageClassifier, frames: torch.Tensor, clas
                          target: int | None = None, method: str = "ablation", chunk: int = 128
                          ) -> ClassActivationMap:
     """The map of class ``target`` (default: the top class) for one clip of normalized frames (1, T, C, H, W)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
     if frames.shape[0] != 1:
         raise ValueError(f"a class activation map explains one clip, got a batch of {frames.shape[0]}")
-    if target is not None and not 0 <= target < len(classes):
-        raise ValueError(f"class index {target} is out of range for {len(classes)} classes")
+    return class_activation_maps(model, frames, classes, [target], method, chunk)[0]
+
+
+def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, classes: Sequence[str],
+                          targets: Sequence[int | None] | None = None, method: str = "ablation", chunk: int = 128
+                          ) -> list[ClassActivationMap]:
+    """The maps of a batch of clips of normalized frames (B, T, C, H, W), each for its class in ``targets``
+    (None: the clip's top class). The backbone runs once over the batch; the weights are each clip's own."""
+    targets = [None] * frames.shape[0] if targets is None else list(targets)
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
+    if len(targets) != frames.shape[0]:
+        raise ValueError(f"{len(targets)} target classes for {frames.shape[0]} clips")
+    for target in targets:
+        if target is not None and not 0 <= target < len(classes):
+            raise ValueError(f"class index {target} is out of range for {len(classes)} classes")
     image = model.super_image(frames.float())
-    if image.shape[0] != 1:
+    if image.shape[0] != frames.shape[0]:
         raise ValueError(f"{model.name} classifies each frame alone (frame averaging): there is no super image "
                          f"to draw a class activation map over")
     model.eval()
     with torch.no_grad():
         features = model.feature_map(frames.float())
-        probabilities = model.head_from_feature_map(features)[0].float().softmax(-1)
-    target = int(probabilities.argmax()) if target is None else target
-    if method == "ablation":
-        weights = ablation_weights(model.head_from_feature_map, features, target, chunk)
-    else:
-        weights = gradcam_weights(model.head_from_feature_map, features, target)
-    heatmap = upsampled_heatmap(weighted_map(features, weights), tuple(image.shape[-2:]))
-    pixels = denormalized(image[0], model.mean, model.std)
-    return ClassActivationMap(pixels.cpu(), heatmap.cpu(), target, classes[target], float(probabilities[target]),
-                              method, model.grid, model.num_frames)
+        probabilities = model.head_from_feature_map(features).float().softmax(-1)
+    in_frames = frame_mask(model.grid, model.num_frames, tuple(image.shape[-2:])).to(features.device)
+    pixels = denormalized(image, model.mean, model.std).cpu()
+    maps = []
+    for i, target in enumerate(targets):
+        target = int(probabilities[i].argmax()) if target is None else target
+        clip_features = features[i:i + 1]
+        if method == "ablation":
+            weights = ablation_weights(model.head_from_feature_map, clip_features, target, chunk)
+        else:
+            weights = gradcam_weights(model.head_from_feature_map, clip_features, target)
+        heatmap = upsampled_heatmap(weighted_map(clip_features, weights), in_frames)
+        maps.append(ClassActivationMap(pixels[i], heatmap.cpu(), target, classes[target], probabilities[i].cpu(),
+                                       method, model.grid, model.num_frames))
+    return maps
 
 
 def overlay(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> torch.Tensor:
@@ -139,8 +180,36 @@ def overlay(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.5, colo
 
 
 def frame_cells(image: torch.Tensor, grid: Layout, num_frames: int) -> torch.Tensor:
-    """(3, H, W) super image -> (T, 3, H/rows, W/cols): its frames in time order, padding cells dropped."""
+    """(C, H, W) super image -> (T, C, H/rows, W/cols): its frames in time order, padding cells dropped."""
     return from_super_image(image[None], *grid, num_frames=num_frames)[0]
+
+
+def frame_heatmaps(cam: ClassActivationMap) -> torch.Tensor:
+    """(T, H/rows, W/cols): the heat over each frame's cell, in time order, padding cells dropped."""
+    return frame_cells(cam.heatmap[None], cam.grid, cam.num_frames)[:, 0]
+
+
+def pointing_hits(heat: torch.Tensor, boxes: Sequence[Box | None]) -> list[bool | None]:
+    """The pointing game on (T, h, w) per-frame heat: whether each frame's hottest pixel (the first in
+    row-major order) lies inside its box; None where the box is None (the object is invisible: not counted).
+    A frame without any heat points nowhere: a miss."""
+    if len(boxes) != len(heat):
+        raise ValueError(f"{len(boxes)} boxes for {len(heat)} frames")
+    hits: list[bool | None] = []
+    for frame, box in zip(heat, boxes):
+        if box is None:
+            hits.append(None)
+            continue
+        y, x = divmod(int(frame.argmax()), frame.shape[1])
+        x0, y0, x1, y1 = box
+        hits.append(bool(frame.max() > 0) and x0 <= x < x1 and y0 <= y < y1)
+    return hits
+
+
+def box_share(box: Box, height: int, width: int) -> float:
+    """The share of a ``height x width`` frame that ``box`` covers: what a uniformly random point scores."""
+    x0, y0, x1, y1 = box
+    return max(0, x1 - x0) * max(0, y1 - y0) / (height * width)
 
 
 def save_png(pixels: torch.Tensor, path: str | Path) -> None:

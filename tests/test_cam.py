@@ -16,10 +16,18 @@ from video_files import make_video
 from sifar.cam import (
     UnknownClassError,
     ablation_weights,
+    box_share,
     class_activation_map,
+    class_activation_maps,
     class_index,
     denormalized,
     frame_cells,
+    frame_heatmaps,
+    frame_mask,
+    gradcam_weights,
+    pointing_hits,
+    upsampled_heatmap,
+    weighted_map,
     write_cam,
 )
 from sifar.checkpoint import save_checkpoint
@@ -165,6 +173,117 @@ def test_swin_and_resnet_configs(name):
         cam = class_activation_map(model, frames, list("abcd"), target=3, method=method, chunk=64)
         assert cam.heatmap.shape == (96, 96) and cam.image.shape == (3, 96, 96) and cam.class_name == "d"
         assert torch.isfinite(cam.heatmap).all() and 0 <= cam.heatmap.min() <= cam.heatmap.max() <= 1
+        assert not cam.heatmap[64:, 64:].any()  # the 9th cell holds no frame
+
+
+def test_padding_cells_are_masked_out_of_the_map_and_its_scaling():
+    """One feature per cell of a 2x3 grid of 5 frames, the largest by far in the padding cell: the padding is
+    0, the frames still reach 1, and the padding's heat does not bleed into the frame beside it."""
+    raw = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]])
+    frames = frame_mask((2, 3), 5, (32, 48))
+    assert frames.sum() == 5 * 16 * 16 and not frames[16:, 32:].any()
+    heat = upsampled_heatmap(raw, frames)
+    assert not heat[16:, 32:].any()
+    assert heat.max() == 1 and heat[frames].min() == 0
+    y, x = divmod(int(heat.argmax()), 48)
+    assert 16 <= y < 32 and 16 <= x < 28  # in frame 4 (cell (1, 1)), not at its edge beside the padding
+    assert heat[24, 31] < heat[24, 24]  # frame 4's heat falls towards the padding instead of rising
+    flat = upsampled_heatmap(torch.zeros(2, 3), frames)
+    assert not flat.any()  # no heat stays no heat
+    whole = upsampled_heatmap(raw, torch.ones(32, 48, dtype=torch.bool))  # a grid without padding: as before
+    assert whole.max() == 1 and whole.min() == 0 and hottest_cell(whole, 2, 3) == 5
+
+
+class PaddingDetector(ColourPatches):
+    """The colour model plus a channel that fires on patches without green, which only padding patches are
+    (the frames are on dim green), and that class "red" weighs 100 times more than red."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        colours = self.patches.weight.detach()
+        self.patches = nn.Conv2d(3, 4, kernel_size=PATCH, stride=PATCH)
+        self.fc = nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            self.patches.weight.zero_()
+            self.patches.bias.zero_()
+            self.patches.weight[:3] = colours
+            self.patches.weight[3, 1] = -1 / PATCH**2  # 0.1 - mean green: 0.1 on padding, below 0 on frames
+            self.patches.bias[3] = 0.1
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 100.0], [-1.0, 1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("method", ["ablation", "gradcam"])
+def test_a_model_map_whose_raw_peak_is_in_the_padding_still_reaches_1_in_a_frame(method):
+    model = SuperImageClassifier(PaddingDetector(), num_frames=5, grid=(2, 3), frame_size=FRAME, name="padding",
+                                 mean=(0.0,) * 3, std=(1.0,) * 3).eval()
+    inputs = normalize(evidence_clip(), model.mean, model.std)
+    with torch.no_grad():
+        features = model.feature_map(inputs)
+    raw = weighted_map(features, gradcam_weights(model.head_from_feature_map, features, 0))
+    y, x = divmod(int(raw.argmax()), raw.shape[1])
+    assert y >= 2 and x >= 4  # features (4, 6): the padding cell is rows 2-3, columns 4-5
+    cam = class_activation_map(model, inputs, ["red", "blue"], target=0, method=method)
+    assert not cam.heatmap[FRAME:, 2 * FRAME:].any() and cam.heatmap.max() == 1
+    assert cam.heatmap[frame_mask((2, 3), 5, (2 * FRAME, 3 * FRAME))].min() == 0
+    assert hottest_cell(cam.heatmap, 2, 3) == RED_FRAME
+
+
+def test_a_batch_of_maps_equals_the_maps_one_clip_at_a_time():
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", 3, frame_size=32).eval()
+    frames = torch.randn(3, 8, 3, 32, 32)
+    for method in ("ablation", "gradcam"):
+        batch = class_activation_maps(model, frames, list("abc"), [2, None, 0], method)
+        for i, cam in enumerate(batch):
+            alone = class_activation_map(model, frames[i:i + 1], list("abc"), [2, None, 0][i], method)
+            assert (cam.class_index, cam.method) == (alone.class_index, method)
+            assert torch.allclose(cam.heatmap, alone.heatmap, atol=1e-4) and torch.equal(cam.image, alone.image)
+            assert torch.allclose(cam.probabilities, alone.probabilities, atol=1e-5)
+            assert cam.probability == pytest.approx(float(alone.probabilities[alone.class_index]), abs=1e-5)
+    assert batch[1].class_index == int(batch[1].probabilities.argmax())  # None: the clip's top class
+    with pytest.raises(ValueError, match="2 target classes for 3 clips"):
+        class_activation_maps(model, frames, list("abc"), [0, 1])
+
+
+def test_frame_heatmaps_are_the_cells_in_time_order():
+    model = colour_model()
+    cam = class_activation_map(model, normalize(evidence_clip(), model.mean, model.std), ["red", "blue"])
+    cam.heatmap = torch.arange(6.0).view(2, 1, 3, 1).expand(2, FRAME, 3, FRAME).reshape(2 * FRAME, 3 * FRAME)
+    heat = frame_heatmaps(cam)
+    assert heat.shape == (5, FRAME, FRAME)
+    assert [float(frame.mean()) for frame in heat] == [0, 1, 2, 3, 4] and (heat == heat[:, :1, :1]).all()
+
+
+def peaks(*points: tuple[int, int] | None, side: int = 8) -> torch.Tensor:
+    """(T, side, side) heat, each frame 0 but for a peak of 1 at (y, x) over a faint 0.1 (None: all zeros)."""
+    heat = torch.zeros(len(points), side, side)
+    for frame, point in zip(heat, points):
+        if point is not None:
+            frame += 0.1
+            frame[point] = 1
+    return heat
+
+
+def test_pointing_hits_on_hand_made_maps():
+    heat = peaks((2, 3), (5, 5), (4, 4), None, (7, 7), (0, 0))
+    boxes = [[3, 2, 4, 3],  # a 1x1 box exactly at the peak: its top-left corner is inclusive
+             [0, 0, 5, 5],  # the peak sits on the exclusive right and bottom edges: a miss
+             None,  # the object is invisible: not counted
+             [0, 0, 8, 8],  # no heat anywhere in the frame: it points nowhere, a miss
+             [6, 6, 8, 8],  # a box at the frame's bottom-right edge, the peak in its last pixel
+             [1, 0, 8, 8]]  # the peak one pixel left of the box
+    assert pointing_hits(heat, boxes) == [True, False, None, False, True, False]
+    tie = torch.ones(1, 8, 8)  # every pixel is the maximum: the first in row-major order, (0, 0), points
+    assert pointing_hits(tie, [[0, 0, 1, 1]]) == [True] and pointing_hits(tie, [[1, 0, 8, 8]]) == [False]
+    with pytest.raises(ValueError, match="2 boxes for 6 frames"):
+        pointing_hits(heat, boxes[:2])
+
+
+def test_box_share_is_what_a_random_point_scores():
+    assert box_share([0, 0, 8, 8], 8, 8) == 1
+    assert box_share([2, 4, 6, 6], 8, 8) == pytest.approx(8 / 64)
+    assert box_share([1, 1, 1, 5], 8, 8) == 0  # empty
+    assert box_share([0, 0, 16, 8], 32, 16) == pytest.approx(0.25)  # height 32, width 16
 
 
 def test_bad_requests_are_refused():
