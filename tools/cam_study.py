@@ -51,7 +51,7 @@ from sifar.data.sampling import eval_indices
 from sifar.data.shard_format import SampleInfo
 from sifar.data.shard_reader import StoredSample, read_shard
 from sifar.data.sources import resolve_source
-from sifar.data.transforms import device_clips, resize_short_side, spatial_crops
+from sifar.data.transforms import crop_offset, crop_places, device_clips, resize_short_side, spatial_crops
 from sifar.distributed import local_device
 from sifar.evaluate import check_same_classes
 from sifar.io import atomic_write
@@ -77,12 +77,12 @@ class HeldOutClip:
 def centre_view_box(box: Box | None, stored: tuple[int, int], resized: tuple[int, int], size: int
                     ) -> list[int] | None:
     """A box in pixels of a stored (height, width) frame, in pixels of its centre view: the frame resized to
-    ``resized`` (height, width), then the centre ``size x size`` crop as ``spatial_crops`` places it. Widened
+    ``resized`` (height, width), then the centre ``size x size`` crop where ``spatial_crops`` places it. Widened
     to whole pixels (exact integer arithmetic) and clipped to the view; None when nothing of it is left."""
     if box is None:
         return None
     (height, width), (new_height, new_width) = stored, resized
-    top, left = round((new_height - size) * 0.5), round((new_width - size) * 0.5)
+    top, left = crop_offset(new_height, new_width, size, crop_places(1)[0])
     x0, y0 = box[0] * new_width // width - left, box[1] * new_height // height - top
     x1, y1 = -(-box[2] * new_width // width) - left, -(-box[3] * new_height // height) - top
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)

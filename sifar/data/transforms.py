@@ -124,12 +124,21 @@ def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
     height, width = frames.shape[-2:]
     if min(height, width) < size:
         raise ValueError(f"frames of {height}x{width} are smaller than the {size}x{size} crop")
-    places = (0.5,) if crops == 1 else (0.0, 0.5, 1.0)
     views = []
-    for place in places:
-        top, left = round((height - size) * place), round((width - size) * place)
+    for place in crop_places(crops):
+        top, left = crop_offset(height, width, size, place)
         views.append(frames[..., top:top + size, left:left + size])
     return torch.stack(views)
+
+
+def crop_places(crops: int) -> tuple[float, ...]:
+    """Where evaluation's crops sit along each side: centre, or top-left / centre / bottom-right."""
+    return (0.5,) if crops == 1 else (0.0, 0.5, 1.0)
+
+
+def crop_offset(height: int, width: int, size: int, place: float) -> tuple[int, int]:
+    """(top, left) of the ``size x size`` crop at ``place`` (0..1) of a ``height x width`` frame's free room."""
+    return round((height - size) * place), round((width - size) * place)
 
 
 def eval_transform(frames: Sequence[torch.Tensor], size: int, crops: int = 1) -> torch.Tensor:
