@@ -1,0 +1,102 @@
+"""The temporal study's planning and report (tools/temporal_study.py, tools/temporal_report.py): which runs it
+starts, and what it concludes from runs' results; plus one tiny run of the whole study on the CPU."""
+
+import json
+import sys
+
+import click
+import pytest
+
+from tools.temporal_report import comparison, results_rows, rows_of, write_report
+from tools.temporal_rows import ROWS_BY_NAME
+from tools.temporal_study import Job, main, parse_job, planned_jobs, seed_list, selected_rows
+
+
+def test_runs_are_planned_seed_major_and_rows_keep_their_seed_limit():
+    rows = selected_rows("sifar_3x3,frame_average,resnet")
+    jobs = planned_jobs(rows, [0, 1, 2])
+    assert [j.name for j in jobs] == ["sifar_3x3@0", "frame_average@0", "resnet@0", "sifar_3x3@1", "resnet@1",
+                                      "sifar_3x3@2", "resnet@2"]
+    assert parse_job("resnet@2") == Job(ROWS_BY_NAME["resnet"], 2)
+
+
+@pytest.mark.parametrize("text", ["resnet", "nope@1", "resnet@x"])
+def test_a_bad_job_is_refused(text):
+    with pytest.raises(click.BadParameter, match="ROW@SEED"):
+        parse_job(text)
+
+
+def test_bad_rows_and_seeds_are_refused():
+    with pytest.raises(click.BadParameter, match="unknown rows"):
+        selected_rows("sifar_3x3,sifar_9x9")
+    with pytest.raises(click.BadParameter, match="integers"):
+        seed_list("0,one")
+    assert seed_list("2,0,2") == [2, 0]
+
+
+def run(row, seed, top1, held_out=5000, **orders):
+    normal = {"top1": top1, "top5": 100.0, "motion_top1": 99.0, "direction_in_pair": 98.0, "clips_per_s": 1.0,
+              "per_motion": {}}
+    spec = ROWS_BY_NAME[row]
+    layout = "1x1 per frame" if spec.frame_average else spec.layout
+    return {"row": row, "seed": seed, "title": spec.title, "model": "SIFAR-M-12", "layout": layout,
+            "frame_average": spec.frame_average, "frame_embed": spec.frame_embed, "num_frames": spec.num_frames,
+            "frame_size": 64, "train_s": 10.0, "epoch_clips_per_s": 100.0, "held_out": held_out,
+            "device": "test", "params_m": 9.1,
+            "orders": {"normal": normal, **{o: {**normal, "top1": v} for o, v in orders.items()}}}
+
+
+def results_of(*runs):
+    return {"settings": {"videos": 1, "frames_per_video": 16, "frame_size": 64, "seed": 0, "epochs": 1,
+                         "steps_per_epoch": 1, "batch_size": 1, "swin_lr": 1e-4, "cnn_lr": 1e-3, "min_lr": 1e-5,
+                         "warmup_epochs": 1, "weight_decay": 0.05, "drop_path": 0.1, "clip_grad": 5.0,
+                         "resident": True},
+            "commands": ["python -m tools.temporal_study"], "runs": {f"{r['row']}@{r['seed']}": r for r in runs}}
+
+
+def test_a_difference_outside_two_standard_errors_holds_and_one_inside_is_not_resolved():
+    results = results_of(*(run("sifar_3x3", s, v) for s, v in enumerate([98.0, 98.2, 97.9])),
+                         *(run("sifar_2x4", s, v) for s, v in enumerate([96.0, 96.3, 95.8])),
+                         *(run("sifar_1x8", s, v) for s, v in enumerate([97.9, 98.3, 97.8])))
+    rows = rows_of(results)
+    clear = comparison(rows, "sifar_3x3", "sifar_2x4")
+    assert clear["verdict"] == "holds" and clear["difference"] == pytest.approx(2.0, abs=0.01)
+    assert clear["one_point_resolvable"]
+    assert comparison(rows, "sifar_3x3", "sifar_1x8")["verdict"] == "not resolved"
+    assert comparison(rows, "sifar_2x4", "sifar_3x3")["verdict"] == "**does not hold**"
+    assert comparison(rows, "resnet", "resnet_large_kernel") is None
+
+
+def test_a_small_held_out_set_cannot_resolve_one_point_however_close_the_seeds():
+    results = results_of(*(run("resnet", s, 90.0, held_out=400) for s in range(3)),
+                         *(run("resnet_large_kernel", s, 91.0, held_out=400) for s in range(3)))
+    found = comparison(rows_of(results), "resnet_large_kernel", "resnet")
+    assert found["verdict"] == "not resolved" and not found["one_point_resolvable"]
+
+
+def test_the_report_writes_results_json_and_the_section_with_failed_runs_named(tmp_path):
+    failed = {"row": "sifar_1x8", "seed": 0, "title": "x", "error": "Traceback\nRuntimeError: out of memory"}
+    results = results_of(run("sifar_3x3", 0, 97.5, reverse=3.0, shuffle=40.0), run("frame_average", 0, 48.0),
+                         failed)
+    (tmp_path / "RESULTS.md").write_text("# Results\n\nkept text\n")
+    write_report(results, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "kept text" in text and "failed: RuntimeError: out of memory" in text
+    assert "goal >= 97% on >= 5000: met" in text and "goal reversed <= 15% with the motion named: met" in text
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["row"], r["seed"], r["top1"], r["held_out"]) for r in rows] == [("sifar_3x3", 0, 97.5, 5000),
+                                                                              ("frame_average", 0, 48.0, 5000)]
+    assert rows == results_rows(results) and (tmp_path / "temporal_study.png").stat().st_size > 0
+
+
+def test_the_quick_study_trains_and_reports_two_runs_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["temporal_study"])
+    with pytest.raises(SystemExit) as done:
+        main(["--quick", "--output", str(tmp_path / "ts"), "--docs", str(tmp_path / "docs"), "--device", "cpu",
+              "--rows", "sifar_3x3,resnet", "--seeds", "0", "--parallel", "2", "--workers", "0"])
+    assert done.value.code == 0
+    results = json.loads((tmp_path / "ts" / "results.json").read_text())
+    assert sorted(results["runs"]) == ["resnet@0", "sifar_3x3@0"]
+    assert all("error" not in r and r["held_out"] == 20 for r in results["runs"].values())
+    assert set(results["runs"]["sifar_3x3@0"]["orders"]) == {"normal", "reverse", "shuffle"}
+    assert (tmp_path / "docs" / "results.json").is_file()
