@@ -125,11 +125,11 @@ class VideoLoader:
 
     @property
     def classes(self) -> list[str] | None:
-        return None if self.source.manifest is None else self.source.manifest.classes
+        return self.source.classes
 
     @property
     def num_classes(self) -> int | None:
-        return None if self.source.manifest is None else self.source.manifest.num_classes
+        return self.source.num_classes
 
 
 def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:

@@ -114,11 +114,11 @@ class ResidentLoader:
 
     @property
     def classes(self) -> list[str] | None:
-        return None if self.source.manifest is None else self.source.manifest.classes
+        return self.source.classes
 
     @property
     def num_classes(self) -> int | None:
-        return None if self.source.manifest is None else self.source.manifest.num_classes
+        return self.source.num_classes
 
     def __iter__(self) -> Iterator[Batch]:
         draws = self._epoch_draws()

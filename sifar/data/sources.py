@@ -45,6 +45,14 @@ class ShardSource:
         return counts.get(posixpath.basename(shard))
 
     @property
+    def classes(self) -> list[str] | None:
+        return None if self.manifest is None else self.manifest.classes
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.manifest is None else self.manifest.num_classes
+
+    @property
     def num_samples(self) -> int | None:
         """Total samples of the listed shards, when the manifest knows every one of them."""
         counts = [self.samples_in(shard) for shard in self.shards]
