@@ -7,7 +7,7 @@ import sys
 import click
 import pytest
 
-from tools.temporal_report import comparison, results_rows, rows_of, write_report
+from tools.temporal_report import comparison, pooled_seed_sd, results_rows, rows_of, write_report
 from tools.temporal_rows import ROWS_BY_NAME
 from tools.temporal_study import Job, main, parse_job, planned_jobs, seed_list, selected_rows
 
@@ -93,10 +93,20 @@ def test_the_quick_study_trains_and_reports_two_runs_at_once(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["temporal_study"])
     with pytest.raises(SystemExit) as done:
         main(["--quick", "--output", str(tmp_path / "ts"), "--docs", str(tmp_path / "docs"), "--device", "cpu",
-              "--rows", "sifar_3x3,resnet", "--seeds", "0", "--parallel", "2", "--workers", "0"])
+              "--runs", "sifar_3x3@0,resnet@0", "--parallel", "2", "--workers", "0"])
     assert done.value.code == 0
     results = json.loads((tmp_path / "ts" / "results.json").read_text())
     assert sorted(results["runs"]) == ["resnet@0", "sifar_3x3@0"]
     assert all("error" not in r and r["held_out"] == 20 for r in results["runs"].values())
     assert set(results["runs"]["sifar_3x3@0"]["orders"]) == {"normal", "reverse", "shuffle"}
     assert (tmp_path / "docs" / "results.json").is_file()
+
+
+def test_rows_of_one_seed_borrow_the_seed_spread_pooled_over_rows_with_several():
+    spread = results_of(*(run("sifar_3x3", s, v) for s, v in enumerate([97.0, 99.0, 98.0])),
+                        run("sifar_1x8", 0, 96.6), run("sifar_2x4", 0, 98.0))
+    rows = rows_of(spread)
+    assert pooled_seed_sd(rows) == pytest.approx(1.0)
+    found = comparison(rows, "sifar_3x3", "sifar_1x8")  # 1.4 points: within 2 * sqrt(1/3 + 1) = 2.3
+    assert found["verdict"] == "not resolved" and found["standard_error"] == pytest.approx(1.15, abs=0.01)
+    assert pooled_seed_sd(rows_of(results_of(run("resnet", 0, 90.0)))) is None

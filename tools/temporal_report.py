@@ -57,20 +57,28 @@ class RowRuns:
         values = self.values(key)
         return statistics.stdev(values) if len(values) > 1 else None
 
-    def standard_error(self) -> float | None:
-        """Of the mean top-1 over seeds: the seeds' spread, never below the binomial error of one held-out set
-        (three seeds estimate a spread poorly)."""
+    def standard_error(self, seed_sd: float | None) -> float:
+        """Of the mean top-1 over this row's seeds: ``seed_sd`` (one run's seed-to-seed standard deviation,
+        pooled over the rows) or, where no row has two seeds, none; never below the binomial error of the
+        held-out set."""
         top1 = self.mean("top1")
-        if top1 is None:
-            return None
         held_out = min(run["held_out"] for run in self.runs)
         binomial = 100 * math.sqrt(top1 / 100 * (1 - top1 / 100) / held_out)
-        spread = (self.std() or 0.0) / math.sqrt(len(self.runs))
-        return max(spread, binomial / math.sqrt(len(self.runs)), 1e-9)
+        return max(seed_sd or 0.0, binomial, 1e-9) / math.sqrt(len(self.runs))
 
     def first(self) -> dict[str, Any] | None:
         """The run of the lowest seed (the one the frame-order table and per-motion lines show)."""
         return min(self.runs, key=lambda run: run["seed"]) if self.runs else None
+
+
+def pooled_seed_sd(rows: dict[str, RowRuns]) -> float | None:
+    """The top-1 standard deviation between seeds, pooled over the rows run with two or more (None: none was):
+    three seeds estimate a row's own spread poorly, and rows run with one seed have none."""
+    groups = [row.values("top1") for row in rows.values() if len(row.runs) > 1]
+    degrees = sum(len(values) - 1 for values in groups)
+    if not degrees:
+        return None
+    return math.sqrt(sum(statistics.variance(values) * (len(values) - 1) for values in groups) / degrees)
 
 
 def rows_of(results: dict[str, Any]) -> dict[str, RowRuns]:
@@ -130,7 +138,8 @@ def comparison(rows: dict[str, RowRuns], favoured: str, other: str) -> dict[str,
     if not a.runs or not b.runs:
         return None
     difference = a.mean("top1") - b.mean("top1")
-    error = math.hypot(a.standard_error(), b.standard_error())
+    seed_sd = pooled_seed_sd(rows)
+    error = math.hypot(a.standard_error(seed_sd), b.standard_error(seed_sd))
     verdict = "holds" if difference > 2 * error else "**does not hold**" if difference < -2 * error else "not resolved"
     return {"difference": round(difference, 2), "standard_error": round(error, 2), "verdict": verdict,
             "seeds": (len(a.runs), len(b.runs)), "one_point_resolvable": 2 * error < 1.0}
@@ -229,7 +238,9 @@ def setup_lines(results: dict[str, Any]) -> list[str]:
     columns = ("*Motion top-1*: the prediction is the true class or its twin. *Direction in pair*: of those, the "
                "share with the right direction (chance: 50%). *Train s*: wall time of `sifar.train.train` with "
                "the other runs sharing the GPU. *2 SE*: two standard errors of the difference of two rows' mean "
-               "top-1, each row's error the larger of its seeds' spread and the binomial error of the held-out set.")
+               "top-1; a row's error is the larger of the seed-to-seed standard deviation (pooled over the rows "
+               "run with several seeds) and the binomial error of the held-out set, over the square root of "
+               "its seeds.")
     return [machine, dataset, recipe, evaluation, columns]
 
 

@@ -379,10 +379,12 @@ def seed_list(text: str) -> list[int]:
               help="Runs at once, each a process of its own (they share the GPU).")
 @click.option("--deadline", type=float, default=None,
               help="Seconds from start after which no new run starts (when the slowest run's time would overrun).")
+@click.option("--runs", default=None, help="Comma-separated ROW@SEED runs, in the order to start them (instead of "
+                                            "--rows x --seeds).")
 @click.option("--job", default=None, help="ROW@SEED: train and evaluate this one run into its folder and stop "
                                            "(what the study starts for each run).")
 def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, workers: int | None,
-         rows: str | None, seeds: str, parallel: int, deadline: float | None, job: str | None) -> None:
+         rows: str | None, seeds: str, parallel: int, deadline: float | None, runs: str | None, job: str | None) -> None:
     """Train and evaluate the study's runs; results.json, RESULTS.md and the PNG are rewritten after each run."""
     started = time.perf_counter()
     settings = QUICK_SETTINGS if quick else GPU_SETTINGS
@@ -406,7 +408,10 @@ def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, wo
     log(started, f"data{' (reused)' if data.get('reused') else ''}: {settings.videos} videos, "
                  f"{data['train_videos']} train / {data['val_videos']} val, synth {data['synth_s']} s, "
                  f"shard {data['shard_s']} s")
-    jobs = planned_jobs(selected_rows(rows), seed_list(seeds))
+    if runs:
+        jobs = list({j.name: j for j in map(parse_job, filter(None, map(str.strip, runs.split(","))))}.values())
+    else:
+        jobs = planned_jobs(selected_rows(rows), seed_list(seeds))
 
     def record(done: Job, result: dict[str, Any], seconds: float) -> None:
         results["runs"][done.name] = result
