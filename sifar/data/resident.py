@@ -1,9 +1,9 @@
 """Training batches drawn from a split held decoded on the training device (``--resident``).
 
-For datasets small enough to keep every stored frame in GPU memory, decoding JPEGs on CPU workers bounds
-the step, not the model: the temporal study's 64 px clips train a micro Swin at ~2,400 clips/s through the
-streaming loader, with the GPU mostly idle, and 16 cores cannot feed several such runs at once. Here the
-split is read and decoded once (every stored frame, at its stored size), and each step samples its clips
+For datasets small enough to keep every stored frame in GPU memory and trained several runs at a time on
+one GPU (the temporal study: six micro Swins on 64 px clips), where streamed each run would need loader
+workers of its own beside its trainer and the cores would be what the runs share. Here the split is read
+and decoded once (every stored frame, at its stored size), and each step samples its clips
 as the streaming loader does (the same segment sampling, :func:`sifar.data.sampling.train_indices`, and
 the same multi-scale crop and flip draws, :func:`sifar.data.transforms.draw_crop_jitter`), then gathers,
 flips and resizes the crops on the device, one batched resize per crop size. The resize is torch's
