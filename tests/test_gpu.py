@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from shard_files import write_split
+from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.models import compile_model, create_model
 from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
@@ -95,3 +97,20 @@ def test_under_autocast_every_stage_carries_its_stream_in_bf16():
 
 def test_fp16_training_on_the_gpu_keeps_finite_losses_and_resumes_with_its_loss_scale(data, tmp_path):  # noqa: F811
     check_fp16_training_resumes_with_its_scale(data, tmp_path / "run", "--device", "cuda")
+
+
+def test_a_resident_split_on_the_gpu_gives_the_cpu_batches(tmp_path):
+    """The same draws gathered and resized by CUDA kernels: the same clips, keys and labels (within one grey
+    level: float resizes may round apart)."""
+    write_split(tmp_path, "train", shards=2, per_shard=5, num_frames=12)
+    clip = ClipSettings(num_frames=8, frame_size=32, flip="on")
+
+    def batches(device: str):
+        loader = build_loader(tmp_path, clip, LoaderSettings(batch_size=4, resident=True), steps_per_epoch=3,
+                              device=torch.device(device))
+        return list(loader)
+
+    for on_gpu, on_cpu in zip(batches("cuda"), batches("cpu")):
+        assert on_gpu.frames.is_cuda and on_gpu.keys == on_cpu.keys
+        assert torch.equal(on_gpu.labels.cpu(), on_cpu.labels)
+        assert (on_gpu.frames.cpu().int() - on_cpu.frames.int()).abs().max() <= 1
