@@ -1,26 +1,32 @@
-"""Issue 8: evidence that super images learn time, on the synthetic temporal dataset (paper Tables 7, 8a, 9).
+"""Issues 8 and 28: evidence that super images learn time, on the synthetic temporal dataset (paper Tables
+7, 8a, 8b, 9), separated by seeds and a held-out set large enough to resolve a point.
 
 The synthetic dataset's ten classes come in five direction pairs (right/left, down/up, grow/shrink,
 cw/ccw, appear/disappear); a twin is its partner played backwards, so only frame order separates a pair.
-From scratch weights and fixed seeds, one run makes the data (``sifar-tools synth`` + ``shard``), then for
-each row trains with the library's trainer (``sifar.train.train``, what ``sifar-train`` runs) and evaluates
-the last checkpoint the way ``sifar-eval`` does (``sifar.evaluate.evaluate_checkpoint``), in normal, reversed
-and shuffled frame order where the row asks for it:
+One run makes the data (``sifar-tools synth`` + ``shard``: 13,000 videos, 5,200 held out), then trains each
+(row, seed) from scratch with the library's trainer (``sifar.train.train``, what ``sifar-train`` runs) on the
+training split held on the GPU (``--resident``), several at once (``--parallel``, each a child process), and
+evaluates the last checkpoint the way ``sifar-eval`` does (``sifar.evaluate.evaluate_checkpoint``, streamed),
+in normal, reversed and shuffled frame order where the row asks for it. The rows
+(:mod:`tools.temporal_rows`):
 
 1. SIFAR (a micro Swin with SIFAR-B-12's windows, 3x3 layout), also with reversed and shuffled frames
    (Table 9);
 2. the same backbone as a frame-averaging baseline (TSN-style; ``frame_average=True``);
-3. layouts 1x8 and 2x4 beside 3x3 (Table 8a);
-4. CNN SIFAR: ResNet-18 with and without a 7x7 large-kernel block (Table 7).
+3. layouts 1x8 and 2x4 beside 3x3 (Table 8a), and 16 frames of 32 px as 4x4 against 2x8;
+4. the 3x3 model with the per-frame embedding (Table 8b);
+5. CNN SIFAR: ResNet-18 with and without a 7x7 large-kernel block (Table 7).
 
-Every row reports top-1, top-5, motion accuracy (the pair named right), direction accuracy within the
-pair (chance 50%), training time and clips/s. ``<out>/results.json`` is rewritten after every row (rows of
-an earlier run with the same recipe are kept, so ``--rows`` can complete a cut-off run), and so are the
-study's section of ``<docs>/RESULTS.md`` and ``<docs>/temporal_study.png``.
+Every run reports top-1, top-5, motion accuracy (the pair named right), direction accuracy within the
+pair (chance 50%), the held-out count, training time and clips/s. ``<out>/results.json`` is rewritten after
+every run (runs of an earlier study with the same recipe are kept, so ``--runs`` can complete a cut-off
+one), and so are the study's section of ``<docs>/RESULTS.md`` (means over seeds, the paper's claims with
+two standard errors), ``<docs>/results.json`` and ``<docs>/temporal_study.png``.
 
-    python -m tools.temporal_study --output runs/temporal --docs docs --deadline 540   # one GPU, ~6-8 min
-    python -m tools.temporal_study --quick --output /tmp/ts_quick --docs /tmp/ts_docs  # CPU smoke test
-    python -m tools.temporal_report --output runs/temporal --docs docs                 # docs from results.json
+    python -m tools.temporal_study --output runs/temporal --docs docs --seeds 0,1,2 --parallel 6   # one GPU
+    python -m tools.temporal_study --output runs/temporal --docs docs --runs sifar_3x3@0,resnet@0   # chosen runs
+    python -m tools.temporal_study --quick --output /tmp/ts_quick --docs /tmp/ts_docs --device cpu  # smoke test
+    python -m tools.temporal_report --output runs/temporal --docs docs       # docs from results.json
 """
 
 from __future__ import annotations
