@@ -55,13 +55,13 @@ from sifar.data.batch_memory import Batch, free_when_dropped
 from sifar.data.loader_stats import LoaderStats
 from sifar.data.clip import ClipSettings
 from sifar.data.decoders import warn_once_if_decoding_whole_frames
-from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings
+from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings, SourceLoader
 from sifar.data.resident import ResidentLoader
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
 
 
-class VideoLoader:
+class VideoLoader(SourceLoader):
     """What :func:`build_loader` returns: iterate it for one epoch of :class:`Batch` es.
 
     Call ``set_epoch(e)`` before each training epoch (the epoch seeds shard order, shuffle, sampling and
@@ -110,10 +110,6 @@ class VideoLoader:
         return _evaluation_batches(self.source, self.config)
 
     @property
-    def steps_per_epoch(self) -> int:
-        return self.config.steps_per_epoch
-
-    @property
     def stats(self) -> dict[str, int]:
         """Counts so far, all workers together: samples delivered and every kind of bad data skipped."""
         return self._stats.as_dict()
@@ -123,13 +119,6 @@ class VideoLoader:
         reads = self._stats.shard_reads()
         return [(url, self.source.samples_in(url), read) for url, read in zip(self.source.shards, reads)]
 
-    @property
-    def classes(self) -> list[str] | None:
-        return self.source.classes
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.source.num_classes
 
 
 def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:

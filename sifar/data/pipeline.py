@@ -88,6 +88,26 @@ class LoaderConfig:
     def views(self) -> int:
         return self.clips * self.crops
 
+
+class SourceLoader:
+    """What every loader reports from its ``source`` and ``config`` (the streaming :class:`~sifar.data.loader.
+    VideoLoader` and the resident :class:`~sifar.data.resident.ResidentLoader`)."""
+
+    source: ShardSource
+    config: LoaderConfig
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.config.steps_per_epoch
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.source.classes
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.source.num_classes
+
 # ---- pipeline stages -------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from sifar.data.batch_memory import Batch
 from sifar.data.decoders import JpegDecoder
-from sifar.data.pipeline import LoaderConfig
+from sifar.data.pipeline import LoaderConfig, SourceLoader
 from sifar.data.sampling import train_indices
 from sifar.data.shard_format import SampleInfo
 from sifar.data.shard_reader import read_shard
@@ -82,10 +82,10 @@ def _stack_padded(videos: list[torch.Tensor], source: ShardSource, device: torch
     return frames
 
 
-class ResidentLoader:
+class ResidentLoader(SourceLoader):
     """What :func:`sifar.data.loader.build_loader` returns for a resident training split: the interface of
-    :class:`~sifar.data.loader.VideoLoader` (``set_epoch``, ``len``, ``steps_per_epoch``, ``stats``,
-    ``classes``) over batches already on the device."""
+    :class:`~sifar.data.loader.VideoLoader` (``set_epoch``, ``len``, ``stats`` and :class:`SourceLoader`'s)
+    over batches already on the device."""
 
     def __init__(self, source: ShardSource, config: LoaderConfig, device: torch.device, epoch: int = 0,
                  start_batch: int = 0):
@@ -105,20 +105,9 @@ class ResidentLoader:
         return self.config.steps_per_epoch - self.start_batch
 
     @property
-    def steps_per_epoch(self) -> int:
-        return self.config.steps_per_epoch
-
-    @property
     def stats(self) -> dict[str, int]:
         return {"samples": self._delivered, "resident_videos": len(self.split)}
 
-    @property
-    def classes(self) -> list[str] | None:
-        return self.source.classes
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.source.num_classes
 
     def __iter__(self) -> Iterator[Batch]:
         draws = self._epoch_draws()
