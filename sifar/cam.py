@@ -24,6 +24,7 @@ inside the box (:func:`pointing_hits`); a uniformly random point scores the box'
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,10 @@ def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, cla
     with torch.no_grad():
         features = model.feature_map(frames.float())
         probabilities = model.head_from_feature_map(features).float().softmax(-1)
+    if not head_pools_positions(model, features):
+        warnings.warn(f"{model.name}'s head weighs each position of the feature map separately (it does not pool "
+                      f"them): {method} maps, which give each channel one weight for all positions, do not show "
+                      f"where it looks (docs/CAM.md)", stacklevel=2)
     in_frames = frame_mask(model.grid, model.num_frames, tuple(image.shape[-2:])).to(features.device)
     pixels = denormalized(image, model.mean, model.std).cpu()
     maps = []
@@ -170,6 +175,16 @@ def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, cla
         maps.append(ClassActivationMap(pixels[i], heatmap.cpu(), target, classes[target], probabilities[i].cpu(),
                                        method, model.grid, model.num_frames))
     return maps
+
+
+def head_pools_positions(model: SuperImageClassifier, features: torch.Tensor) -> bool:
+    """Whether the model's head ignores where in the (B, C, h, w) feature map a feature is, as heads that pool
+    over positions (Swin's, ResNet's) do: its logits do not change when the positions are reversed.
+    Ablation-CAM and Grad-CAM give each channel one weight for all positions, which assumes such a head."""
+    with torch.no_grad():
+        logits = model.head_from_feature_map(features).float()
+        moved = model.head_from_feature_map(features.flip(-2, -1)).float()
+    return torch.allclose(moved, logits, rtol=1e-3, atol=1e-4 * float(logits.abs().max()) + 1e-6)
 
 
 def overlay(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.5, colormap: str = "jet") -> torch.Tensor:

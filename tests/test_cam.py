@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 from video_files import make_video
 
 from sifar.cam import (
+    head_pools_positions,
     UnknownClassError,
     ablation_weights,
     box_share,
@@ -158,6 +160,22 @@ def test_batched_ablation_equals_one_channel_at_a_time():
     assert single[9].item() == pytest.approx(((score - drop) / score.abs()).item(), rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match="at least one channel"):
         ablation_weights(head, features, 2, chunk=0)
+
+
+@pytest.mark.parametrize("name, pools", [("SIFAR-N-6", True), ("SIFAR-R18", True), ("SIFAR-VGG-T", False)])
+def test_a_head_with_weights_per_position_is_found_and_its_maps_warned_about(name, pools):
+    """Channel-weighted maps assume a head that pools positions (Swin, ResNet); SIFAR-VGG-T's fully connected
+    head weighs each position (docs/CAM.md: its maps point no better than chance)."""
+    torch.manual_seed(0)
+    model = create_model(name, 4).eval()
+    frames = torch.randn(1, 8, 3, model.frame_size, model.frame_size)
+    with torch.no_grad():
+        assert head_pools_positions(model, model.feature_map(frames)) is pools
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        class_activation_map(model, frames, list("abcd"), method="gradcam")
+    assert [str(w.message).split(":")[0] for w in caught] == ([] if pools else [
+        f"{model.name}'s head weighs each position of the feature map separately (it does not pool them)"])
 
 
 @pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-R18"])

@@ -110,6 +110,7 @@ def test_the_study_writes_its_scores_and_strips(shards, checkpoint, tmp_path):
     classes = read_manifest(shards / "val.json").classes
     assert (results["model"], results["layout"], results["checkpoint"]) == ("SIFAR-N-6", "3x3", str(checkpoint))
     assert results["clips"] == 5 and 0 <= results["top1"] <= 100 and results["split"] == "val"
+    assert results["head_pools_positions"] is True
     assert list(results["methods"]) == ["ablation", "gradcam"]
     for scores in results["methods"].values():
         assert scores["clips"] == 5 and 0 < scores["frames_counted"] <= 5 * 8

@@ -41,6 +41,7 @@ from sifar.cam import (
     class_activation_maps,
     frame_cells,
     frame_heatmaps,
+    head_pools_positions,
     overlay,
     pointing_hits,
 )
@@ -72,6 +73,14 @@ class HeldOutClip:
     label: int
     frames: torch.Tensor  # (T, C, S, S) uint8
     boxes: list[list[int] | None]  # in pixels of the view; None: invisible, or outside the crop
+
+
+def pools_positions(model: torch.nn.Module, device: torch.device) -> bool:
+    """:func:`sifar.cam.head_pools_positions` on the features of a random clip (a property of the head)."""
+    clip = torch.randn(1, model.num_frames, 3, model.frame_size, model.frame_size,
+                       generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        return head_pools_positions(model, model.feature_map(clip))
 
 
 def centre_view_box(box: Box | None, stored: tuple[int, int], resized: tuple[int, int], size: int
@@ -282,6 +291,7 @@ def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], de
         "layout": "{}x{}".format(*model.grid), "num_frames": model.num_frames, "frame_size": model.frame_size,
         "shards": str(shards), "split": SPLIT, "selection": f"the first {study.clips} samples of the split in shard order",
         "clips": study.clips, "top1": round(100 * study.correct / study.clips, 2), "device": str(target),
+        "head_pools_positions": pools_positions(model, target),
         "seconds": round(time.perf_counter() - began, 2),
         "methods": {method: study.scores[method].summary(trained.classes) for method in methods},
         "strips": {"file": STRIPS_FILE, "method": rows[0].cam.method,
