@@ -59,6 +59,7 @@ from sifar.data.pipeline import ClipStream, LoaderConfig, LoaderSettings, Source
 from sifar.data.resident import ResidentLoader
 from sifar.data.sources import ShardSource, resolve_source
 from sifar.data.transforms import default_flip
+from sifar.distributed import local_device
 
 
 class VideoLoader(SourceLoader):
@@ -77,15 +78,6 @@ class VideoLoader(SourceLoader):
         self.reuse_memory = reuse_memory
         self._stats = LoaderStats(source.shards)
         self.set_epoch(epoch, start_batch)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Choose the epoch of the next iteration, and the batch it starts at (training only)."""
-        if start_batch and not self.config.training:
-            raise ValueError("start_batch resumes a training epoch; evaluation always runs whole")
-        if not 0 <= start_batch <= self.config.steps_per_epoch:
-            raise ValueError(f"start_batch must be within 0..{self.config.steps_per_epoch}, got {start_batch}")
-        self.epoch = epoch
-        self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.config.training:  # an evaluation's counts are those of its last pass
@@ -120,7 +112,6 @@ class VideoLoader(SourceLoader):
         return [(url, self.source.samples_in(url), read) for url, read in zip(self.source.shards, reads)]
 
 
-
 def _evaluation_batches(source: ShardSource, config: LoaderConfig) -> int:
     counts = [source.samples_in(shard) for shard in source.shards]
     if any(count is None for count in counts):
@@ -147,10 +138,6 @@ def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int,
     else:
         found = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     return (found[0] if rank is None else rank), (found[1] if world_size is None else world_size)
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int:
@@ -190,7 +177,7 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
       any more (:class:`~sifar.data.batch_memory.BatchMemory`), which saves a page fault per 4 KiB. Only a
       batch whose frames are handed on to another process (a multiprocessing queue) would be overwritten
       under that process: ``clone()`` them first, or pass False.
-    - ``device``: where ``settings.resident`` holds a training split (default: the current CUDA device, else
+    - ``device``: where ``settings.resident`` holds a training split (default: the GPU if there is one, else
       the CPU); its batches come already there (:mod:`sifar.data.resident`).
     """
     shard_source = resolve_source(source, split)
@@ -206,7 +193,7 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
     config = LoaderConfig(clip, settings, training=training, clips=clips, crops=crops, seed=seed, rank=rank,
                           world_size=world_size, steps_per_epoch=steps_per_epoch or 0)
     if training and settings.resident:
-        return ResidentLoader(shard_source, config, device or _default_device(), epoch, start_batch)
+        return ResidentLoader(shard_source, config, device or local_device(), epoch, start_batch)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return VideoLoader(shard_source, config, epoch, start_batch, pin_memory=pin_memory,

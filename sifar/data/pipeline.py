@@ -95,6 +95,17 @@ class SourceLoader:
 
     source: ShardSource
     config: LoaderConfig
+    epoch: int
+    start_batch: int
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch of the next iteration, and the batch it starts at (training only)."""
+        if start_batch and not self.config.training:
+            raise ValueError("start_batch resumes a training epoch; evaluation always runs whole")
+        if not 0 <= start_batch <= self.config.steps_per_epoch:
+            raise ValueError(f"start_batch must be within 0..{self.config.steps_per_epoch}, got {start_batch}")
+        self.epoch = epoch
+        self.start_batch = start_batch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -107,6 +118,7 @@ class SourceLoader:
     @property
     def num_classes(self) -> int | None:
         return self.source.num_classes
+
 
 # ---- pipeline stages -------------------------------------------------------------------------------------
 

@@ -96,18 +96,12 @@ class ResidentLoader(SourceLoader):
         self._delivered = 0
         self.set_epoch(epoch, start_batch)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        if not 0 <= start_batch <= self.config.steps_per_epoch:
-            raise ValueError(f"start_batch must be within 0..{self.config.steps_per_epoch}, got {start_batch}")
-        self.epoch, self.start_batch = epoch, start_batch
-
     def __len__(self) -> int:
         return self.config.steps_per_epoch - self.start_batch
 
     @property
     def stats(self) -> dict[str, int]:
         return {"samples": self._delivered, "resident_videos": len(self.split)}
-
 
     def __iter__(self) -> Iterator[Batch]:
         draws = self._epoch_draws()
@@ -134,27 +128,23 @@ class ResidentLoader(SourceLoader):
         height, width = split.frames.shape[2:4]
         out = torch.empty((len(draws), self.config.clip.num_frames, 3, size, size), dtype=torch.uint8,
                           device=self.device)
-        groups: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)  # size -> (row, left, top)
-        for row, (_, _, jitter) in enumerate(draws):
+        groups: dict[tuple[int, int], list[list[int]]] = defaultdict(list)  # crop size -> its clips' indices
+        for row, (video, frames, jitter) in enumerate(draws):
             left, top, crop_w, crop_h = jitter_box(jitter, width, height)
-            groups[(crop_w, crop_h)].append((row, left, top))
+            groups[(crop_w, crop_h)].append([row, video, left, top, jitter.flip, *frames])
         for (crop_w, crop_h), members in groups.items():
-            rows, lefts, tops = (torch.tensor(column, device=self.device) for column in zip(*members))
-            crops = self._crops(rows, lefts, tops, crop_w, crop_h, draws)
-            out[rows] = _resize_uint8(crops, size)
-        labels = torch.tensor([split.labels[video] for video, _, _ in draws], device=self.device)
+            indices = torch.tensor(members).to(self.device)  # one copy to the device per crop size
+            out[indices[:, 0]] = _resize_uint8(self._crops(indices[:, 1:], crop_w, crop_h), size)
+        labels = torch.tensor([split.labels[video] for video, _, _ in draws]).to(self.device)
         return Batch(out, labels, [split.keys[video] for video, _, _ in draws])
 
-    def _crops(self, rows: torch.Tensor, lefts: torch.Tensor, tops: torch.Tensor, crop_w: int, crop_h: int,
-               draws: list[ClipDraw]) -> torch.Tensor:
-        """(g, T, crop_h, crop_w, 3) uint8: one advanced-indexing gather for a group of clips."""
-        chosen = [draws[row] for row in rows.tolist()]
-        videos = torch.tensor([video for video, _, _ in chosen], device=self.device)
-        frames = torch.tensor([indices for _, indices, _ in chosen], device=self.device)
-        flips = torch.tensor([jitter.flip for _, _, jitter in chosen], device=self.device)
+    def _crops(self, indices: torch.Tensor, crop_w: int, crop_h: int) -> torch.Tensor:
+        """(g, T, crop_h, crop_w, 3) uint8 for g clips of one crop size, each row of ``indices`` (video, left,
+        top, flip, T frame indices): one advanced-indexing gather."""
+        videos, lefts, tops, flips, frames = indices[:, 0], indices[:, 1], indices[:, 2], indices[:, 3], indices[:, 4:]
         ys = tops[:, None] + torch.arange(crop_h, device=self.device)
         xs = torch.arange(crop_w, device=self.device)
-        xs = lefts[:, None] + torch.where(flips[:, None], crop_w - 1 - xs, xs)  # mirrored columns when flipped
+        xs = lefts[:, None] + torch.where(flips[:, None].bool(), crop_w - 1 - xs, xs)  # mirrored columns when flipped
         return self.split.frames[videos[:, None, None, None], frames[:, :, None, None], ys[:, None, :, None],
                                  xs[:, None, None, :]]
 
