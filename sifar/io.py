@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -132,6 +133,13 @@ def ffmpeg_input(url: str) -> tuple[str, dict[str, Any]]:
 def is_http(path: str | os.PathLike) -> bool:
     """True for ``http://`` and ``https://`` URLs (read-only, no listing of buckets)."""
     return str(path).startswith(("http://", "https://"))
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int = 2) -> None:
+    """``value`` as JSON (and a final newline) at ``path``, atomically (:func:`atomic_write`)."""
+    with atomic_write(path, "w") as handle:
+        json.dump(value, handle, indent=indent)
+        handle.write("\n")
 
 
 @contextlib.contextmanager

@@ -76,12 +76,15 @@ def test_a_small_held_out_set_cannot_resolve_one_point_however_close_the_seeds()
 
 def test_the_report_writes_results_json_and_the_section_with_failed_runs_named(tmp_path):
     failed = {"row": "sifar_1x8", "seed": 0, "title": "x", "error": "Traceback\nRuntimeError: out of memory"}
-    results = results_of(run("sifar_3x3", 0, 97.5, reverse=3.0, shuffle=40.0), run("frame_average", 0, 48.0),
-                         failed)
+    game = {"clips": 520, **{m: {"pointing_accuracy": a, "random_baseline": 30.0, "frames_counted": 3900}
+                             for m, a in (("ablation", 84.0), ("gradcam", 71.0))}}
+    results = results_of({**run("sifar_3x3", 0, 97.5, reverse=3.0, shuffle=40.0), "pointing": game},
+                         run("frame_average", 0, 48.0), failed)
     (tmp_path / "RESULTS.md").write_text("# Results\n\nkept text\n")
     write_report(results, tmp_path)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "kept text" in text and "failed: RuntimeError: out of memory" in text
+    assert "ablation 84.0%, gradcam 71.0%, a random point 30.0%; goal >= 80% with Ablation-CAM: met" in text
     assert "goal >= 97% on >= 5000: met" in text and "goal reversed <= 15% with the motion named: met" in text
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["row"], r["seed"], r["top1"], r["held_out"]) for r in rows] == [("sifar_3x3", 0, 97.5, 5000),
@@ -99,6 +102,14 @@ def test_the_quick_study_trains_and_reports_two_runs_at_once(tmp_path, monkeypat
     assert sorted(results["runs"]) == ["resnet@0", "sifar_3x3@0"]
     assert all("error" not in r and r["held_out"] == 20 for r in results["runs"].values())
     assert set(results["runs"]["sifar_3x3@0"]["orders"]) == {"normal", "reverse", "shuffle"}
+    for run in results["runs"].values():  # both rows play the pointing game on the held-out clips
+        game = run["pointing"]
+        assert game["clips"] == 20 and game["ablation"]["frames_counted"] == game["gradcam"]["frames_counted"] > 0
+        assert 0 < game["ablation"]["random_baseline"] < 100
+    assert (tmp_path / "ts" / "runs" / "sifar_3x3-s0" / "cam" / "cam_strips.png").is_file()
+    rows = json.loads((tmp_path / "docs" / "results.json").read_text())["rows"]
+    assert [row["pointing"] is not None for row in rows] == [True, True]
+    assert "Pointing game, SIFAR Swin, 3x3 seed 0 (20 held-out clips" in (tmp_path / "docs" / "RESULTS.md").read_text()
     assert (tmp_path / "docs" / "results.json").is_file()
 
 

@@ -18,10 +18,8 @@ Ablation-CAM heat and the box.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ from sifar.data.sources import resolve_source
 from sifar.data.transforms import crop_offset, crop_places, device_clips, resize_short_side, spatial_crops
 from sifar.distributed import local_device
 from sifar.evaluate import check_same_classes
-from sifar.io import atomic_write
+from sifar.io import atomic_write, write_json
 
 SPLIT = "val"
 RESULTS_FILE, STRIPS_FILE = "cam_results.json", "cam_strips.png"
@@ -240,12 +238,6 @@ def strips_image(rows: Sequence[StripRow], classes: Sequence[str]) -> Image.Imag
     return canvas
 
 
-def write_json(path: Path, value: Any) -> None:
-    with atomic_write(path, "w") as handle:
-        json.dump(value, handle, indent=2)
-        handle.write("\n")
-
-
 def parse_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
     methods = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
     unknown = [m for m in methods if m not in METHODS]
@@ -270,16 +262,28 @@ def parse_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], device: str, batch_size: int,
          out: Path) -> None:
     """Score class activation maps of the ground-truth class by the pointing game on held-out clips."""
+    try:
+        results = score_checkpoint(checkpoint, shards, clips, methods, local_device(device), batch_size, out)
+    except (OSError, ValueError) as err:  # no such shards, classes that differ, a sample that cannot be read
+        raise click.ClickException(str(err)) from err
+    for method in methods:
+        summary = results["methods"][method]
+        click.echo(f"{method}: pointing {summary['pointing_accuracy']}% of {summary['frames_counted']} frames "
+                   f"(random {summary['random_baseline']}%), {summary['seconds']} s")
+    click.echo(f"top-1 {results['top1']}% on {results['clips']} clips; {out / RESULTS_FILE}, {out / STRIPS_FILE}")
+
+
+def score_checkpoint(checkpoint: Path, shards: str, clips: int, methods: Sequence[str], device: torch.device,
+                     batch_size: int, out: Path) -> dict[str, Any]:
+    """The pointing game of ``checkpoint`` on the first ``clips`` held-out clips of ``shards``: writes and returns
+    ``<out>/cam_results.json`` and writes ``<out>/cam_strips.png`` (what the command does; the temporal study
+    calls it for its rows). ValueError or OSError for shards it cannot use."""
     began = time.perf_counter()
     saved = load_checkpoint(checkpoint)
     trained = trained_model(saved, checkpoint, attention="sdpa")  # FlexAttention compiles a kernel per batch shape
-    target = local_device(device)
-    try:
-        study = run_study(trained, held_out_clips(trained, shards, clips), methods, target, batch_size)
-    except (OSError, ValueError) as err:  # no such shards, classes that differ, a sample that cannot be read
-        raise click.ClickException(str(err)) from err
+    study = run_study(trained, held_out_clips(trained, shards, clips), methods, device, batch_size)
     if not study.clips:
-        raise click.ClickException(f"the {SPLIT} split of {shards} holds no samples")
+        raise ValueError(f"the {SPLIT} split of {shards} holds no samples")
     out.mkdir(parents=True, exist_ok=True)
     rows = [study.strips[label] for label in sorted(study.strips)]
     with atomic_write(out / STRIPS_FILE, "wb") as handle:
@@ -289,21 +293,20 @@ def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], de
         "model": saved_setup(saved)[0].name, "backbone": model.name, "checkpoint": str(checkpoint),
         "weights": trained.weights,
         "layout": "{}x{}".format(*model.grid), "num_frames": model.num_frames, "frame_size": model.frame_size,
-        "shards": str(shards), "split": SPLIT, "selection": f"the first {study.clips} samples of the split in shard order",
-        "clips": study.clips, "top1": round(100 * study.correct / study.clips, 2), "device": str(target),
-        "head_pools_positions": pools_positions(model, target),
+        "shards": str(shards), "split": SPLIT,
+        "selection": f"the first {study.clips} samples of the split in shard order",
+        "clips": study.clips, "top1": round(100 * study.correct / study.clips, 2), "device": str(device),
+        "head_pools_positions": pools_positions(model, device),
         "seconds": round(time.perf_counter() - began, 2),
         "methods": {method: study.scores[method].summary(trained.classes) for method in methods},
         "strips": {"file": STRIPS_FILE, "method": rows[0].cam.method,
                    "clips": {row.cam.class_name: row.clip.key for row in rows}},
-        "command": "python -m tools.cam_study " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "tools.cam_study", "--checkpoint", str(checkpoint), "--shards",
+                               str(shards), "--output", str(out), "--clips", str(clips), "--methods",
+                               ",".join(methods), "--device", str(device), "--batch-size", str(batch_size)]),
     }
     write_json(out / RESULTS_FILE, results)
-    for method in methods:
-        summary = results["methods"][method]
-        click.echo(f"{method}: pointing {summary['pointing_accuracy']}% of {summary['frames_counted']} frames "
-                   f"(random {summary['random_baseline']}%), {summary['seconds']} s")
-    click.echo(f"top-1 {results['top1']}% on {study.clips} clips; {out / RESULTS_FILE}, {out / STRIPS_FILE}")
+    return results
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from sifar.io import atomic_write
+from sifar.io import atomic_write, write_json
 
 from tools.temporal_rows import ROW_NAMES, ROWS, RowSpec
 
@@ -173,13 +173,16 @@ def findings(rows: dict[str, RowRuns]) -> list[str]:
         if reverse is not None:
             motion = order_metric(first, "reverse", "motion_top1")
             verdict = "met" if reverse <= 15 and motion is not None and motion >= 90 else "**missed**"
-            lines.append(f"Frame order (Table 9), seed {first['seed']}: {order_metric(first, 'normal', 'top1'):.1f}% in "
+            in_order = order_metric(first, "normal", "top1")
+            lines.append(f"Frame order (Table 9), seed {first['seed']}: {in_order:.1f}% in "
                          f"order, {reverse:.1f}% reversed with the motion still named in {percent(motion)}% (a "
                          f"reversed clip is its twin class), {percent(shuffled)}% shuffled; goal reversed <= 15% "
                          f"with the motion named: {verdict}.")
         per_motion = order_metric(first, "normal", "per_motion") or {}
-        cells = ", ".join(f"{m} {v['motion_top1']:.0f}/{percent(v['direction_in_pair'])}" for m, v in per_motion.items())
+        cells = ", ".join(f"{m} {v['motion_top1']:.0f}/{percent(v['direction_in_pair'])}"
+                          for m, v in per_motion.items())
         lines.append(f"Per motion, SIFAR 3x3 seed {first['seed']} (motion named / direction in pair, %): {cells}.")
+    lines += pointing_lines(rows)
     average = rows["frame_average"].first()
     if average is not None:
         direction = order_metric(average, "normal", "direction_in_pair")
@@ -187,6 +190,25 @@ def findings(rows: dict[str, RowRuns]) -> list[str]:
         lines.append(f"Frame average (same Swin, order-blind): top-1 {order_metric(average, 'normal', 'top1'):.1f}%, "
                      f"motion named {percent(order_metric(average, 'normal', 'motion_top1'))}%, direction in pair "
                      f"{percent(direction)}% (chance 50%); goal <= 60%: {verdict}.")
+    return lines
+
+
+def pointing_lines(rows: dict[str, RowRuns]) -> list[str]:
+    """The pointing game of the rows that played it (goal: >= 80% for the Swin with Ablation-CAM)."""
+    lines = []
+    for name in ("sifar_3x3", "resnet"):
+        run = rows[name].first()
+        if run is None or "pointing" not in run:
+            continue
+        game = run["pointing"]
+        methods = ", ".join(f"{method} {game[method]['pointing_accuracy']:.1f}%" for method in ("ablation", "gradcam"))
+        goal = ""
+        if name == "sifar_3x3":
+            met = game["ablation"]["pointing_accuracy"] >= 80
+            goal = f"; goal >= 80% with Ablation-CAM: {'met' if met else '**missed**'}"
+        lines.append(f"Pointing game, {run['title']} seed {run['seed']} ({game['clips']} held-out clips, "
+                     f"{game['ablation']['frames_counted']} frames with the object visible): {methods}, a random "
+                     f"point {game['ablation']['random_baseline']:.1f}%{goal} (maps and strips: the run's `cam/`).")
     return lines
 
 
@@ -320,10 +342,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def write_report(results: dict[str, Any], docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     plot(results, docs / "temporal_study.png")
-    with atomic_write(docs / "results.json", "w") as handle:
-        json.dump({"settings": results["settings"], "data": results.get("data"), "commands": results["commands"],
-                   "rows": results_rows(results)}, handle, indent=1)
-        handle.write("\n")
+    write_json(docs / "results.json", {"settings": results["settings"], "data": results.get("data"),
+                                       "commands": results["commands"], "rows": results_rows(results)}, indent=1)
     write_section(docs / "RESULTS.md", markdown(results))
 
 

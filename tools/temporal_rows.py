@@ -21,13 +21,14 @@ class RowSpec:
     frame_size: int | None = None  # None: the recipe's frame size
     orders: tuple[str, ...] = ("normal",)
     seeds: int | None = None  # at most this many seeds (None: every seed the run asks for)
+    cam: bool = False  # score its class activation maps by the pointing game (tools.cam_study)
 
 
 ROWS = (
-    RowSpec("sifar_3x3", "SIFAR Swin, 3x3", "swin", "3x3", orders=("normal", "reverse", "shuffle")),
+    RowSpec("sifar_3x3", "SIFAR Swin, 3x3", "swin", "3x3", orders=("normal", "reverse", "shuffle"), cam=True),
     RowSpec("frame_average", "Frame average (TSN-style), same Swin", "swin", None, frame_average=True,
             orders=("normal", "reverse"), seeds=1),
-    RowSpec("resnet", "SIFAR ResNet-18, 3x3", "cnn", "3x3"),
+    RowSpec("resnet", "SIFAR ResNet-18, 3x3", "cnn", "3x3", cam=True),
     RowSpec("sifar_2x4", "SIFAR Swin, 2x4", "swin", "2x4"),
     RowSpec("sifar_1x8", "SIFAR Swin, 1x8", "swin", "1x8"),
     RowSpec("sifar_3x3_frame_embed", "SIFAR Swin, 3x3 + frame embedding", "swin", "3x3", frame_embed=True),

@@ -53,13 +53,15 @@ from sifar.data.sharding import shard_synthetic
 from sifar.data.synth import CLASSES as SYNTH_CLASSES
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
-from sifar.distributed import init_distributed
 from sifar.evaluate import EvalResult, EvalSettings, evaluate_checkpoint
-from sifar.io import atomic_write
+from sifar.cam import METHODS
+from sifar.distributed import init_distributed, local_device
+from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.models.settings import ModelSettings
 from sifar.train import train
 from sifar.train_config import OptimSettings, TrainConfig
+from tools.cam_study import score_checkpoint
 from tools.temporal_report import percent, write_report
 from tools.temporal_rows import ROW_NAMES, ROWS, ROWS_BY_NAME, RowSpec
 
@@ -90,6 +92,7 @@ class StudySettings:
     drop_path: float = 0.1
     clip_grad: float = 5.0
     resident: bool = True  # the training split decoded once onto the GPU: runs in parallel are not CPU-bound
+    cam_clips: int = 520  # held-out clips whose maps the pointing game scores (rows with cam=True)
     seed: int = 0  # the data's; each run's training seed is its own (--seeds)
 
     def lr(self, backbone: str) -> float:
@@ -171,10 +174,22 @@ def run_row(row: RowSpec, seed: int, settings: StudySettings, shards: str, outpu
         "row": row.name, "seed": seed, "title": row.title, "model": settings.model(row.backbone),
         "layout": "1x1 per frame" if row.frame_average else row.layout, "frame_average": row.frame_average,
         "frame_embed": row.frame_embed, "num_frames": row.num_frames,
-        "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips, "train_s": round(train_s, 1),
+        "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips,
+        "train_s": round(train_s, 1),
         "train_clips_per_s": round(clips / train_s, 1), **epoch_throughput(output),
         **evaluate_orders(output / "last.pt", shards, row.orders, seed, settings, run),
+        **({"pointing": pointing(output, shards, settings, run)} if row.cam else {}),
     }
+
+
+def pointing(output: Path, shards: str, settings: StudySettings, run: RunOptions) -> dict[str, Any]:
+    """The pointing game of the run's last checkpoint (``tools.cam_study``, its files in ``<run>/cam``): each
+    method's accuracy and the random baseline, in percent of the frames counted."""
+    found = score_checkpoint(output / "last.pt", shards, settings.cam_clips, METHODS, local_device(run.device), 64,
+                             output / "cam")
+    return {"clips": found["clips"], **{method: {key: scores[key] for key in
+                                                 ("pointing_accuracy", "random_baseline", "frames_counted")}
+                                        for method, scores in found["methods"].items()}}
 
 
 def epoch_throughput(output: Path) -> dict[str, float]:
@@ -241,12 +256,6 @@ def device_name(device: torch.device) -> str:
 # --- results ---------------------------------------------------------------------------------------------
 
 
-def write_json(path: Path, value: Any) -> None:
-    with atomic_write(path, "w") as handle:
-        json.dump(value, handle, indent=2)
-        handle.write("\n")
-
-
 def start_results(path: Path, settings: StudySettings, command: str) -> dict[str, Any]:
     """This run's results, keeping the runs of an earlier study in ``path`` made with the same recipe."""
     recipe = json.loads(json.dumps(dataclasses.asdict(settings)))
@@ -286,13 +295,17 @@ def planned_jobs(rows: list[RowSpec], seeds: list[int]) -> list[Job]:
             if row.seeds is None or number < row.seeds]
 
 
+def failed_run(job: Job, error: str) -> dict[str, Any]:
+    return {"row": job.row.name, "seed": job.seed, "title": job.row.title, "error": error}
+
+
 def run_job(job: Job, settings: StudySettings, shards: str, out: Path, run: RunOptions) -> dict[str, Any]:
     """One run's results, or its error: a failing run must not cost the others of a one-shot GPU session."""
     try:
         return run_row(job.row, job.seed, settings, shards, job.output(out), run)
     except Exception:  # noqa: BLE001 - recorded in results.json and the report, printed in full here
         traceback.print_exc()
-        return {"row": job.row.name, "seed": job.seed, "title": job.row.title, "error": traceback.format_exc()}
+        return failed_run(job, traceback.format_exc())
 
 
 def job_command(job: Job, out: Path, quick: bool, epochs: int | None, device: str, workers: int) -> list[str]:
@@ -304,7 +317,7 @@ def job_command(job: Job, out: Path, quick: bool, epochs: int | None, device: st
 def run_jobs(jobs: list[Job], parallel: int, command_for: Callable[[Job], list[str]], out: Path,
              on_done: Callable[[Job, dict[str, Any], float], None], deadline: float | None, started: float) -> None:
     """Run ``jobs`` as child processes, ``parallel`` at a time, in order; none starts once the deadline would
-    be overrun by the slowest job so far (each child's output goes to its run folder's ``job.log``)."""
+    be overrun by the slowest job so far (each child's output goes to ``<run folder>.log`` beside its folder)."""
     pending, running, seconds = list(jobs), {}, []
     while pending or running:
         while pending and len(running) < parallel:
@@ -315,8 +328,9 @@ def run_jobs(jobs: list[Job], parallel: int, command_for: Callable[[Job], list[s
                 pending = []
                 break
             job = pending.pop(0)
-            job.output(out).mkdir(parents=True, exist_ok=True)
-            with open(job.output(out).parent / f"{job.output(out).name}.log", "w") as job_log:
+            folder = job.output(out)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder.with_name(f"{folder.name}.log"), "w") as job_log:
                 process = subprocess.Popen(command_for(job), stdout=job_log, stderr=subprocess.STDOUT)
             running[process] = (job, time.perf_counter())
             log(started, f"[{job.name}] started ({len(running)} running)")
@@ -328,8 +342,7 @@ def run_jobs(jobs: list[Job], parallel: int, command_for: Callable[[Job], list[s
             if process.returncode == 0 and result_file.is_file():
                 result = json.loads(result_file.read_text())
             else:
-                result = {"row": job.row.name, "seed": job.seed, "title": job.row.title,
-                          "error": f"exit status {process.returncode}; see {job.output(out)}.log"}
+                result = failed_run(job, f"exit status {process.returncode}; see {job.output(out)}.log")
             on_done(job, result, seconds[-1])
 
 
@@ -348,19 +361,24 @@ def run_line(run: dict[str, Any]) -> str:
             f"eval {normal['clips_per_s']:.0f} clips/s")
 
 
+def comma_items(text: str) -> list[str]:
+    """The comma-separated items of an option, stripped, each once, in the order given."""
+    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
 def selected_rows(names: str | None) -> list[RowSpec]:
     if not names:
         return list(ROWS)
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = comma_items(names)
     unknown = [n for n in wanted if n not in ROW_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown rows {unknown}; rows are {', '.join(ROW_NAMES)}", param_hint="--rows")
-    return [ROWS_BY_NAME[name] for name in dict.fromkeys(wanted)]  # in the order given
+    return [ROWS_BY_NAME[name] for name in wanted]
 
 
 def seed_list(text: str) -> list[int]:
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in comma_items(text)]
     except ValueError:
         raise click.BadParameter(f"{text!r}: comma-separated integers", param_hint="--seeds") from None
     if not seeds:
@@ -390,7 +408,8 @@ def seed_list(text: str) -> list[int]:
 @click.option("--job", default=None, help="ROW@SEED: train and evaluate this one run into its folder and stop "
                                            "(what the study starts for each run).")
 def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, workers: int | None,
-         rows: str | None, seeds: str, parallel: int, deadline: float | None, runs: str | None, job: str | None) -> None:
+         rows: str | None, seeds: str, parallel: int, deadline: float | None, runs: str | None,
+         job: str | None) -> None:
     """Train and evaluate the study's runs; results.json, RESULTS.md and the PNG are rewritten after each run."""
     started = time.perf_counter()
     settings = QUICK_SETTINGS if quick else GPU_SETTINGS
@@ -415,7 +434,7 @@ def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, wo
                  f"{data['train_videos']} train / {data['val_videos']} val, synth {data['synth_s']} s, "
                  f"shard {data['shard_s']} s")
     if runs:
-        jobs = list({j.name: j for j in map(parse_job, filter(None, map(str.strip, runs.split(","))))}.values())
+        jobs = [parse_job(text) for text in comma_items(runs)]
     else:
         jobs = planned_jobs(selected_rows(rows), seed_list(seeds))
 
