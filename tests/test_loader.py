@@ -35,7 +35,7 @@ def folder(tmp_path_factory):
 
 
 CLIP_FIELDS = ("num_frames", "frame_size", "sampling", "stride")
-LOADER_FIELDS = ("batch_size", "workers", "shuffle_buffer", "decoder", "shard_retries", "retry_delay")
+LOADER_FIELDS = ("batch_size", "workers", "shuffle_buffer", "decoder", "shard_retries", "retry_delay", "resident")
 
 
 def loader_for(source, split="train", flip=None, **options):
@@ -171,9 +171,9 @@ def test_same_arguments_give_the_same_batches_and_epochs_differ(folder):
     assert [b.keys for b in first] == [b.keys for b in run_a]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resuming_mid_epoch_gives_exactly_the_rest_of_the_epoch(folder, workers):
-    loader = loader_for(folder, workers=workers, batch_size=2, steps_per_epoch=7, shuffle_buffer=6)
+@pytest.mark.parametrize("options", [{"workers": 0}, {"workers": 2}, {"resident": True}])
+def test_resuming_mid_epoch_gives_exactly_the_rest_of_the_epoch(folder, options):
+    loader = loader_for(folder, batch_size=2, steps_per_epoch=7, shuffle_buffer=6, **options)
     loader.set_epoch(2)
     whole = list(loader)
     loader.set_epoch(2, start_batch=3)
