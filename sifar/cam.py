@@ -1,11 +1,18 @@
 """Class activation maps over the super image (paper Fig. 5): Ablation-CAM and Grad-CAM.
 
-Both weigh the channels ``A_k`` of the model's last feature map (:meth:`SuperImageClassifier.feature_map`:
-the last stage, before Swin's final norm) and show ``ReLU(sum_k w_k A_k)``, upsampled to the super image.
+Both weigh the channels ``A_k`` of a stage's feature map (:meth:`SuperImageClassifier.feature_map`: by default
+the last stage, before Swin's final norm) and show ``ReLU(sum_k w_k A_k)``, upsampled to the super image. The
+"head" they probe is what follows that map: the later stages (:meth:`SuperImageClassifier.later_stages`), the
+final norm, pooling and classifier.
+
+Which stage matters for small objects: the last stage has stride 32, so a 64 px frame of a super image gets
+2x2 positions there, and a map upsampled from them peaks at those positions' centres (or at the frame's
+edge) wherever the object is. An earlier stage (stride 16: 4x4 positions a frame; stride 8: 8x8) can point
+at an object a few pixels wide (docs/CAM.md measures both).
 
 - Ablation-CAM (Desai & Ramaswamy, WACV 2020), the paper's: ``w_k = (y_c - y_c^k) / |y_c|``, where
-  ``y_c^k`` is the class score with channel ``k`` zeroed. The backbone runs once; only the head (final
-  norm, pooling, classifier) runs on the ablated copies, ``chunk`` channels per pass: a feature map of C
+  ``y_c^k`` is the class score with channel ``k`` zeroed. The backbone runs once; only the head runs on
+  the ablated copies, ``chunk`` channels per pass: a feature map of C
   channels costs ``ceil(C / chunk)`` head passes (Swin-B: 1024 channels, 8 passes at chunk 128).
   The paper divides by ``y_c``; dividing by ``|y_c|`` keeps a negative logit from flipping every sign.
 - Grad-CAM (Selvaraju et al., ICCV 2017): ``w_k`` is the spatial mean of ``dy_c / dA_k``; one backward
@@ -60,6 +67,7 @@ class ClassActivationMap:
     method: str
     grid: Layout
     num_frames: int
+    stage: int = -1  # the backbone stage whose feature map was weighed (:meth:`SuperImageClassifier.stages`)
 
     @property
     def probability(self) -> float:
@@ -128,19 +136,20 @@ def denormalized(image: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 
 def class_activation_map(model: SuperImageClassifier, frames: torch.Tensor, classes: Sequence[str],
-                         target: int | None = None, method: str = "ablation", chunk: int = 128
+                         target: int | None = None, method: str = "ablation", chunk: int = 128, stage: int = -1
                          ) -> ClassActivationMap:
     """The map of class ``target`` (default: the top class) for one clip of normalized frames (1, T, C, H, W)."""
     if frames.shape[0] != 1:
         raise ValueError(f"a class activation map explains one clip, got a batch of {frames.shape[0]}")
-    return class_activation_maps(model, frames, classes, [target], method, chunk)[0]
+    return class_activation_maps(model, frames, classes, [target], method, chunk, stage)[0]
 
 
 def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, classes: Sequence[str],
-                          targets: Sequence[int | None] | None = None, method: str = "ablation", chunk: int = 128
-                          ) -> list[ClassActivationMap]:
+                          targets: Sequence[int | None] | None = None, method: str = "ablation", chunk: int = 128,
+                          stage: int = -1) -> list[ClassActivationMap]:
     """The maps of a batch of clips of normalized frames (B, T, C, H, W), each for its class in ``targets``
-    (None: the clip's top class). The backbone runs once over the batch; the weights are each clip's own."""
+    (None: the clip's top class), weighing the feature map of backbone stage ``stage`` (-1: the last). The
+    backbone runs once over the batch; the weights are each clip's own."""
     targets = [None] * frames.shape[0] if targets is None else list(targets)
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
@@ -153,11 +162,17 @@ def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, cla
     if image.shape[0] != frames.shape[0]:
         raise ValueError(f"{model.name} classifies each frame alone (frame averaging): there is no super image "
                          f"to draw a class activation map over")
+    stage = model.stage_index(stage)
     model.eval()
+
+    def head(stage_features: torch.Tensor) -> torch.Tensor:
+        return model.head_from_feature_map(model.later_stages(stage_features, stage))
+
     with torch.no_grad():
-        features = model.feature_map(frames.float())
-        probabilities = model.head_from_feature_map(features).float().softmax(-1)
-    if not head_pools_positions(model, features):
+        features = model.feature_map(frames.float(), stage)
+        last_features = model.later_stages(features, stage)
+        probabilities = model.head_from_feature_map(last_features).float().softmax(-1)
+    if not head_pools_positions(model, last_features):
         warnings.warn(f"{model.name}'s head weighs each position of the feature map separately (it does not pool "
                       f"them): {method} maps, which give each channel one weight for all positions, do not show "
                       f"where it looks (docs/CAM.md)", stacklevel=2)
@@ -168,12 +183,12 @@ def class_activation_maps(model: SuperImageClassifier, frames: torch.Tensor, cla
         target = int(probabilities[i].argmax()) if target is None else target
         clip_features = features[i:i + 1]
         if method == "ablation":
-            weights = ablation_weights(model.head_from_feature_map, clip_features, target, chunk)
+            weights = ablation_weights(head, clip_features, target, chunk)
         else:
-            weights = gradcam_weights(model.head_from_feature_map, clip_features, target)
+            weights = gradcam_weights(head, clip_features, target)
         heatmap = upsampled_heatmap(weighted_map(clip_features, weights), in_frames)
         maps.append(ClassActivationMap(pixels[i], heatmap.cpu(), target, classes[target], probabilities[i].cpu(),
-                                       method, model.grid, model.num_frames))
+                                       method, model.grid, model.num_frames, stage))
     return maps
 
 

@@ -161,9 +161,10 @@ def describe(clip_input: ClipInput) -> str:
 
 
 def explain(trained: TrainedModel, path: str | Path, device: torch.device, target: int | None = None,
-            method: str = "ablation", chunk: int = 128) -> ClassActivationMap:
-    """Class activation map of a video's centre view (one clip, one centre crop) for class ``target`` (default: top)."""
+            method: str = "ablation", chunk: int = 128, stage: int = -1) -> ClassActivationMap:
+    """Class activation map of a video's centre view (one clip, one centre crop) for class ``target`` (default:
+    top), weighing backbone stage ``stage``'s feature map (-1: the last)."""
     model = trained.model
     views = video_views(path, trained.clip, clips=1, crops=1)
     frames = device_clips(views, device, model.mean, model.std)
-    return class_activation_map(model, frames, trained.classes, target, method, chunk)
+    return class_activation_map(model, frames, trained.classes, target, method, chunk, stage)

@@ -246,6 +246,33 @@ def test_a_model_map_whose_raw_peak_is_in_the_padding_still_reaches_1_in_a_frame
     assert hottest_cell(cam.heatmap, 2, 3) == RED_FRAME
 
 
+@pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-R18"])
+def test_a_map_of_an_earlier_stage_is_grad_cam_of_that_stage_by_its_definition(name):
+    """Grad-CAM of stage 1 by hand, from the full model's own forward and backward (a hook keeps the stage's
+    output), equals the map drawn through ``later_stages``; its positions are 4x finer than the last stage's."""
+    torch.manual_seed(0)
+    model = create_model(name, 3, frame_size=32).eval()
+    frames = torch.randn(1, 8, 3, 32, 32)
+    kept = []
+    hook = model.stages()[1].register_forward_hook(lambda _m, _a, out: kept.append(out.retain_grad() or out))
+    try:
+        model(frames)[0, 2].backward()
+    finally:
+        hook.remove()
+    (output,) = kept
+    nchw = (lambda t: t.permute(0, 3, 1, 2)) if name.startswith("SIFAR-N") else (lambda t: t)  # Swin: NHWC
+    features, grads = nchw(output).detach(), nchw(output.grad)
+    raw = weighted_map(features, grads[0].mean((1, 2)))
+    expected = upsampled_heatmap(raw, frame_mask(model.grid, 8, (96, 96)))
+    cam = class_activation_map(model, frames, list("abc"), target=2, method="gradcam", stage=1)
+    assert cam.stage == 1 and raw.shape == (12, 12)  # 4x4 positions a 32-px frame (the last stage: 1x1)
+    torch.testing.assert_close(cam.heatmap, expected, atol=1e-4, rtol=1e-4)
+    last = class_activation_map(model, frames, list("abc"), target=2, method="ablation", stage=-1)
+    assert last.stage == len(model.stages()) - 1
+    with pytest.raises(ValueError, match="got 7"):
+        class_activation_map(model, frames, list("abc"), stage=7)
+
+
 def test_a_batch_of_maps_equals_the_maps_one_clip_at_a_time():
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", 3, frame_size=32).eval()
@@ -364,6 +391,7 @@ def test_predict_json_names_the_map(checkpoint, video, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert record["cam"]["method"] == "gradcam" and record["cam"]["files"] == [str(tmp_path / "cam.png")]
+    assert record["cam"]["stage"] == 3  # the last of SIFAR-N-6's four
     assert record["cam"]["class"] in CLASSES and (tmp_path / "cam.png").is_file()
 
 
@@ -378,6 +406,9 @@ def test_predict_refuses_bad_cam_requests(checkpoint, video, tmp_path):
     assert alone.exit_code == 2 and "use it with --cam" in alone.output
     batch = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--cam-batch", 0)
     assert batch.exit_code == 2 and "--cam-batch" in batch.output
+    stage = predict_cli(video, "--checkpoint", checkpoint, "--cam", tmp_path / "cam.png", "--cam-stage", 4)
+    assert stage.exit_code == 2 and "Invalid value for --cam-stage" in stage.output
+    assert "has 4 stages (0 to 3, or -1 for the last), got 4" in " ".join(stage.output.split())
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     unwritable = predict_cli(video, "--checkpoint", checkpoint, "--cam", blocker / "cam.png")
@@ -401,4 +432,4 @@ def test_help_states_the_cost():
     result = CliRunner().invoke(predict_main, ["--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "ceil(C/N) extra head passes" in text and "Swin-B: 1024 channels" in text and "centre view" in text
+    assert "ceil(C/N) extra head passes" in text and "Swin-B's last stage: 1024 channels" in text and "--cam-stage" in text and "centre view" in text

@@ -103,23 +103,31 @@ def test_the_clips_are_the_centre_views_sifar_eval_sees(shards, checkpoint):
 def test_the_study_writes_its_scores_and_strips(shards, checkpoint, tmp_path):
     out = tmp_path / "cam"
     result = CliRunner().invoke(cam_study, ["--checkpoint", str(checkpoint), "--shards", str(shards), "--clips", "5",
-                                            "--batch-size", "2", "--device", "cpu", "--output", str(out)])
+                                            "--batch-size", "2", "--device", "cpu", "--output", str(out),
+                                            "--stages", "1,-1,3"])
     assert result.exit_code == 0, result.output
-    assert "ablation: pointing" in result.output and "gradcam: pointing" in result.output
+    assert "stage 1 (4x4 positions a frame), ablation: pointing" in result.output
+    assert "stage 3 (1x1 positions a frame), gradcam: pointing" in result.output
     results = json.loads((out / "cam_results.json").read_text())
     classes = read_manifest(shards / "val.json").classes
     assert (results["model"], results["layout"], results["checkpoint"]) == ("SIFAR-N-6", "3x3", str(checkpoint))
     assert results["clips"] == 5 and 0 <= results["top1"] <= 100 and results["split"] == "val"
-    assert results["head_pools_positions"] is True
-    assert list(results["methods"]) == ["ablation", "gradcam"]
-    for scores in results["methods"].values():
-        assert scores["clips"] == 5 and 0 < scores["frames_counted"] <= 5 * 8
-        assert 0 <= scores["pointing_accuracy"] <= 100 and 0 < scores["random_baseline"] < 100
-        assert set(scores["per_class"]) <= set(classes)
-        assert sum(c["frames_counted"] for c in scores["per_class"].values()) == scores["frames_counted"]
-        assert sum(c["clips"] for c in scores["per_class"].values()) == 5
+    assert results["head_pools_positions"] is True and "--stages 1,3" in results["command"]
+    assert list(results["stages"]) == ["1", "3"]  # -1 is the last, stage 3: counted once
+    assert [results["stages"][s]["positions_per_frame"] for s in ("1", "3")] == ["4x4", "1x1"]
+    for found in results["stages"].values():
+        assert list(found["methods"]) == ["ablation", "gradcam"]
+        for scores in found["methods"].values():
+            assert scores["clips"] == 5 and 0 < scores["frames_counted"] <= 5 * 8
+            assert 0 <= scores["pointing_accuracy"] <= 100 and 0 < scores["random_baseline"] < 100
+            assert set(scores["per_class"]) <= set(classes)
+            assert sum(c["frames_counted"] for c in scores["per_class"].values()) == scores["frames_counted"]
+            assert sum(c["clips"] for c in scores["per_class"].values()) == 5
+    last, finer = (results["stages"][s]["methods"]["gradcam"] for s in ("3", "1"))
+    assert last["random_baseline"] == finer["random_baseline"]  # the same frames and boxes
     rows = results["strips"]["clips"]
-    assert results["strips"]["method"] == "ablation" and set(rows) == set(results["methods"]["ablation"]["per_class"])
+    assert (results["strips"]["method"], results["strips"]["stage"]) == ("ablation", 1)
+    assert set(rows) == set(results["stages"]["1"]["methods"]["ablation"]["per_class"])
     with Image.open(out / "cam_strips.png") as strips:  # 32px frames upscaled 3x to 96px
         assert strips.size == (8 * (96 + GAP) - GAP, len(rows) * (LABEL_HEIGHT + 96 + GAP) - GAP)
 
@@ -133,6 +141,11 @@ def test_the_study_refuses_unknown_methods_other_classes_and_shards_without_boxe
     out = ["--output", str(tmp_path / "out")]
     unknown = study(checkpoint, shards, "--methods", "ablation,lime", *out)
     assert unknown.exit_code == 2 and "ablation, gradcam" in unknown.output and "'ablation,lime'" in unknown.output
+    for stages in ("a,1", ","):
+        bad = study(checkpoint, shards, "--stages", stages, *out)
+        assert bad.exit_code == 2 and "comma-separated stage numbers" in bad.output and repr(stages) in bad.output
+    missing = study(checkpoint, shards, "--stages", "0,4", *out)
+    assert missing.exit_code == 1 and "has 4 stages (0 to 3, or -1 for the last), got 4" in missing.output
     write_split(tmp_path / "plain", "val", shards=1, per_shard=2, classes=3)  # class0..class2, no boxes
     other = study(checkpoint, tmp_path / "plain", *out)
     assert other.exit_code == 1 and "the class lists differ" in other.output

@@ -239,3 +239,26 @@ def test_swin_only_options_reach_only_the_families_that_have_them(name):
     with pytest.raises(ValueError, match="frame position embedding is defined for Swin models only"):
         create_model(name, 3, frame_embed=True)
     assert create_model(name, 3, attention="sdpa", frame_size=24).num_frames == 8  # a kernel choice: ignored
+
+
+@pytest.mark.parametrize("name, strides", [("SIFAR-N-6", (4, 8, 16, 32)), ("SIFAR-R18", (4, 8, 16, 32)),
+                                           ("SIFAR-R18-C7", (4, 8, 16, 32)), ("SIFAR-VGG-T", (1, 2, 4, 8, 8))])
+def test_every_stage_map_leads_through_the_later_stages_to_the_models_logits(name, strides):
+    """What a map of an earlier stage is drawn from (sifar.cam): each stage's output, (B, C, h, w) at its
+    stride, run through the stages after it and the head, gives the model's own logits."""
+    torch.manual_seed(0)
+    model = create_model(name, 3).eval()
+    frames = torch.randn(2, 8, 3, model.frame_size, model.frame_size)
+    side = 3 * model.frame_size  # the 3x3 super image
+    with torch.no_grad():
+        logits = model(frames)
+        assert len(model.stages()) == len(strides)
+        for stage, stride in enumerate(strides):
+            features = model.feature_map(frames, stage)
+            assert features.shape[0] == 2 and features.shape[-2:] == (side // stride, side // stride), stage
+            torch.testing.assert_close(model.head_from_feature_map(model.later_stages(features, stage)), logits)
+        torch.testing.assert_close(model.feature_map(frames, -1), model.feature_map(frames, len(strides) - 1))
+    with pytest.raises(ValueError, match=f"has {len(strides)} stages .* got {len(strides)}"):
+        model.feature_map(frames, len(strides))
+    with pytest.raises(ValueError, match="or -1 for the last"):
+        model.stage_index(-len(strides) - 1)

@@ -76,15 +76,21 @@ def test_a_small_held_out_set_cannot_resolve_one_point_however_close_the_seeds()
 
 def test_the_report_writes_results_json_and_the_section_with_failed_runs_named(tmp_path):
     failed = {"row": "sifar_1x8", "seed": 0, "title": "x", "error": "Traceback\nRuntimeError: out of memory"}
-    game = {"clips": 520, **{m: {"pointing_accuracy": a, "random_baseline": 30.0, "frames_counted": 3900}
-                             for m, a in (("ablation", 84.0), ("gradcam", 71.0))}}
+    def scores(ablation: float, gradcam: float) -> dict[str, dict[str, float]]:
+        return {m: {"pointing_accuracy": a, "random_baseline": 30.0, "frames_counted": 3900}
+                for m, a in (("ablation", ablation), ("gradcam", gradcam))}
+
+    game = {"clips": 520, "device": "cuda", "stages": {"3": {"positions_per_frame": "2x2", **scores(20.0, 25.0)},
+                                                        "0": {"positions_per_frame": "16x16", **scores(84.0, 71.0)}}}
     results = results_of({**run("sifar_3x3", 0, 97.5, reverse=3.0, shuffle=40.0), "pointing": game},
                          run("frame_average", 0, 48.0), failed)
     (tmp_path / "RESULTS.md").write_text("# Results\n\nkept text\n")
     write_report(results, tmp_path)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "kept text" in text and "failed: RuntimeError: out of memory" in text
-    assert "ablation 84.0%, gradcam 71.0%, a random point 30.0%; goal >= 80% with Ablation-CAM: met" in text
+    assert ("(520 held-out clips, 3900 frames with the object visible, a random point 30.0%, maps on cuda): stage 3 "
+            "(2x2 positions a frame) ablation 20.0%, gradcam 25.0%; stage 0 (16x16 positions a frame) ablation 84.0%, "
+            "gradcam 71.0%; goal >= 80% with Ablation-CAM: met at stage 0 (84.0%)") in text
     assert "goal >= 97% on >= 5000: met" in text and "goal reversed <= 15% with the motion named: met" in text
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["row"], r["seed"], r["top1"], r["held_out"]) for r in rows] == [("sifar_3x3", 0, 97.5, 5000),
@@ -104,8 +110,10 @@ def test_the_quick_study_trains_and_reports_two_runs_at_once(tmp_path, monkeypat
     assert set(results["runs"]["sifar_3x3@0"]["orders"]) == {"normal", "reverse", "shuffle"}
     for run in results["runs"].values():  # both rows play the pointing game on the held-out clips
         game = run["pointing"]
-        assert game["clips"] == 20 and game["ablation"]["frames_counted"] == game["gradcam"]["frames_counted"] > 0
-        assert 0 < game["ablation"]["random_baseline"] < 100
+        assert game["clips"] == 20 and game["device"] == "cpu" and list(game["stages"]) == ["3", "1", "0"]
+        for found in game["stages"].values():
+            assert found["ablation"]["frames_counted"] == found["gradcam"]["frames_counted"] > 0
+            assert 0 < found["ablation"]["random_baseline"] < 100
     assert (tmp_path / "ts" / "runs" / "sifar_3x3-s0" / "cam" / "cam_strips.png").is_file()
     rows = json.loads((tmp_path / "docs" / "results.json").read_text())["rows"]
     assert [row["pointing"] is not None for row in rows] == [True, True]

@@ -8,12 +8,15 @@ frame's box through the same resize and crop. It draws the map of the ground-tru
 scores each frame: a hit when the frame's hottest pixel lies inside its box; frames where the object is
 invisible do not count. A uniformly random point hits with the box's share of the frame: the random baseline.
 
-``<output>/cam_results.json`` holds the scores per method (overall and per class) and the model's top-1 on
-the same clips; ``<output>/cam_strips.png`` one clip of each class, its frames left to right, with the
-Ablation-CAM heat and the box.
+Each map can be drawn from several backbone stages (``--stages``, counted from 0; -1 the last, the paper's):
+the last stage of a 64 px frame has 2x2 positions, too coarse to point at a small object (``sifar.cam``).
+
+``<output>/cam_results.json`` holds the scores per stage and method (overall and per class) and the model's
+top-1 on the same clips; ``<output>/cam_strips.png`` one clip of each class, its frames left to right, with
+the Ablation-CAM heat of the first stage asked for and the box.
 
     python -m tools.cam_study --checkpoint /tmp/ts/runs/sifar_3x3/last.pt --shards /tmp/ts/data/shards \\
-        --output /tmp/cam --clips 500 --methods ablation,gradcam
+        --output /tmp/cam --clips 500 --methods ablation,gradcam --stages -1,2
 """
 
 from __future__ import annotations
@@ -79,6 +82,15 @@ def pools_positions(model: torch.nn.Module, device: torch.device) -> bool:
                        generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         return head_pools_positions(model, model.feature_map(clip))
+
+
+def positions_per_frame(model: torch.nn.Module, stage: int, device: torch.device) -> str:
+    """How finely stage ``stage``'s feature map sees one frame, e.g. "2x2" (its positions over a frame cell)."""
+    clip = torch.zeros(1, model.num_frames, 3, model.frame_size, model.frame_size, device=device)
+    with torch.no_grad():
+        height, width = model.feature_map(clip, stage).shape[-2:]
+    rows, cols = model.grid
+    return f"{height / rows:g}x{width / cols:g}"
 
 
 def centre_view_box(box: Box | None, stored: tuple[int, int], resized: tuple[int, int], size: int
@@ -177,31 +189,32 @@ class StripRow:
 
 @dataclass
 class Study:
-    """What the clips gave: each method's scores, the clips, how many the model classified right, and the
-    first clip of each class with its map for the strips."""
+    """What the clips gave: each (stage, method)'s scores, the clips, how many the model classified right, and
+    the first clip of each class with its map for the strips."""
 
-    scores: dict[str, MethodScores]
+    scores: dict[tuple[int, str], MethodScores]
     clips: int = 0
     correct: int = 0
     strips: dict[int, StripRow] = field(default_factory=dict)
 
 
-def run_study(trained: TrainedModel, clips: Iterable[HeldOutClip], methods: Sequence[str], device: torch.device,
-              batch_size: int) -> Study:
-    """Score every clip with every method; ``batch_size`` clips share each backbone pass."""
+def run_study(trained: TrainedModel, clips: Iterable[HeldOutClip], methods: Sequence[str], stages: Sequence[int],
+              device: torch.device, batch_size: int) -> Study:
+    """Score every clip with every method at every stage; ``batch_size`` clips share each backbone pass."""
     model = trained.model.to(device).eval()
-    study = Study({method: MethodScores() for method in methods})
-    strip_method = STRIP_METHOD if STRIP_METHOD in methods else methods[0]
+    study = Study({(stage, method): MethodScores() for stage in stages for method in methods})
+    strip_map = (stages[0], STRIP_METHOD if STRIP_METHOD in methods else methods[0])
     for batch in batches(clips, batch_size):
         frames = device_clips(torch.stack([clip.frames for clip in batch]), device, model.mean, model.std)
         labels = [clip.label for clip in batch]
-        for method in methods:
+        for stage, method in study.scores:
             began = time.perf_counter()
-            cams = class_activation_maps(model, frames, trained.classes, labels, method)
-            study.scores[method].seconds += time.perf_counter() - began  # the maps are on the CPU: the GPU is done
+            cams = class_activation_maps(model, frames, trained.classes, labels, method, stage=stage)
+            scores = study.scores[stage, method]
+            scores.seconds += time.perf_counter() - began  # the maps are on the CPU: the GPU is done
             for clip, cam in zip(batch, cams):
-                study.scores[method].add(clip, cam)
-                if method == strip_method:
+                scores.add(clip, cam)
+                if (stage, method) == strip_map:
                     study.strips.setdefault(clip.label, StripRow(clip, cam))
         study.clips += len(batch)
         study.correct += sum(int(cam.probabilities.argmax()) == cam.class_index for cam in cams)  # any method's
@@ -238,12 +251,27 @@ def strips_image(rows: Sequence[StripRow], classes: Sequence[str]) -> Image.Imag
     return canvas
 
 
+def comma_items(value: str) -> tuple[str, ...]:
+    """The comma-separated items of an option, stripped, each once, in the order given."""
+    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
+
+
 def parse_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
-    methods = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+    methods = comma_items(value)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise click.BadParameter(f"expected a comma-separated list of {', '.join(METHODS)}, got {value!r}")
     return methods
+
+
+def parse_stages(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        stages = tuple(int(item) for item in comma_items(value))
+    except ValueError:
+        stages = ()
+    if not stages:
+        raise click.BadParameter(f"expected comma-separated stage numbers (from 0; -1 the last), got {value!r}")
+    return stages
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -254,41 +282,46 @@ def parse_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> t
               help="The first N samples of the val split, in shard order.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, callback=parse_methods,
               help=f"Comma-separated CAM methods: {', '.join(METHODS)}.")
+@click.option("--stages", default="-1", show_default=True, callback=parse_stages,
+              help="Comma-separated backbone stages whose feature maps are weighed, from 0 (-1: the last).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Clips per backbone pass.")
 @click.option("--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help=f"Folder for {RESULTS_FILE} and {STRIPS_FILE}.")
-def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], device: str, batch_size: int,
-         out: Path) -> None:
+def main(checkpoint: Path, shards: str, clips: int, methods: tuple[str, ...], stages: tuple[int, ...], device: str,
+         batch_size: int, out: Path) -> None:
     """Score class activation maps of the ground-truth class by the pointing game on held-out clips."""
     try:
-        results = score_checkpoint(checkpoint, shards, clips, methods, local_device(device), batch_size, out)
-    except (OSError, ValueError) as err:  # no such shards, classes that differ, a sample that cannot be read
-        raise click.ClickException(str(err)) from err
-    for method in methods:
-        summary = results["methods"][method]
-        click.echo(f"{method}: pointing {summary['pointing_accuracy']}% of {summary['frames_counted']} frames "
-                   f"(random {summary['random_baseline']}%), {summary['seconds']} s")
+        results = score_checkpoint(checkpoint, shards, clips, methods, local_device(device), batch_size, out, stages)
+    except (OSError, ValueError) as err:  # no such shards, classes that differ, a sample that cannot be read,
+        raise click.ClickException(str(err)) from err  # a stage the backbone lacks
+    for stage, found in results["stages"].items():
+        for method, summary in found["methods"].items():
+            click.echo(f"stage {stage} ({found['positions_per_frame']} positions a frame), {method}: pointing "
+                       f"{summary['pointing_accuracy']}% of {summary['frames_counted']} frames (random "
+                       f"{summary['random_baseline']}%), {summary['seconds']} s")
     click.echo(f"top-1 {results['top1']}% on {results['clips']} clips; {out / RESULTS_FILE}, {out / STRIPS_FILE}")
 
 
 def score_checkpoint(checkpoint: Path, shards: str, clips: int, methods: Sequence[str], device: torch.device,
-                     batch_size: int, out: Path) -> dict[str, Any]:
-    """The pointing game of ``checkpoint`` on the first ``clips`` held-out clips of ``shards``: writes and returns
-    ``<out>/cam_results.json`` and writes ``<out>/cam_strips.png`` (what the command does; the temporal study
-    calls it for its rows). ValueError or OSError for shards it cannot use."""
+                     batch_size: int, out: Path, stages: Sequence[int] = (-1,)) -> dict[str, Any]:
+    """The pointing game of ``checkpoint`` on the first ``clips`` held-out clips of ``shards``, for each method at
+    each backbone stage: writes and returns ``<out>/cam_results.json`` and writes ``<out>/cam_strips.png`` (what
+    the command does; the temporal study calls it for its rows). ValueError or OSError for shards it cannot use
+    or a stage the backbone lacks."""
     began = time.perf_counter()
     saved = load_checkpoint(checkpoint)
     trained = trained_model(saved, checkpoint, attention="sdpa")  # FlexAttention compiles a kernel per batch shape
-    study = run_study(trained, held_out_clips(trained, shards, clips), methods, device, batch_size)
+    model = trained.model
+    stages = list(dict.fromkeys(model.stage_index(stage) for stage in stages))
+    study = run_study(trained, held_out_clips(trained, shards, clips), methods, stages, device, batch_size)
     if not study.clips:
         raise ValueError(f"the {SPLIT} split of {shards} holds no samples")
     out.mkdir(parents=True, exist_ok=True)
     rows = [study.strips[label] for label in sorted(study.strips)]
     with atomic_write(out / STRIPS_FILE, "wb") as handle:
         strips_image(rows, trained.classes).save(handle, format="PNG", optimize=True)
-    model = trained.model
     results = {
         "model": saved_setup(saved)[0].name, "backbone": model.name, "checkpoint": str(checkpoint),
         "weights": trained.weights,
@@ -298,12 +331,16 @@ def score_checkpoint(checkpoint: Path, shards: str, clips: int, methods: Sequenc
         "clips": study.clips, "top1": round(100 * study.correct / study.clips, 2), "device": str(device),
         "head_pools_positions": pools_positions(model, device),
         "seconds": round(time.perf_counter() - began, 2),
-        "methods": {method: study.scores[method].summary(trained.classes) for method in methods},
-        "strips": {"file": STRIPS_FILE, "method": rows[0].cam.method,
+        "stages": {str(stage): {"positions_per_frame": positions_per_frame(model, stage, device),
+                                "methods": {method: study.scores[stage, method].summary(trained.classes)
+                                            for method in methods}}
+                   for stage in stages},
+        "strips": {"file": STRIPS_FILE, "method": rows[0].cam.method, "stage": rows[0].cam.stage,
                    "clips": {row.cam.class_name: row.clip.key for row in rows}},
         "command": shlex.join(["python", "-m", "tools.cam_study", "--checkpoint", str(checkpoint), "--shards",
                                str(shards), "--output", str(out), "--clips", str(clips), "--methods",
-                               ",".join(methods), "--device", str(device), "--batch-size", str(batch_size)]),
+                               ",".join(methods), "--stages", ",".join(map(str, stages)), "--device",
+                               str(device), "--batch-size", str(batch_size)]),
     }
     write_json(out / RESULTS_FILE, results)
     return results

@@ -93,6 +93,8 @@ class StudySettings:
     clip_grad: float = 5.0
     resident: bool = True  # the training split decoded once onto the GPU: runs in parallel are not CPU-bound
     cam_clips: int = 520  # held-out clips whose maps the pointing game scores (rows with cam=True)
+    # the stages whose maps it scores: the last (the paper's: 2x2 positions a 64-px frame), stride 8 (8x8) and 4
+    cam_stages: tuple[int, ...] = (-1, 1, 0)
     seed: int = 0  # the data's; each run's training seed is its own (--seeds)
 
     def lr(self, backbone: str) -> float:
@@ -183,13 +185,21 @@ def run_row(row: RowSpec, seed: int, settings: StudySettings, shards: str, outpu
 
 
 def pointing(output: Path, shards: str, settings: StudySettings, run: RunOptions) -> dict[str, Any]:
-    """The pointing game of the run's last checkpoint (``tools.cam_study``, its files in ``<run>/cam``): each
-    method's accuracy and the random baseline, in percent of the frames counted."""
+    """The pointing game of the run's last checkpoint (``tools.cam_study``, its files in ``<run>/cam``): at each
+    of ``settings.cam_stages``, each method's accuracy and the random baseline, in percent of the frames counted."""
     found = score_checkpoint(output / "last.pt", shards, settings.cam_clips, METHODS, local_device(run.device), 64,
-                             output / "cam")
-    return {"clips": found["clips"], **{method: {key: scores[key] for key in
-                                                 ("pointing_accuracy", "random_baseline", "frames_counted")}
-                                        for method, scores in found["methods"].items()}}
+                             output / "cam", settings.cam_stages)
+    return pointing_summary(found)
+
+
+def pointing_summary(found: dict[str, Any]) -> dict[str, Any]:
+    """What results.json keeps of a ``tools.cam_study`` result: per stage, each method's scores overall."""
+    keys = ("pointing_accuracy", "random_baseline", "frames_counted")
+    return {"clips": found["clips"], "device": found["device"], "command": found["command"],
+            "stages": {stage: {"positions_per_frame": scored["positions_per_frame"],
+                               **{method: {key: scores[key] for key in keys}
+                                  for method, scores in scored["methods"].items()}}
+                       for stage, scored in found["stages"].items()}}
 
 
 def epoch_throughput(output: Path) -> dict[str, float]:
@@ -426,7 +436,7 @@ def main(out: Path, docs: Path, quick: bool, epochs: int | None, device: str, wo
         return
     results_path = out / "results.json"
     out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(arg) for arg in sys.argv)
+    command = "python -m tools.temporal_study " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     results = start_results(results_path, settings, command)
     results.update(quick=quick, cpu_cores=available_cores(), torch=torch.__version__)
     data = results["data"] = make_data(settings, data_root)

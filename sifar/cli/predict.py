@@ -40,14 +40,18 @@ from sifar.progress import progress_bar
 @click.option("--class", "class_name", help="Class to explain (default: the top class of the centre view).")
 @click.option("--cam-batch", default=128, show_default=True, type=click.IntRange(min=1),
               help="N: channels ablated per head pass; lower it if memory runs short.")
-def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, class_name, cam_batch,
+@click.option("--cam-stage", default=-1, show_default=True, type=int,
+              help="Backbone stage whose feature map is weighed, from 0 (-1: the last, as in the paper). The last "
+                   "has 2x2 positions per 64-px frame; each earlier stage doubles that, for small objects.")
+def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, class_name, cam_batch, cam_stage,
          **values) -> None:
     """Classify VIDEOS with the same sampling and views as evaluation.
 
     With --cam / --cam-frames, also show where the model looks (paper Fig. 5). Ablation-CAM runs the backbone
-    once and then only the head (final norm, pooling, classifier) on copies of the last feature map with one
-    channel zeroed each, N copies per pass: ceil(C/N) extra head passes for C channels (Swin-B: 1024 channels,
-    8 passes at N=128). Grad-CAM costs one backward pass through the head.
+    once and then only the head (the stages after --cam-stage, final norm, pooling, classifier) on copies of the
+    stage's feature map with one channel zeroed each, N copies per pass: ceil(C/N) extra head passes for C
+    channels (Swin-B's last stage: 1024 channels, 8 passes at N=128). Grad-CAM costs one backward pass through
+    the head.
     """
     try:
         settings = config_from_options(PredictSettings, values)
@@ -69,12 +73,16 @@ def main(videos, checkpoint, as_json, device, cam_path, cam_frames, cam_method, 
         cam_class = None if class_name is None else class_index(trained.classes, class_name)
     except UnknownClassError as err:
         raise click.BadParameter(str(err), param_hint="--class") from err
+    try:
+        trained.model.stage_index(cam_stage)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--cam-stage") from err
     for video in progress_bar(videos, len(videos) > 1, desc="predicting", unit="video", leave=False):
         try:
             result = predictor.predict(video)
         except (DecodeError, ValueError, OSError) as err:
             raise click.ClickException(f"{video} is not a readable video: {err}") from err
-        cam = _explain(trained, video, target, cam_class, cam_method, cam_batch) if explaining else None
+        cam = _explain(trained, video, target, cam_class, cam_method, cam_batch, cam_stage) if explaining else None
         written = _write_cam(cam, cam_path, cam_frames) if cam is not None else []
         with tqdm.external_write_mode():  # each video's lines above the bar, not through it
             _echo(result, cam, written, as_json)
@@ -86,7 +94,7 @@ def _echo(result: Prediction, cam: ClassActivationMap | None, written: list, as_
         record = result.as_dict()
         if cam is not None:
             record["cam"] = {"class": cam.class_name, "probability": round(cam.probability, 6),
-                             "method": cam.method, "files": [str(p) for p in written]}
+                             "method": cam.method, "stage": cam.stage, "files": [str(p) for p in written]}
         click.echo(json.dumps(record))
         return
     click.echo(result.video)
@@ -97,9 +105,9 @@ def _echo(result: Prediction, cam: ClassActivationMap | None, written: list, as_
                    f"{', '.join(map(str, written[:2]))}{' ...' if len(written) > 2 else ''}")
 
 
-def _explain(trained, video, device, cam_class, method, batch) -> ClassActivationMap:
+def _explain(trained, video, device, cam_class, method, batch, stage) -> ClassActivationMap:
     try:
-        return explain(trained, video, device, cam_class, method, batch)
+        return explain(trained, video, device, cam_class, method, batch, stage)
     except ValueError as err:
         raise click.ClickException(f"no class activation map for {video}: {err}") from err
 

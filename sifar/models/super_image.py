@@ -48,18 +48,50 @@ class SuperImageClassifier(nn.Module):
         """Swin ends its features with a LayerNorm over channels of an NHWC map; ResNet has none (NCHW)."""
         return getattr(self.backbone, "norm", None)
 
-    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
-        """The last feature map before any final norm, (B, C, h, w) for every backbone (what CAMs weigh)."""
-        norm = self._final_norm()
-        if norm is None:
+    def stages(self) -> list[nn.Module]:
+        """The backbone's stages in the order its ``forward_features`` runs them, one after the other: Swin's
+        ``layers``, the VGG's ``stages``, ResNet's ``layer1`` to ``layer4``; none for a backbone without such
+        parts (its whole ``forward_features``, without a final norm, is then its one stage)."""
+        for name in ("layers", "stages"):
+            if isinstance(getattr(self.backbone, name, None), nn.Sequential):
+                return list(getattr(self.backbone, name))
+        resnet_stages = [getattr(self.backbone, f"layer{i}", None) for i in range(1, 5)]
+        return resnet_stages if all(resnet_stages) else []
+
+    def stage_index(self, stage: int) -> int:
+        """``stage`` counted from 0 (negative: from the last, -1 the last), checked against the backbone."""
+        count = max(len(self.stages()), 1)
+        if not -count <= stage < count:
+            raise ValueError(f"{self.name} has {count} stages (0 to {count - 1}, or -1 for the last), got {stage}")
+        return stage % count
+
+    def feature_map(self, frames: torch.Tensor, stage: int = -1) -> torch.Tensor:
+        """The output of stage ``stage`` (default the last, before any final norm), (B, C, h, w) for every
+        backbone: what CAMs weigh."""
+        stages, index = self.stages(), self.stage_index(stage)
+        if not stages:
             return self.backbone.forward_features(self.super_image(frames))
-        captured: list[torch.Tensor] = []  # the final norm's input: timm's forward_features applies the norm
-        hook = norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        captured: list[torch.Tensor] = []
+        hook = stages[index].register_forward_hook(lambda _module, _args, output: captured.append(output))
         try:
             self.backbone.forward_features(self.super_image(frames))
         finally:
             hook.remove()
-        return captured[0].permute(0, 3, 1, 2)
+        return self._channels_first(captured[0])
+
+    def later_stages(self, features: torch.Tensor, stage: int) -> torch.Tensor:
+        """The last stage's (B, C, h, w) output from the (B, C, h, w) output of stage ``stage``: the stages after it."""
+        x = features.permute(0, 2, 3, 1) if self._stages_channels_last() else features
+        for later in self.stages()[self.stage_index(stage) + 1:]:
+            x = later(x)
+        return self._channels_first(x)
+
+    def _stages_channels_last(self) -> bool:
+        """Swin's stages pass NHWC maps and end with a final norm; the CNNs' pass NCHW maps and have none."""
+        return self._final_norm() is not None
+
+    def _channels_first(self, stage_output: torch.Tensor) -> torch.Tensor:
+        return stage_output.permute(0, 3, 1, 2) if self._stages_channels_last() else stage_output
 
     def head_from_feature_map(self, features: torch.Tensor) -> torch.Tensor:
         """Logits from a (B, C, h, w) :meth:`feature_map`: the final norm (if any), pooling and classifier."""
