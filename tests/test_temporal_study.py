@@ -3,6 +3,7 @@ starts, and what it concludes from runs' results; plus one tiny run of the whole
 
 import json
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -96,6 +97,19 @@ def test_the_report_writes_results_json_and_the_section_with_failed_runs_named(t
     assert [(r["row"], r["seed"], r["top1"], r["held_out"]) for r in rows] == [("sifar_3x3", 0, 97.5, 5000),
                                                                               ("frame_average", 0, 48.0, 5000)]
     assert rows == results_rows(results) and (tmp_path / "temporal_study.png").stat().st_size > 0
+
+
+def test_the_committed_docs_are_what_the_report_makes_of_the_committed_runs(tmp_path):
+    """docs/results.json, docs/RESULTS.md's study section and its plot come from docs/temporal_study/results.json
+    (the H100 study's own file) through the report, unedited."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    results = json.loads((docs / "temporal_study" / "results.json").read_text())
+    write_report(results, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads((docs / "results.json").read_text())
+    made = (tmp_path / "RESULTS.md").read_text()
+    section = made[made.index("<!-- temporal-study:begin"):made.index("<!-- temporal-study:end -->")]
+    assert section in (docs / "RESULTS.md").read_text()
+    assert len(results["runs"]) == 13 and all(run["held_out"] == 5200 for run in results["runs"].values())
 
 
 def test_the_quick_study_trains_and_reports_two_runs_at_once(tmp_path, monkeypatch):

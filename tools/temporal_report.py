@@ -218,7 +218,7 @@ def pointing_lines(rows: dict[str, RowRuns]) -> list[str]:
         lines.append(f"Pointing game, {run['title']} seed {run['seed']} ({game['clips']} held-out clips, "
                      f"{first['frames_counted']} frames with the object visible, a random point "
                      f"{first['random_baseline']:.1f}%, maps on {game['device']}): {cells}{goal} (maps and strips: "
-                     f"the run's `cam/`).")
+                     f"the run's `cam/`; docs/CAM.md).")
     return lines
 
 

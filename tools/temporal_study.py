@@ -61,7 +61,7 @@ from sifar.metrics_log import read_metrics
 from sifar.models.settings import ModelSettings
 from sifar.train import train
 from sifar.train_config import OptimSettings, TrainConfig
-from tools.cam_study import score_checkpoint
+from tools.cam_study import comma_items, score_checkpoint
 from tools.temporal_report import percent, write_report
 from tools.temporal_rows import ROW_NAMES, ROWS, ROWS_BY_NAME, RowSpec
 
@@ -369,11 +369,6 @@ def run_line(run: dict[str, Any]) -> str:
             f"direction {percent(normal['direction_in_pair'])}{others} | train {run['train_s']:.0f} s, "
             f"{run['epoch_clips_per_s']:.0f} clips/s (loader wait {100 * run['data_wait']:.0f}%), "
             f"eval {normal['clips_per_s']:.0f} clips/s")
-
-
-def comma_items(text: str) -> list[str]:
-    """The comma-separated items of an option, stripped, each once, in the order given."""
-    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
 
 
 def selected_rows(names: str | None) -> list[RowSpec]:
