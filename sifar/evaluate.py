@@ -305,8 +305,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: str | os.PathLike
     """
     trained = load_trained(checkpoint, settings.ema, settings.attention)
     clip = trained.clip if settings.sampling is None else replace(trained.clip, sampling=settings.sampling)
-    loader = build_loader(shards, clip, settings.loader, split=settings.split, clips=settings.views.clips,
-                          crops=settings.views.crops, rank=rank, world_size=world_size)
+    loader = build_loader(shards, clip, settings.loader, split=settings.split, training=False,
+                          clips=settings.views.clips, crops=settings.views.crops, rank=rank, world_size=world_size)
     check_same_classes(trained.classes, loader.classes, f"the checkpoint {checkpoint}", f"the shards {shards}")
     model = trained.model.to(device)
     model = compile_model(model, training=False) if settings.compile else model

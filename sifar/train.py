@@ -433,6 +433,6 @@ def seed_everything(seed: int) -> None:
 
 
 def _val_loader(config: TrainConfig, clip: ClipSettings, dist_info: DistInfo):
-    return build_loader(config.val_shards, clip, config.loader, split="val", clips=config.views.clips,
-                        crops=config.views.crops, seed=config.seed, rank=dist_info.rank,
+    return build_loader(config.val_shards, clip, config.loader, split="val", training=False,
+                        clips=config.views.clips, crops=config.views.crops, seed=config.seed, rank=dist_info.rank,
                         world_size=dist_info.world_size)

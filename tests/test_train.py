@@ -221,6 +221,18 @@ def test_eval_counts_against_the_manifest_and_names_the_shards_that_came_up_shor
     assert accepted.exit_code == 0 and f"on 0 videos of {listed} listed" in accepted.output
 
 
+def test_eval_of_the_training_split_reads_each_video_once_as_evaluation_does(data, trained):
+    """`--split train` names which videos, not how they are read: the same centre views, every video once (a
+    training stream would resample shards, crop at random and stop at whole batches)."""
+    listed = json.loads((data["shards"] / "train.json").read_text())["num_samples"]
+    for views in (["--crops", "1"], ["--clips", "2", "--crops", "3"]):  # before: a short training stream; refused
+        result = run_eval(data["shards"], trained, "--split", "train", "--batch-size", "4", *views)
+        assert result.exit_code == 0, result.output
+        assert f"on {listed} videos of {listed} listed (0 skipped" in result.output
+        report = json.loads((trained.parent / "eval" / "report.json").read_text())
+        assert (report["expected"], report["evaluated"], report["short_shards"]) == (listed, listed, [])
+
+
 def test_training_warns_once_per_short_validation_shard_and_lists_it(data, tmp_path):
     shards = tmp_path / "shards"
     shutil.copytree(data["shards"], shards)

@@ -42,7 +42,7 @@ import ffmpeg
 import torch
 import webdataset as wds
 
-from sifar.data import build_loader
+from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.data.ffmpeg import DecodeSettings, quiet_command
 from sifar.data.decoders import JpegDecoder, region_decoding_available
 from sifar.data.sampling import train_indices
@@ -154,9 +154,9 @@ def clip_decoders() -> dict[str, Callable[[list[bytes]], object]]:
 
 
 def run_loader(shard_dir: Path, workers: int, batches: int, batch_size: int, decoder: str) -> tuple[Clock, int]:
-    loader = build_loader(shard_dir, "train", num_frames=CLIP_FRAMES, frame_size=FRAME_SIZE, batch_size=batch_size,
-                          num_workers=workers, steps_per_epoch=batches, shuffle_buffer=64, decoder=decoder,
-                          pin_memory=False)
+    clip = ClipSettings(num_frames=CLIP_FRAMES, frame_size=FRAME_SIZE)
+    settings = LoaderSettings(batch_size=batch_size, workers=workers, shuffle_buffer=64, decoder=decoder)
+    loader = build_loader(shard_dir, clip, settings, split="train", steps_per_epoch=batches, pin_memory=False)
     with Clock() as clock:
         clips = sum(len(batch.keys) for batch in loader)
     return clock, clips
