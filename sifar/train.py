@@ -332,7 +332,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     allow_tf32()
     seed_everything(config.seed)  # same initial weights on every rank
     optim = config.optim
-    train_loader = build_loader(config.shards, clip, config.loader, split="train", seed=config.seed,
+    train_loader = build_loader(config.shards, clip, config.loader, split="train", training=True, seed=config.seed,
                                 rank=dist_info.rank, world_size=dist_info.world_size,
                                 steps_per_epoch=config.steps_per_epoch, device=dist_info.device)
     num_classes = resolve_num_classes(config, train_loader.num_classes)

@@ -162,8 +162,9 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
     The rest is resolved here:
 
     - ``source``: shard folder, manifest, shard pattern or URL (see :mod:`sifar.data.sources`).
-    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"``;
-      ``clips`` x ``crops`` are the views of each evaluated video.
+    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"`` (a convenience:
+      the trainer and the evaluator say which stream they want, so that evaluating a training split reads
+      every video once); ``clips`` x ``crops`` are the views of each evaluated video.
     - ``dataset``: dataset name for the flip default of ``clip.flip == "auto"`` (off for ssv2 and jester);
       default from the manifest, else each sample's JSON.
     - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
