@@ -1,5 +1,6 @@
 """Numeric precision per device: bf16 autocast on GPUs that have it, else fp16 with a gradient scaler; fp32 on
-CPU by default."""
+CPU by default. Training can also run its linear layers in fp8 (:mod:`sifar.models.float8`), the rest under
+bf16 autocast."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Literal
 import torch
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-ResolvedPrecision = Literal["bf16", "fp16", "fp32"]
+TrainPrecision = Literal["auto", "bf16", "fp16", "fp32", "fp8"]
+ResolvedPrecision = Literal["bf16", "fp16", "fp32", "fp8"]
 PRECISION_HELP = ("auto: bf16 autocast on GPUs that support it, else fp16 (training scales the loss); fp32 on CPU. "
                   "fp16: autocast with a gradient scaler in training.")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TRAIN_PRECISION_HELP = PRECISION_HELP + (" fp8: linear layers in float8 through torchao (pip install 'sifar[fp8]'; "
+                                         "GPUs of compute capability 8.9+), the rest under bf16 autocast.")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}  # fp8: what is not a linear layer
 
 
 def resolve_precision(device: torch.device, precision: str, bf16_supported: bool | None = None) -> ResolvedPrecision:
@@ -50,7 +54,8 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 def describe_precision(device: torch.device, precision: str) -> str:
     """One line saying what ``precision`` became on ``device`` and why, for the start of a run."""
     resolved = resolve_precision(device, precision)
-    why = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler", "fp32": "fp32"}[resolved]
+    why = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler", "fp32": "fp32",
+           "fp8": "fp8 linear layers (torchao float8, dynamic per-tensor scales), the rest under bf16 autocast"}[resolved]
     if precision == "auto":
         reason = {"bf16": "this GPU supports bf16", "fp16": "this GPU has no bf16", "fp32": "not on a GPU"}[resolved]
         return f"precision: {why} (auto: {reason})"

@@ -42,6 +42,7 @@ from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, 
 from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
+from sifar.models.float8 import convert_to_float8
 from sifar.models.settings import build_model, resolve_clip
 from sifar.precision import allow_tf32, autocast_for, describe_precision, grad_scaler
 from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
@@ -346,6 +347,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
                         grad_checkpointing=config.grad_checkpointing).to(dist_info.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    float8 = convert_to_float8(model, dist_info.device) if config.precision == "fp8" else []
     updates_per_epoch = max(1, train_loader.steps_per_epoch // optim.accum_steps)
     lr = effective_lr(optim, config.loader.batch_size, dist_info.world_size)
     optimizer = build_optimizer(model, optim, lr, dist_info.device)
@@ -359,7 +361,8 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     if resume_from is not None:
         state, saved_rng = restore(resume_from, model, optimizer, scheduler, ema, scaler, config)
     if dist_info.is_main:  # only now: a refused resume leaves the folder as it was
-        tqdm.write(describe_precision(dist_info.device, config.precision))
+        tqdm.write(describe_precision(dist_info.device, config.precision)
+                   + (f"; {len(float8)} linear layers in fp8" if float8 else ""))
         remove_unfinished_checkpoints(output)
         (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams

@@ -16,7 +16,7 @@ from sifar.distributed import check_device
 from sifar.io import check_local_folder
 from sifar.models.settings import ModelSettings
 from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
-from sifar.precision import PRECISION_HELP, Precision
+from sifar.precision import TRAIN_PRECISION_HELP, TrainPrecision
 
 LR_REFERENCE_BATCH = 512
 
@@ -71,7 +71,7 @@ class TrainConfig:
                                      "checkpoint's path, or off (start over).", flag_value="auto", off_value="off")
     seed: int = help_field(0, "Seed for weights, data order, augmentation and mixup.")
     device: str = help_field("auto", "auto, cpu, cuda or cuda:N.")
-    precision: Precision = help_field("auto", PRECISION_HELP)
+    precision: TrainPrecision = help_field("auto", TRAIN_PRECISION_HELP)
     attention: AttentionImpl = help_field("auto", ATTENTION_HELP)
     compile: bool = help_field(False, "torch.compile the model.")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")

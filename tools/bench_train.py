@@ -1,7 +1,7 @@
 """Training and inference speed on one GPU, every figure beside the official-style baseline of the same run.
 
     python -m tools.bench_train [--models SIFAR-B-12,SIFAR-B-14-16f] [--batch 32] [--steps 20]
-                                [--end-to-end] [--json results.json]
+                                [--cnn-pair] [--end-to-end] [--json results.json]
 
 1. Model step (random inputs): forward + backward + AdamW step of each variant below, clips/s, ms/step,
    peak memory and MFU against ``--peak-tflops`` (a training clip costs 3 x 2 x the forward multiply-adds).
@@ -11,7 +11,9 @@
    The baseline ``official`` runs this project's model the way the official SIFAR code does: fp32 with
    TF32 matmuls, explicit (unfused) attention, eager, unfused AdamW; it does the official arithmetic.
 2. Inference (random inputs, ``--batch`` clips x 3 crops): clips/s of the baseline and the fast variant.
-3. With ``--end-to-end``: makes the synthetic dataset at 320x240, shards it, runs ``sifar-train`` (the real
+3. With ``--cnn-pair``: ``--cnn-model`` (SIFAR-R50) training against timm's plain ``resnet50`` at the same
+   pixels a step, both channels-last and compiled; the ratio of their speeds.
+4. With ``--end-to-end``: makes the synthetic dataset at 320x240, shards it, runs ``sifar-train`` (the real
    loader on this machine's cores) and ``sifar-eval`` (1 clip x 3 crops) with the fastest variant and with
    the baseline settings, and prints their throughput beside the pure-model figures of part 1.
 """
@@ -28,11 +30,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import timm
 import torch
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
 from sifar.models import compile_model, create_model, get_config
+from sifar.models.compile import TRAINING_COMPILE_OPTIONS
+from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
 from sifar.models.window_attention import set_attention
 from sifar.precision import allow_tf32
@@ -49,6 +54,7 @@ class Variant:
     fused_adamw: bool
     flex_kernel_options: dict | None = None  # None: FLEX_KERNEL_OPTIONS
     compile_options: dict | None = None  # None: as sifar-train / sifar-eval --compile run (compile_model)
+    fp8: bool = False  # linear layers in float8 (sifar-train --precision fp8), the rest bf16
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -65,7 +71,14 @@ VARIANTS = (
     # training without Programmatic Dependent Launch, to measure what it moves (inference runs without it)
     Variant("flex-bf16-compile-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={}),
+    # the forward and backward replayed as CUDA graphs (no launch gaps; the optimizer step stays outside)
+    Variant("flex-bf16-compile-cudagraphs", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            compile_options={**TRAINING_COMPILE_OPTIONS, "triton.cudagraphs": True}),
+    # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
+    Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
 )
+# CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
+CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
 
 
 @dataclass
@@ -110,6 +123,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     model = create_model(model_name, num_classes, attention=variant.attention, drop_path_rate=0.1).cuda()
     if variant.flex_kernel_options is not None:
         set_attention(model, variant.attention, variant.flex_kernel_options)
+    if variant.fp8:
+        convert_to_float8(model, torch.device("cuda"))
     return model
 
 
@@ -125,14 +140,19 @@ def train_step_fn(model: torch.nn.Module, variant: Variant, batch: int, num_clas
     """One training step on fixed random clips and soft (Mixup-like) targets."""
     config = get_config(model.name)
     frames = torch.randn(batch, config.num_frames, 3, config.frame_size, config.frame_size, device="cuda")
-    targets = torch.rand(batch, num_classes, device="cuda").softmax(-1)
+    return train_step_on(model, variant, frames, num_classes)
+
+
+def train_step_on(model: torch.nn.Module, variant: Variant, inputs: torch.Tensor, num_classes: int):
+    """One training step of ``model`` on ``inputs`` (clips or images) and soft targets."""
+    targets = torch.rand(inputs.shape[0], num_classes, device="cuda").softmax(-1)
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05, fused=variant.fused_adamw)
     criterion = SoftTargetCrossEntropy()
     forward = compiled(model, variant, training=True)
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=variant.bf16):
-            loss = criterion(forward(frames), targets)
+            loss = criterion(forward(inputs), targets)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -208,6 +228,42 @@ def print_table(results: list[Measurement]) -> None:
               f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {'-' if math.isnan(r.speedup) else f'{r.speedup:.2f}x'} |")
 
 
+def cnn_pair(args) -> dict[str, float]:
+    """``--cnn-model`` (a CNN SIFAR) training against the plain timm image model it wraps at the same pixels a
+    step: ``--batch`` clips (8 frames of 224 on a 3x3 grid of 672 px, one cell blank) against ``--batch`` x 9
+    images of 224, both channels-last, bf16, compiled, fused AdamW. The ratio is what the super image costs."""
+    config = get_config(args.cnn_model)
+    cells = config.grid[0] * config.grid[1]
+    allow_tf32()
+    timed = {}
+    for what in ("sifar", "image"):
+        torch.manual_seed(0)
+        if what == "sifar":
+            model = create_model(args.cnn_model, args.num_classes)
+            inputs = torch.randn(args.batch, config.num_frames, 3, config.frame_size, config.frame_size)
+        else:
+            model = timm.create_model(config.arch["timm_name"], num_classes=args.num_classes)
+            inputs = torch.randn(args.batch * cells, 3, config.frame_size, config.frame_size).contiguous(
+                memory_format=torch.channels_last)
+        model = model.cuda().to(memory_format=torch.channels_last)
+        timed[what], _ = step_ms(train_step_on(model, CNN_VARIANT, inputs.cuda(), args.num_classes), args.warmup,
+                                 args.steps)
+        timed[f"{what}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        del model
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+    found = {"model": args.cnn_model, "image_model": config.arch["timm_name"], "images_per_clip": cells,
+             "sifar_clips_per_s": 1000.0 * args.batch / timed["sifar"],
+             "image_model_images_per_s": 1000.0 * args.batch * cells / timed["image"],
+             "sifar_peak_gib": timed["sifar_peak_gib"], "image_model_peak_gib": timed["image_peak_gib"],
+             "ratio_at_same_pixels": timed["image"] / timed["sifar"]}
+    print(f"{args.cnn_model} {found['sifar_clips_per_s']:.1f} clips/s ({args.batch} clips of {cells} cells a step) "
+          f"against {found['image_model']} {found['image_model_images_per_s']:.1f} images/s "
+          f"({args.batch * cells} images a step): {found['ratio_at_same_pixels']:.3f} of its speed at the same "
+          f"pixels", flush=True)
+    return found
+
+
 # End to end --------------------------------------------------------------------------------------------------
 
 def sifar(*args: str) -> str:
@@ -275,6 +331,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--peak-tflops", type=float, default=800.0, help="dense bf16 peak of the GPU")
+    parser.add_argument("--cnn-pair", action="store_true", help="also --cnn-model against its plain timm model")
+    parser.add_argument("--cnn-model", default="SIFAR-R50")
     parser.add_argument("--end-to-end", action="store_true")
     parser.add_argument("--e2e-model", default="SIFAR-B-12")
     parser.add_argument("--e2e-videos", type=int, default=640)
@@ -290,10 +348,12 @@ def main() -> None:
     results = [m for name in args.models.split(",") for mode in args.modes.split(",") for v in variants
                if (m := measure(name, v, mode, args)) is not None]
     add_speedups(results)
+    cnn = cnn_pair(args) if args.cnn_pair else None
     e2e = []
     if args.end_to_end:
         # the commands run the library's defaults, so only variants with the default kernel options compare
-        defaults = {v.name: v for v in VARIANTS if v.flex_kernel_options is None and v.compile_options is None}
+        defaults = {v.name: v for v in VARIANTS
+                    if v.flex_kernel_options is None and v.compile_options is None and not v.fp8}
         trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in defaults]
         fastest = max(trained, key=lambda r: r.clips_per_s)
         fast = defaults[fastest.variant]
@@ -302,7 +362,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                                "batch": args.batch, "model_steps": [asdict(r) for r in results],
-                                               "end_to_end": e2e}, indent=2))
+                                               "cnn_pair": cnn, "end_to_end": e2e}, indent=2))
 
 
 if __name__ == "__main__":

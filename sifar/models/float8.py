@@ -1,0 +1,56 @@
+"""FP8 training of a model's linear layers through torchao's float8 training (``--precision fp8``).
+
+torchao does the work (casting activations, weights and gradients to float8 with dynamic per-tensor scales,
+and the scaled matmuls); this module only chooses the layers: the linear layers whose sizes the float8
+matmul takes (multiples of 16), except the classifier, whose few outputs gain nothing and whose logits are
+kept in full precision, as torchao's own recipes keep the last layer. The weights stay in full precision,
+so a checkpoint of an fp8 run is an ordinary one that evaluates and exports as any other.
+torchao is an optional extra (``pip install 'sifar[fp8]'``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FP8_MIN_CAPABILITY = (8, 9)  # float8 tensor cores: Ada and Hopper and later
+
+
+def float8_layers(model: nn.Module) -> list[str]:
+    """Names of the linear layers that fp8 training converts."""
+    classifier = _classifier(model)
+    return [name for name, module in model.named_modules()
+            if type(module) is nn.Linear and module is not classifier
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0]
+
+
+def convert_to_float8(model: nn.Module, device: torch.device) -> list[str]:
+    """Swap :func:`float8_layers` for torchao's float8 linear layers in place (same parameters, same state dict
+    keys); return their names. Refused, naming the reason, without torchao or on a GPU without float8."""
+    _check_device(device)
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as err:
+        raise ValueError("--precision fp8 needs torchao: pip install 'sifar[fp8]'") from err
+    chosen = set(float8_layers(model))
+    if not chosen:
+        raise ValueError(f"--precision fp8: {getattr(model, 'name', type(model).__name__)} has no linear layer "
+                         "whose sizes are multiples of 16")
+    convert_to_float8_training(model, module_filter_fn=lambda _module, name: name in chosen)
+    return sorted(chosen)
+
+
+def _classifier(model: nn.Module) -> nn.Module | None:
+    backbone = getattr(model, "backbone", model)
+    get_classifier = getattr(backbone, "get_classifier", None)
+    return get_classifier() if callable(get_classifier) else None
+
+
+def _check_device(device: torch.device) -> None:
+    if device.type != "cuda":
+        return  # torch runs float8 matmuls on the CPU too (slowly): what the tests train with
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_MIN_CAPABILITY:
+        raise ValueError(f"--precision fp8 needs a GPU of compute capability {FP8_MIN_CAPABILITY[0]}."
+                         f"{FP8_MIN_CAPABILITY[1]} or newer (H100, L40, RTX 4090); "
+                         f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}")

@@ -1,0 +1,96 @@
+"""FP8 training (--precision fp8, sifar/models/float8.py): which layers torchao converts, that the converted
+model computes what the bf16 model does within float8's error and learns, that its checkpoints are ordinary,
+and the refusals. torch runs float8 matmuls on the CPU, so this is real float8 arithmetic, slowly."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from sifar.checkpoint import load_trained
+from sifar.cli.train import main as train_main
+from sifar.models import create_model
+from sifar.models.float8 import convert_to_float8, float8_layers
+from sifar.precision import autocast_for, describe_precision, grad_scaler
+
+from test_train import TINY, data  # noqa: F401 - data: the shards fixture
+
+CPU = torch.device("cpu")
+
+
+def nano() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("SIFAR-N-6", 10, frame_size=32)
+
+
+def test_every_linear_layer_of_sixteen_multiples_is_chosen_but_the_classifier():
+    model = nano()
+    chosen = float8_layers(model)
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert "backbone.head.fc" in linears and "backbone.head.fc" not in chosen
+    assert any(name.endswith("attn.qkv") for name in chosen) and any(name.endswith("mlp.fc2") for name in chosen)
+    assert set(chosen) == {name for name, m in linears.items()
+                           if name != "backbone.head.fc" and m.in_features % 16 == 0 and m.out_features % 16 == 0}
+
+
+def test_a_converted_model_keeps_its_state_dict_computes_as_bf16_does_and_its_gradients_flow():
+    plain, converted = nano(), nano()
+    before = {k: v.clone() for k, v in converted.state_dict().items()}
+    names = convert_to_float8(converted, CPU)
+    assert all(type(converted.get_submodule(name)).__name__ == "Float8Linear" for name in names)
+    after = converted.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    frames = torch.randn(4, 8, 3, 32, 32)
+    with autocast_for(CPU, "fp8"):
+        logits = converted(frames)
+    with autocast_for(CPU, "bf16"):
+        bf16 = plain(frames).float()
+    with torch.no_grad():
+        fp32 = plain(frames)
+    assert logits.dtype == torch.bfloat16
+
+    def error(found: torch.Tensor) -> float:
+        return ((found.float() - fp32).norm() / fp32.norm()).item()
+
+    assert error(logits) < 2 * error(bf16), f"fp8 logits {error(logits):.3f} from fp32's, bf16 {error(bf16):.3f}"
+    logits.float().logsumexp(-1).sum().backward()
+    assert all(converted.get_submodule(name).weight.grad.abs().sum() > 0 for name in names)
+
+
+def test_fp8_is_bf16_autocast_around_its_linear_layers_and_needs_no_loss_scaler():
+    assert not grad_scaler(CPU, "fp8").is_enabled()
+    assert "fp8 linear layers" in describe_precision(CPU, "fp8")
+
+
+def test_sifar_train_with_fp8_trains_and_saves_an_ordinary_checkpoint(data, tmp_path):  # noqa: F811
+    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path), "--epochs",
+                                             "2", "--precision", "fp8", *TINY], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "fp8 linear layers" in result.output and "linear layers in fp8" in result.output
+    losses = [row["loss"] for row in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if row["kind"] == "step"]
+    assert len(losses) > 4 and all(math.isfinite(loss) for loss in losses)
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "fp8"
+    trained = load_trained(tmp_path / "last.pt")  # plain layers: the weights fp8 training left
+    assert not any("Float8" in type(m).__name__ for m in trained.model.modules())
+    untrained = nano().state_dict()
+    assert any(not torch.equal(v, untrained[k]) for k, v in trained.model.state_dict().items() if "qkv" in k)
+
+
+def test_fp8_is_refused_without_torchao_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)  # as if torchao were not installed
+    with pytest.raises(ValueError, match=r"pip install 'sifar\[fp8\]'"):
+        convert_to_float8(nano(), CPU)
+
+
+def test_fp8_is_refused_for_a_model_without_a_linear_layer_it_can_take():
+    torch.manual_seed(0)
+    resnet = create_model("SIFAR-R18", 10, frame_size=32)  # its one linear layer is the classifier
+    with pytest.raises(ValueError, match="sifar_resnet18 has no linear layer"):
+        convert_to_float8(resnet, CPU)
