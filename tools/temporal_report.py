@@ -137,6 +137,7 @@ COMPARISONS = (  # (claim, the row the paper favours, the row it beats)
     ("Table 8b: the per-frame embedding helps", "sifar_3x3_frame_embed", "sifar_3x3"),
     ("Table 7: a 7x7 large-kernel block helps the CNN", "resnet_large_kernel", "resnet"),
     ("16 frames of 32 px: the square grid (4x4) beats a strip (2x8)", "sifar16_4x4", "sifar16_2x8"),
+    ("Issue 30: fp8 linear layers train as bf16 does (wanted: no 1-point difference)", "sifar_3x3_fp8", "sifar_3x3"),
 )
 
 

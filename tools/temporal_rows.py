@@ -23,6 +23,7 @@ class RowSpec:
     seeds: int | None = None  # at most this many seeds (None: every seed the run asks for)
     cam: bool = False  # score its class activation maps by the pointing game (tools.cam_study)
     schedule: int = 1  # training length, in multiples of the recipe's epochs (the warmup stays the recipe's)
+    precision: str = "auto"  # sifar-train --precision ("auto": bf16 on the GPU)
 
 
 ROWS = (
@@ -40,6 +41,8 @@ ROWS = (
     RowSpec("sifar16_2x8", "SIFAR Swin, 16 frames of 32 px, 2x8", "swin", "2x8", num_frames=16, frame_size=32),
     # is the Swin's miss on rotation direction underfitting? the 3x3 row trained twice as long
     RowSpec("sifar_3x3_long", "SIFAR Swin, 3x3, twice the steps", "swin", "3x3", seeds=1, schedule=2),
+    # issue 30: fp8 linear layers (torchao) adopted only if they train as bf16 does
+    RowSpec("sifar_3x3_fp8", "SIFAR Swin, 3x3, fp8 linear layers", "swin", "3x3", precision="fp8"),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 ROWS_BY_NAME = {row.name: row for row in ROWS}

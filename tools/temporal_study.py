@@ -36,6 +36,7 @@ import json
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -152,7 +153,7 @@ def train_config(row: RowSpec, seed: int, settings: StudySettings, shards: str, 
     turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
     return TrainConfig(
         shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
-        seed=seed, save_every=10**9, resume="off",
+        seed=seed, save_every=10**9, resume="off", precision=row.precision,
         model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average,
                             frame_embed=row.frame_embed, drop_path=settings.drop_path),
         clip=ClipSettings(num_frames=row.num_frames, frame_size=row.frame_size or settings.frame_size,
@@ -175,7 +176,7 @@ def run_row(row: RowSpec, seed: int, settings: StudySettings, shards: str, outpu
     return {
         "row": row.name, "seed": seed, "title": row.title, "model": settings.model(row.backbone),
         "layout": "1x1 per frame" if row.frame_average else row.layout, "frame_average": row.frame_average,
-        "frame_embed": row.frame_embed, "num_frames": row.num_frames,
+        "frame_embed": row.frame_embed, "num_frames": row.num_frames, "precision": row.precision,
         "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips,
         "train_s": round(train_s, 1),
         "train_clips_per_s": round(clips / train_s, 1), **epoch_throughput(output),
@@ -203,7 +204,8 @@ def pointing_summary(found: dict[str, Any]) -> dict[str, Any]:
 
 
 def epoch_throughput(output: Path) -> dict[str, float]:
-    """Median over epochs of the trainer's own clips/s and loader-wait share, and the final training loss."""
+    """Median over epochs of the trainer's own clips/s and loader-wait share, the final training loss and each
+    epoch's mean loss (the loss curve runs are compared by)."""
     steps = [r for r in read_metrics(output / "metrics.jsonl") if r["kind"] == "step"]
     last_of_epoch = list({r["epoch"]: r for r in steps}.values())  # each epoch's last step: its average
 
@@ -211,8 +213,10 @@ def epoch_throughput(output: Path) -> dict[str, float]:
         values = sorted(r[key] for r in last_of_epoch)
         return values[len(values) // 2]
 
+    epochs = sorted({r["epoch"] for r in steps})
     return {"epoch_clips_per_s": round(median("clips_per_s"), 1), "data_wait": round(median("data_wait"), 3),
-            "final_loss": round(steps[-1]["loss"], 4)}
+            "final_loss": round(steps[-1]["loss"], 4),
+            "epoch_losses": [round(statistics.fmean(r["loss"] for r in steps if r["epoch"] == e), 4) for e in epochs]}
 
 
 def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], seed: int, settings: StudySettings,
