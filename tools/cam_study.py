@@ -47,6 +47,7 @@ from sifar.cam import (
     pointing_hits,
 )
 from sifar.checkpoint import TrainedModel, load_checkpoint, saved_setup, trained_model
+from sifar.cli.options import comma_items
 from sifar.data.clip import ClipSettings
 from sifar.data.decoders import JpegDecoder
 from sifar.data.sampling import eval_indices
@@ -249,11 +250,6 @@ def strips_image(rows: Sequence[StripRow], classes: Sequence[str]) -> Image.Imag
                 draw.rectangle((left + x0, frame_top + y0, left + x1 - 1, frame_top + y1 - 1), outline="white",
                                width=2)
     return canvas
-
-
-def comma_items(value: str) -> tuple[str, ...]:
-    """The comma-separated items of an option, stripped, each once, in the order given."""
-    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
 
 
 def parse_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -56,13 +56,14 @@ from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.workers import available_cores
 from sifar.evaluate import EvalResult, EvalSettings, evaluate_checkpoint
 from sifar.cam import METHODS
+from sifar.cli.options import comma_items
 from sifar.distributed import init_distributed, local_device
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.models.settings import ModelSettings
 from sifar.train import train
 from sifar.train_config import OptimSettings, TrainConfig
-from tools.cam_study import comma_items, score_checkpoint
+from tools.cam_study import score_checkpoint
 from tools.temporal_report import percent, write_report
 from tools.temporal_rows import ROW_NAMES, ROWS, ROWS_BY_NAME, RowSpec
 

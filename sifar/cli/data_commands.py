@@ -10,7 +10,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from sifar.cli.options import config_from_options, dataclass_options
+from sifar.cli.options import comma_items, config_from_options, dataclass_options
 from sifar.data.ffmpeg import DecodeSettings
 from sifar.data.formats import get_format, list_formats
 from sifar.data.formats.source_files import read_lines
@@ -124,7 +124,7 @@ def _class_names(_ctx: click.Context, _param: click.Parameter, value: str | None
         if not 1 <= int(value) <= len(CLASSES):
             raise click.BadParameter(f"between 1 and {len(CLASSES)} classes")
         return tuple(CLASSES)[:int(value)]
-    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    names = comma_items(value)
     unknown = [n for n in names if n not in CLASSES]
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(CLASSES)}")

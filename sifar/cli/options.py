@@ -14,6 +14,11 @@ from sifar import __version__
 from sifar.config_fields import config_from_dict, flat_values, merge, nest_flags, settings_of
 
 
+def comma_items(value: str) -> tuple[str, ...]:
+    """The comma-separated items of an option, stripped, each once, in the order given."""
+    return tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
+
+
 def _option_type(hint: Any, bounds: dict[str, Any] | None = None) -> tuple[Any, bool]:
     """(click type, is_flag) for a field's annotation and its bounds; Optional[X] becomes X."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
