@@ -74,6 +74,9 @@ VARIANTS = (
     # the forward and backward replayed as CUDA graphs (no launch gaps; the optimizer step stays outside)
     Variant("flex-bf16-compile-cudagraphs", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={**TRAINING_COMPILE_OPTIONS, "triton.cudagraphs": True}),
+    # Inductor's own Triton GEMMs where they beat cuBLAS, with bias and GELU fused into their epilogues
+    Variant("flex-bf16-compile-autotune", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
 )
