@@ -6,7 +6,6 @@ part of the data, and the ranks sum their confusion matrices (no padding duplica
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +22,7 @@ from sifar.data.pipeline import LoaderSettings
 from sifar.data.sampling import Mode
 from sifar.data.transforms import device_clips
 from sifar.distributed import all_reduce_sum
+from sifar.io import write_json
 from sifar.models import compile_model
 from sifar.models.window_attention import ATTENTION_HELP, AttentionImpl
 from sifar.precision import PRECISION_HELP, Precision, autocast_for
@@ -238,7 +238,7 @@ def write_eval_report(result: EvalResult, classes: list[str], output: Path, pref
               "per_class": {name: acc for name, acc in zip(classes, result.per_class())},
               "confusion": result.confusion.tolist(), "classes": classes}
     paths = {"report": output / f"{prefix}report.json", "confusion": output / f"{prefix}confusion.png"}
-    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    write_json(paths["report"], report)
     plot_confusion(result.confusion.numpy(), classes, paths["confusion"],
                    title=f"top-1 {result.top1:.1f}% on {result.num_samples} clips")
     return paths

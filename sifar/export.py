@@ -26,7 +26,7 @@ from sifar import __version__
 from sifar.checkpoint import (TrainedModel, load_checkpoint, read_setup_record, rebuild_model, saved_setup,
                               setup_record, trained_model)
 from sifar.checkpoint_file import CheckpointError
-from sifar.io import atomic_write
+from sifar.io import atomic_write, write_json
 from sifar.models.settings import ModelSettings
 
 Format = Literal["safetensors", "onnx"]
@@ -62,8 +62,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
     data = _ENCODERS[format](trained.model.eval())
     with atomic_write(output, "wb") as handle:
         handle.write(data)
-    with atomic_write(setup_path(output), "w") as handle:
-        json.dump(export_setup(trained, model_settings, format), handle, indent=2)
+    write_json(setup_path(output), export_setup(trained, model_settings, format))
     return trained
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sifar.io import atomic_write
+from sifar.io import atomic_write, write_json
 from sifar.plots import plot_curves
 
 
@@ -95,7 +95,7 @@ class MetricsLog:
     def finish(self, summary: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(self.output / "summary.json", summary)
         self.plot()
         if self._tensorboard is not None:
             self._tensorboard.close()

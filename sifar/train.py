@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -39,6 +38,7 @@ from sifar.data.transforms import device_clips
 from sifar.distributed import DistInfo, barrier, cleanup, init_distributed
 from sifar.evaluate import (Coverage, EvalResult, check_same_classes, evaluate, evaluation_coverage,
                             write_eval_report)
+from sifar.io import write_json
 from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
@@ -364,7 +364,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
         tqdm.write(describe_precision(dist_info.device, config.precision)
                    + (f"; {len(float8)} linear layers in fp8" if float8 else ""))
         remove_unfinished_checkpoints(output)
-        (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_json(output / "config.json", dataclasses.asdict(config))
     seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams
     train_model = model
     if dist_info.world_size > 1:

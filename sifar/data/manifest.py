@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sifar import __version__
-from sifar.io import atomic_write, open_url
+from sifar.io import open_url, write_json
 
 FORMAT_VERSION = 1
 
@@ -76,9 +76,7 @@ def manifest_path(out_dir: str | os.PathLike, split: str) -> str:
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike) -> None:
     """Write atomically (temporary name, then rename)."""
-    with atomic_write(path, "w") as handle:
-        json.dump(manifest.to_dict(), handle, indent=2)
-        handle.write("\n")
+    write_json(path, manifest.to_dict())
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:

@@ -40,7 +40,7 @@ from sifar.data.manifest import Manifest, ShardInfo, manifest_path, read_manifes
 from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
 from sifar.data.workers import available_cores, worker_pool
-from sifar.io import atomic_write, check_store_access, file_sha256, is_http, is_url, storage_error, url_filesystem
+from sifar.io import atomic_write, check_store_access, write_json, file_sha256, is_http, is_url, storage_error, url_filesystem
 from sifar.run_lock import run_lock
 
 
@@ -376,8 +376,7 @@ def run_settings_name(split: str) -> str:
 
 def write_run_settings(job: ShardJob, classes: list[str], output: ShardOutput) -> None:
     name = run_settings_name(job.stem)
-    with atomic_write(output.local / name, "w") as handle:
-        json.dump(_run_settings(job, classes), handle)
+    write_json(output.local / name, _run_settings(job, classes), indent=None)
     output.publish(name)
 
 

@@ -30,7 +30,7 @@ from sifar.data.ffmpeg import has_encoder, quiet_command
 from sifar.data.formats.csv_list import ListEntry, write_entries
 from sifar.data.formats.records import Box
 from sifar.data.workers import available_cores, worker_pool
-from sifar.io import atomic_write
+from sifar.io import atomic_write, write_json
 
 SETTINGS_FILE = "synth.json"
 Clip = np.ndarray  # (frames, height, width, 3) uint8
@@ -386,8 +386,7 @@ def write_config(config: SynthConfig) -> Path:
     """``synth.json``: what made the dataset (everything but the output folder and the worker count)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "workers")}
     path = config.out / SETTINGS_FILE
-    with atomic_write(path, "w") as handle:
-        json.dump(settings, handle, indent=1)
+    write_json(path, settings, indent=1)
     return path
 
 
