@@ -55,7 +55,8 @@ def describe_precision(device: torch.device, precision: str) -> str:
     """One line saying what ``precision`` became on ``device`` and why, for the start of a run."""
     resolved = resolve_precision(device, precision)
     why = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler", "fp32": "fp32",
-           "fp8": "fp8 linear layers (torchao float8, dynamic per-tensor scales), the rest under bf16 autocast"}[resolved]
+           "fp8": "fp8 linear layers (torchao float8, dynamic per-tensor scales), the rest under bf16 autocast",
+           }[resolved]
     if precision == "auto":
         reason = {"bf16": "this GPU supports bf16", "fp16": "this GPU has no bf16", "fp32": "not on a GPU"}[resolved]
         return f"precision: {why} (auto: {reason})"

@@ -59,8 +59,8 @@ class RowRuns:
 
     def standard_error(self, seed_sd: float | None) -> float:
         """Of the mean top-1 over this row's seeds: ``seed_sd`` (one run's seed-to-seed standard deviation,
-        pooled over rows, see model_seed_sd) or, where no row has two seeds, none; never below the binomial error of the
-        held-out set."""
+        pooled over rows: :func:`model_seed_sd`) or, where no row has two seeds, none; never below the binomial
+        error of the held-out set."""
         top1 = self.mean("top1")
         held_out = min(run["held_out"] for run in self.runs)
         binomial = 100 * math.sqrt(top1 / 100 * (1 - top1 / 100) / held_out)
@@ -149,7 +149,8 @@ def comparison(rows: dict[str, RowRuns], favoured: str, other: str) -> dict[str,
     difference = a.mean("top1") - b.mean("top1")
     error = math.hypot(*(row.standard_error(model_seed_sd(rows, row.first()["model"])) for row in (a, b)))
     return {"verdict": verdict(difference, error), "difference": round(difference, 2),
-            "standard_error": round(error, 2), "seeds": (len(a.runs), len(b.runs)), "one_point_resolvable": 2 * error < 1.0}
+            "standard_error": round(error, 2), "seeds": (len(a.runs), len(b.runs)),
+            "one_point_resolvable": 2 * error < 1.0}
 
 
 def verdict(difference: float, error: float) -> str:

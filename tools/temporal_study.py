@@ -160,9 +160,9 @@ def train_config(row: RowSpec, seed: int, settings: StudySettings, shards: str, 
         clip=ClipSettings(num_frames=row.num_frames, frame_size=row.frame_size or settings.frame_size,
                           layout=row.layout, flip="off"),
         loader=LoaderSettings(batch_size=settings.batch_size, workers=run.workers, resident=settings.resident),
-        optim=OptimSettings(epochs=settings.epochs * row.schedule, warmup_epochs=settings.warmup_epochs, lr=settings.lr(row.backbone),
-                            min_lr=settings.min_lr, weight_decay=settings.weight_decay, clip_grad=settings.clip_grad,
-                            mixup=0.0, cutmix=0.0),
+        optim=OptimSettings(epochs=settings.epochs * row.schedule, warmup_epochs=settings.warmup_epochs,
+                            lr=settings.lr(row.backbone), min_lr=settings.min_lr, weight_decay=settings.weight_decay,
+                            clip_grad=settings.clip_grad, mixup=0.0, cutmix=0.0),
     )
 
 

@@ -40,7 +40,8 @@ from sifar.data.manifest import Manifest, ShardInfo, manifest_path, read_manifes
 from sifar.data.shard_reader import read_shard
 from sifar.data.shard_writer import ShardLimits, ShardWriter, shard_name, shard_pattern
 from sifar.data.workers import available_cores, worker_pool
-from sifar.io import atomic_write, check_store_access, write_json, file_sha256, is_http, is_url, storage_error, url_filesystem
+from sifar.io import (atomic_write, check_store_access, file_sha256, is_http, is_url, storage_error, url_filesystem,
+                      write_json)
 from sifar.run_lock import run_lock
 
 
