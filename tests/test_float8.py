@@ -10,16 +10,14 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 from sifar.checkpoint import load_trained
-from sifar.cli.train import main as train_main
 from sifar.models import create_model
 from sifar.models.float8 import convert_to_float8, float8_layers
 from sifar.precision import autocast_for, describe_precision, grad_scaler
 
-from test_train import TINY, data  # noqa: F401 - data: the shards fixture
+from test_train import TINY, data, run_train, step_losses  # noqa: F401 - data: the shards fixture
 
 CPU = torch.device("cpu")
 
@@ -68,16 +66,21 @@ def test_fp8_is_bf16_autocast_around_its_linear_layers_and_needs_no_loss_scaler(
     assert "fp8 linear layers" in describe_precision(CPU, "fp8")
 
 
-def test_sifar_train_with_fp8_trains_and_saves_an_ordinary_checkpoint(data, tmp_path):  # noqa: F811
-    result = CliRunner().invoke(train_main, ["--shards", str(data["shards"]), "--output", str(tmp_path), "--epochs",
-                                             "2", "--precision", "fp8", *TINY], catch_exceptions=False)
+def test_sifar_train_with_fp8_trains_resumes_step_for_step_and_saves_an_ordinary_checkpoint(data,  # noqa: F811
+                                                                                            tmp_path):
+    common = ["--shards", str(data["shards"]), "--epochs", "2", "--steps-per-epoch", "3", "--save-every", "100",
+              "--precision", "fp8", *TINY]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    result = run_train([*common, "--output", str(straight)])
     assert result.exit_code == 0, result.output
     assert "fp8 linear layers" in result.output and "linear layers in fp8" in result.output
-    losses = [row["loss"] for row in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
-              if row["kind"] == "step"]
-    assert len(losses) > 4 and all(math.isfinite(loss) for loss in losses)
-    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "fp8"
-    trained = load_trained(tmp_path / "last.pt")  # plain layers: the weights fp8 training left
+    assert run_train([*common, "--output", str(broken), "--max-steps", "4"]).exit_code == 0
+    assert run_train([*common, "--output", str(broken)]).exit_code == 0  # resumes mid-epoch 2
+    expected, resumed = step_losses(straight), step_losses(broken)
+    assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for _, v in expected)
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in expected], rel=1e-5, abs=1e-6)
+    assert json.loads((straight / "config.json").read_text())["precision"] == "fp8"
+    trained = load_trained(straight / "last.pt")  # plain layers: the weights fp8 training left
     assert not any("Float8" in type(m).__name__ for m in trained.model.modules())
     untrained = nano().state_dict()
     assert any(not torch.equal(v, untrained[k]) for k, v in trained.model.state_dict().items() if "qkv" in k)
