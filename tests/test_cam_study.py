@@ -89,8 +89,8 @@ def checkpoint(shards, tmp_path_factory) -> Path:
 
 def test_the_clips_are_the_centre_views_sifar_eval_sees(shards, checkpoint):
     trained = load_trained(checkpoint)
-    loader = build_loader(shards, trained.clip, LoaderSettings(batch_size=6, workers=0), split="val", clips=1,
-                          crops=1)
+    loader = build_loader(shards, trained.clip, LoaderSettings(batch_size=6, workers=0), training=False, split="val",
+                          clips=1, crops=1)
     evaluated = {key: (frames[0], int(label)) for batch in loader
                  for frames, label, key in zip(batch.frames, batch.labels, batch.keys)}
     clips = list(held_out_clips(trained, str(shards), 4))

@@ -44,7 +44,7 @@ from sifar.data.clip import ClipSettings
 from sifar.data.pipeline import LoaderSettings
 for _ in range(2):
     loader = build_loader({str(tmp_path)!r}, ClipSettings(num_frames=4, frame_size=16), LoaderSettings(batch_size=2,
-                          workers=2), split="train")
+                          workers=2), training=True, split="train")
     next(iter(loader))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

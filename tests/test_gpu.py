@@ -106,8 +106,8 @@ def test_a_resident_split_on_the_gpu_gives_the_cpu_batches(tmp_path):
     clip = ClipSettings(num_frames=8, frame_size=32, flip="on")
 
     def batches(device: str):
-        loader = build_loader(tmp_path, clip, LoaderSettings(batch_size=4, resident=True), steps_per_epoch=3,
-                              device=torch.device(device))
+        loader = build_loader(tmp_path, clip, LoaderSettings(batch_size=4, resident=True), training=True,
+                              steps_per_epoch=3, device=torch.device(device))
         return list(loader)
 
     for on_gpu, on_cpu in zip(batches("cuda"), batches("cpu")):

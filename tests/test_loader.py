@@ -38,14 +38,17 @@ CLIP_FIELDS = ("num_frames", "frame_size", "sampling", "stride")
 LOADER_FIELDS = ("batch_size", "workers", "shuffle_buffer", "decoder", "shard_retries", "retry_delay", "resident")
 
 
-def loader_for(source, split="train", flip=None, **options):
+def loader_for(source, split="train", flip=None, training=None, **options):
     """build_loader with the tests' small clip; options name ClipSettings, LoaderSettings or build_loader
-    arguments (``flip``: True / False forces it)."""
+    arguments (``flip``: True / False forces it; ``training``: by default, the train split's stream is a
+    training one and any other split's an evaluation one: the tests' shorthand, which build_loader leaves to
+    its callers)."""
     options = {"num_frames": 8, "frame_size": SIZE, "batch_size": 4, "workers": 0, **options}
     clip = ClipSettings(**{k: options.pop(k) for k in CLIP_FIELDS if k in options},
                         flip={None: "auto", True: "on", False: "off"}[flip])
     settings = LoaderSettings(**{k: options.pop(k) for k in LOADER_FIELDS if k in options})
-    return build_loader(source, clip, settings, split=split, **options)
+    training = split == "train" if training is None else training
+    return build_loader(source, clip, settings, training=training, split=split, **options)
 
 
 def frame_indices(clip: torch.Tensor) -> list[int]:
@@ -251,9 +254,19 @@ def test_training_on_unreadable_shards_stops_instead_of_spinning(tmp_path):
         list(loader_for(tmp_path, retry_delay=0, shard_retries=0))
 
 
+def test_the_caller_says_which_stream_it_wants_whatever_the_split_is_called(tmp_path):
+    """No stream is inferred from a split's name: evaluating the train split was once a resampled training
+    stream because of such a default."""
+    samples = write_split(tmp_path, "train", shards=2, per_shard=3, num_frames=8)
+    with pytest.raises(TypeError, match="training"):
+        build_loader(tmp_path, ClipSettings(8, SIZE), split="train")
+    evaluation = loader_for(tmp_path, "train", training=False)
+    assert sorted(key for batch in evaluation for key in batch.keys) == sorted(sample.key for sample in samples)
+
+
 def test_a_wrong_source_fails_when_the_loader_is_built(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        build_loader(tmp_path / "nowhere", ClipSettings(8, 32))
+        build_loader(tmp_path / "nowhere", ClipSettings(8, 32), training=True)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -30,7 +30,7 @@ def folder(tmp_path_factory):
 
 def resident(folder, flip="on", batch_size=4, steps=3, seed=0, **clip):
     clip = ClipSettings(**{"num_frames": 8, "frame_size": SIZE, "flip": flip, **clip})
-    return build_loader(folder, clip, LoaderSettings(batch_size=batch_size, resident=True), seed=seed,
+    return build_loader(folder, clip, LoaderSettings(batch_size=batch_size, resident=True), training=True, seed=seed,
                         steps_per_epoch=steps, device=torch.device("cpu"))
 
 

@@ -564,7 +564,7 @@ def test_padded_evaluation_runs_one_batch_shape_and_counts_the_same(data):
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", num_classes=10, frame_size=32).eval()
     loader = build_loader(str(data["shards"]), ClipSettings(8, 32), LoaderSettings(batch_size=3, workers=2),
-                          split="val", crops=3)
+                          training=False, split="val", crops=3)
     shapes: list[int] = []
     model.register_forward_pre_hook(lambda _module, args: shapes.append(args[0].shape[0]))
     plain = evaluate(model, loader, torch.device("cpu"), 10)  # no padding on CPU by default

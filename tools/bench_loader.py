@@ -156,7 +156,8 @@ def clip_decoders() -> dict[str, Callable[[list[bytes]], object]]:
 def run_loader(shard_dir: Path, workers: int, batches: int, batch_size: int, decoder: str) -> tuple[Clock, int]:
     clip = ClipSettings(num_frames=CLIP_FRAMES, frame_size=FRAME_SIZE)
     settings = LoaderSettings(batch_size=batch_size, workers=workers, shuffle_buffer=64, decoder=decoder)
-    loader = build_loader(shard_dir, clip, settings, split="train", steps_per_epoch=batches, pin_memory=False)
+    loader = build_loader(shard_dir, clip, settings, training=True, split="train", steps_per_epoch=batches,
+                          pin_memory=False)
     with Clock() as clock:
         clips = sum(len(batch.keys) for batch in loader)
     return clock, clips

@@ -53,7 +53,7 @@ def main() -> None:
         make_dataset(synth, progress=False)
         shard_synthetic(synth.out, Path(tmp) / "shards", 64)
         clip = ClipSettings(num_frames=8, frame_size=args.size, flip="off")
-        steps = {"steps_per_epoch": args.batches}
+        steps = {"training": True, "steps_per_epoch": args.batches}
         streaming = build_loader(Path(tmp) / "shards", clip, LoaderSettings(batch_size=args.batch_size,
                                                                             workers=args.workers), **steps)
         stream_rate = timed_batches(streaming, args.batches, device)

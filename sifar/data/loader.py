@@ -147,7 +147,7 @@ def _default_steps(source: ShardSource, world_size: int, batch_size: int) -> int
 
 
 def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: LoaderSettings = LoaderSettings(), *,
-                 split: str = "train", training: bool | None = None, clips: int = 1, crops: int = 1, seed: int = 0,
+                 training: bool, split: str = "train", clips: int = 1, crops: int = 1, seed: int = 0,
                  dataset: str | None = None, rank: int | None = None, world_size: int | None = None,
                  steps_per_epoch: int | None = None, epoch: int = 0, start_batch: int = 0,
                  pin_memory: bool | None = None, prefetch_factor: int = 2, reuse_memory: bool = True,
@@ -162,9 +162,10 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
     The rest is resolved here:
 
     - ``source``: shard folder, manifest, shard pattern or URL (see :mod:`sifar.data.sources`).
-    - ``split``: which split of a folder source; ``training`` defaults to ``split == "train"`` (a convenience:
-      the trainer and the evaluator say which stream they want, so that evaluating a training split reads
-      every video once); ``clips`` x ``crops`` are the views of each evaluated video.
+    - ``training``: a training stream (shards resampled, random sampling and crops, ``steps_per_epoch`` whole
+      batches) or an evaluation one (every video once, its ``clips`` x ``crops`` views). Always said by the
+      caller, never inferred from ``split``: evaluating a training split is an evaluation.
+    - ``split``: which split of a folder source.
     - ``dataset``: dataset name for the flip default of ``clip.flip == "auto"`` (off for ssv2 and jester);
       default from the manifest, else each sample's JSON.
     - ``rank``/``world_size``: default from torch.distributed, else RANK/WORLD_SIZE, else 0/1.
@@ -183,7 +184,6 @@ def build_loader(source: str | os.PathLike, clip: ClipSettings, settings: Loader
     """
     shard_source = resolve_source(source, split)
     rank, world_size = _rank_and_world_size(rank, world_size)
-    training = split == "train" if training is None else training
     name = dataset or (shard_source.manifest.dataset if shard_source.manifest is not None else None)
     if clip.flip == "auto" and name is not None:
         clip = replace(clip, flip="on" if default_flip(name) else "off")
