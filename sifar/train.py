@@ -42,7 +42,7 @@ from sifar.io import write_json
 from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
-from sifar.models.float8 import convert_to_float8
+from sifar.models.float8 import check_float8, convert_to_float8
 from sifar.models.settings import build_model, resolve_clip
 from sifar.precision import allow_tf32, autocast_for, describe_precision, grad_scaler
 from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
@@ -331,6 +331,8 @@ def _train(config: TrainConfig, clip: ClipSettings, resume_from: Path | None, di
 def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from: Path | None,
               dist_info: DistInfo) -> dict[str, Any]:
     allow_tf32()
+    if config.precision == "fp8":
+        check_float8(dist_info.device)  # before the loader, which may decode a whole split first
     seed_everything(config.seed)  # same initial weights on every rank
     optim = config.optim
     train_loader = build_loader(config.shards, clip, config.loader, split="train", training=True, seed=config.seed,

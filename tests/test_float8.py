@@ -86,10 +86,15 @@ def test_sifar_train_with_fp8_trains_resumes_step_for_step_and_saves_an_ordinary
     assert any(not torch.equal(v, untrained[k]) for k, v in trained.model.state_dict().items() if "qkv" in k)
 
 
-def test_fp8_is_refused_without_torchao_naming_the_extra(monkeypatch):
+def test_fp8_is_refused_without_torchao_naming_the_extra_before_any_data_is_read(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torchao.float8", None)  # as if torchao were not installed
     with pytest.raises(ValueError, match=r"pip install 'sifar\[fp8\]'"):
         convert_to_float8(nano(), CPU)
+    # shards that do not exist: the refusal names torchao, so it came before the loader opened them
+    result = run_train(["--shards", str(tmp_path / "no_shards"), "--output", str(tmp_path / "run"),
+                        "--precision", "fp8", *TINY])
+    assert result.exit_code != 0 and "pip install 'sifar[fp8]'" in result.output, result.output
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_fp8_is_refused_for_a_model_without_a_linear_layer_it_can_take():

@@ -24,20 +24,32 @@ def float8_layers(model: nn.Module) -> list[str]:
             and module.in_features % 16 == 0 and module.out_features % 16 == 0]
 
 
+def check_float8(device: torch.device) -> None:
+    """ValueError, naming the reason, unless fp8 training can run on ``device``: torchao installed, and a GPU
+    with float8 (any CPU runs it, slowly). The trainer asks before it reads any data."""
+    _check_device(device)
+    _torchao_converter()
+
+
 def convert_to_float8(model: nn.Module, device: torch.device) -> list[str]:
     """Swap :func:`float8_layers` for torchao's float8 linear layers in place (same parameters, same state dict
-    keys); return their names. Refused, naming the reason, without torchao or on a GPU without float8."""
+    keys); return their names. Refused as :func:`check_float8` refuses, or for a model without such layers."""
     _check_device(device)
-    try:
-        from torchao.float8 import convert_to_float8_training
-    except ImportError as err:
-        raise ValueError("--precision fp8 needs torchao: pip install 'sifar[fp8]'") from err
+    convert_to_float8_training = _torchao_converter()
     chosen = set(float8_layers(model))
     if not chosen:
         raise ValueError(f"--precision fp8: {getattr(model, 'name', type(model).__name__)} has no linear layer "
                          "whose sizes are multiples of 16")
     convert_to_float8_training(model, module_filter_fn=lambda _module, name: name in chosen)
     return sorted(chosen)
+
+
+def _torchao_converter():
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as err:
+        raise ValueError("--precision fp8 needs torchao: pip install 'sifar[fp8]'") from err
+    return convert_to_float8_training
 
 
 def _classifier(model: nn.Module) -> nn.Module | None:
