@@ -324,11 +324,29 @@ def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
     return rows
 
 
+def planned_runs(args) -> list[tuple[str, Variant, str]]:
+    """(model, variant, mode) of each measurement: ``--runs`` if given, else every combination."""
+    variants = {v.name: v for v in VARIANTS}
+    if not args.runs:
+        return [(name, v, mode) for name in args.models.split(",") for mode in args.modes.split(",")
+                for v in VARIANTS if v.name in args.variants.split(",")]
+    planned = []
+    for item in args.runs.split(","):
+        name, variant, mode = (item.split("/") + ["", ""])[:3]
+        if variant not in variants or mode not in ("train", "infer"):
+            sys.exit(f"--runs: {item!r} is not MODEL/VARIANT/MODE with a variant of {', '.join(variants)} "
+                     "and a mode of train or infer")
+        planned.append((name, variants[variant], mode))
+    return planned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="SIFAR-B-12,SIFAR-B-14-16f")
     parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
     parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--runs", default="", help="comma-separated MODEL/VARIANT/MODE items measured instead of "
+                        "every --models x --modes x --variants combination (one run, one --json, fewer compiles)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=174)
     parser.add_argument("--warmup", type=int, default=5)
@@ -344,12 +362,12 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--profile", default="", help="comma-separated variants to profile (kernel table)")
     args = parser.parse_args()
+    planned = planned_runs(args)
     if not torch.cuda.is_available():
         sys.exit("bench_train needs a CUDA GPU")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch}", flush=True)
-    variants = [v for v in VARIANTS if v.name in args.variants.split(",")]
-    results = [m for name in args.models.split(",") for mode in args.modes.split(",") for v in variants
-               if (m := measure(name, v, mode, args)) is not None]
+    results = [m for name, variant, mode in planned
+               if (m := measure(name, variant, mode, args)) is not None]
     add_speedups(results)
     cnn = cnn_pair(args) if args.cnn_pair else None
     e2e = []
