@@ -1,0 +1,141 @@
+"""The Triton window-attention kernels against the explicit softmax(q k^T * scale + bias + mask) v.
+
+The kernels run under Triton's interpreter on CPU tensors, in one subprocess for all cases: TRITON_INTERPRET must
+be set before the kernels are defined, and setting it in this process would also turn every other Triton kernel
+of the test session (inductor's, on a GPU machine) into interpreted ones. Sizes are tiny because the interpreter
+is slow; its one tile configuration (16-row query tiles, 2 windows a program) still splits 49 and 144 tokens into
+several query tiles with padding rows and keys, and leaves a partial run of windows when W is odd.
+
+The interpreter multiplies bf16 matrices wrongly (Triton 3.8: tl.dot reads their uint16 storage as integers), so
+the low-precision path (bf16 in training) is checked in fp16, which takes the same casts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sifar.models.window_attention import SHIFT_MASK_VALUE
+
+pytest.importorskip("triton", reason="the window-attention kernels are written in Triton")
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD_DIM = 32
+
+# name: (api, windows per image, images, heads, tokens, dtype, shifted, bias needs a gradient)
+CASES = {
+    "views-49-fp32": ("views", 3, 3, 2, 49, torch.float32, False, True),
+    "views-49-fp32-shifted": ("views", 3, 3, 2, 49, torch.float32, True, True),
+    "qkv-144-fp32": ("qkv", 2, 2, 2, 144, torch.float32, False, True),
+    "qkv-144-fp32-shifted": ("qkv", 2, 2, 2, 144, torch.float32, True, True),
+    "views-144-fp16-shifted": ("views", 2, 2, 2, 144, torch.float16, True, True),
+    "qkv-16-fp32-shifted-frozen-bias": ("qkv", 2, 1, 3, 16, torch.float32, True, False),
+}
+TOLERANCE = {torch.float32: 2e-4, torch.float16: 4e-3}  # absolute, on values and gradients of order 1
+
+RUNNER = """
+import sys
+import torch
+from tools.window_kernel import window_attention, window_attention_qkv
+
+results = {}
+for name, case in torch.load(sys.argv[1]).items():
+    qkv = case["qkv"].requires_grad_()
+    bias = case["bias"].requires_grad_(case["bias_grad"])
+    windows, tokens, _ = qkv.shape
+    heads = case["heads"]
+    if case["api"] == "qkv":
+        out = window_attention_qkv(qkv, bias, case["regions"], case["scale"], heads)
+        out = out.view(windows, tokens, heads, -1).transpose(1, 2)
+    else:
+        q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = window_attention(q, k, v, bias, case["regions"], case["scale"])
+    out.backward(case["grad_out"])
+    results[name] = {"out": out.detach(), "qkv": qkv.grad, "bias": bias.grad}
+torch.save(results, sys.argv[2])
+"""
+
+
+def make_case(api: str, num_windows: int, images: int, heads: int, tokens: int, dtype: torch.dtype, shifted: bool,
+              bias_grad: bool) -> dict:
+    """Random qkv activations, bias, output gradient and (if shifted) regions of 1 to 4 ids a window."""
+    generator = torch.Generator().manual_seed(tokens * 100 + heads * 10 + int(shifted))
+    windows = num_windows * images
+    regions = None
+    if shifted:
+        regions = torch.randint(0, 4, (num_windows, tokens), generator=generator, dtype=torch.int32)
+        regions[0] = 0  # one window of a single region, as the unshifted windows of a shifted block
+    return {"api": api, "heads": heads, "scale": HEAD_DIM ** -0.5, "bias_grad": bias_grad, "regions": regions,
+            "qkv": torch.randn(windows, tokens, 3 * heads * HEAD_DIM, generator=generator).to(dtype),
+            "bias": (2 * torch.randn(heads, tokens, tokens, generator=generator)).to(dtype),
+            "grad_out": torch.randn(windows, heads, tokens, HEAD_DIM, generator=generator).to(dtype)}
+
+
+def reference(case: dict, mask: bool = True) -> dict:
+    """Output and gradients of the explicit attention in float64 (the shift mask optional)."""
+    qkv = case["qkv"].double().requires_grad_()
+    bias = case["bias"].double().requires_grad_()
+    windows, tokens, _ = qkv.shape
+    q, k, v = qkv.reshape(windows, tokens, 3, case["heads"], HEAD_DIM).permute(2, 0, 3, 1, 4).unbind(0)
+    scores = q @ k.transpose(-1, -2) * case["scale"] + bias
+    if mask and case["regions"] is not None:
+        regions = case["regions"][torch.arange(windows) % case["regions"].shape[0]]  # windows are the fast axis
+        same = regions[:, None, :, None] == regions[:, None, None, :]
+        scores = scores + torch.where(same, 0.0, SHIFT_MASK_VALUE)
+    out = torch.softmax(scores, -1) @ v
+    out.backward(case["grad_out"].double())
+    return {"out": out.detach(), "qkv": qkv.grad, "bias": bias.grad}
+
+
+@pytest.fixture(scope="module")
+def cases() -> dict:
+    return {name: make_case(*spec) for name, spec in CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def kernel_results(cases, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("window_kernel")
+    torch.save(cases, folder / "cases.pt")
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": python_path}
+    result = subprocess.run([sys.executable, "-c", RUNNER, str(folder / "cases.pt"), str(folder / "results.pt")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return torch.load(folder / "results.pt")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_kernel_matches_explicit_attention(name, cases, kernel_results):
+    case, got, expected = cases[name], kernel_results[name], reference(cases[name])
+    tolerance = TOLERANCE[case["qkv"].dtype]
+    assert got["out"].dtype == got["qkv"].dtype == case["qkv"].dtype
+    assert got["out"].shape == expected["out"].shape
+    for key in ("out", "qkv"):  # qkv: dq, dk and dv, in the qkv layout
+        torch.testing.assert_close(got[key].double(), expected[key], atol=tolerance, rtol=tolerance, msg=key)
+    if case["bias_grad"]:
+        assert got["bias"].dtype == case["bias"].dtype
+        # a sum over all windows: its error grows with their number
+        torch.testing.assert_close(got["bias"].double(), expected["bias"], atol=4 * tolerance, rtol=tolerance)
+    else:
+        assert got["bias"] is None
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if "shifted" in name])
+def test_shift_mask_decides_the_shifted_cases(name, cases, kernel_results):
+    """Without the mask the reference is far from the kernel: the cases can tell a missing or wrong mask."""
+    unmasked = reference(cases[name], mask=False)
+    assert (kernel_results[name]["out"].double() - unmasked["out"]).abs().max() > 0.1
+    assert (kernel_results[name]["qkv"].double() - unmasked["qkv"]).abs().max() > 0.1
+
+
+def test_output_is_laid_out_for_the_projection(cases, kernel_results):
+    """window_attention's (W, H, N, D) output is (W, N, H, D) in memory: the transpose before proj is a view."""
+    out = kernel_results["views-49-fp32"]["out"]
+    windows, heads, tokens, head_dim = out.shape
+    assert out.transpose(1, 2).is_contiguous()
+    assert out.stride() == (tokens * heads * head_dim, head_dim, heads * head_dim, 1)

@@ -1,0 +1,155 @@
+"""Swin window attention on the GPU: FlexAttention (as sifar/models/window_attention.py calls it) against the
+Triton kernels of tools/window_kernel.py, forward and forward+backward, at one model's training shapes.
+
+Each row is one stage's block, shifted or not, with its real (windows * batch, heads, N) and shift regions, taken
+from the model itself. All inputs are bf16 as under autocast; q, k, v are the permuted views of one qkv tensor.
+The gradients reach the relative-position bias table through the same gather in both. ``kernel-qkv`` is
+window_attention_qkv (gradient written straight into the qkv layout). The forward is timed with autograd on, as in
+training; the first calls (FlexAttention's compile, the kernels' autotuning) fall in the warmup.
+
+    python -m tools.bench_window_attention --model SIFAR-B-12 --batch 32 --json window_attention.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from timm.models.swin_transformer import SwinTransformerBlock
+
+from sifar.io import write_json
+from sifar.models import create_model
+from sifar.models.window_attention import BIAS_IN_SCORE_DTYPE, SifarWindowAttention
+from tools.window_kernel import window_attention, window_attention_qkv
+
+IMPLS = ("flex", "kernel", "kernel-qkv")
+DEVICE = "cuda"
+
+
+def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock]]:
+    """The first unshifted and first shifted block of each stage (the others repeat their shapes)."""
+    seen, blocks = set(), []
+    for name, block in model.named_modules():
+        if isinstance(block, SwinTransformerBlock):
+            stage, shifted = name.split(".blocks.")[0], block.attn_mask is not None
+            if (stage, shifted) not in seen:
+                seen.add((stage, shifted))
+                blocks.append((f"stage{stage.split('.')[-1]}{'-shifted' if shifted else ''}", block))
+    return blocks
+
+
+def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
+    """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``."""
+    windows, tokens, _ = qkv.shape
+    heads = attn.num_heads
+    regions = None if mask is None else attn.shift_regions
+
+    def bias() -> torch.Tensor:
+        table_bias = attn._get_rel_pos_bias()[0]
+        return table_bias.to(qkv.dtype) if BIAS_IN_SCORE_DTYPE else table_bias
+
+    def step() -> torch.Tensor:
+        if impl == "kernel-qkv":
+            return window_attention_qkv(qkv, bias(), regions, attn.scale, heads)
+        q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = attn._flex(q, k, v, mask) if impl == "flex" else window_attention(q, k, v, bias(), regions, attn.scale)
+        return out.transpose(1, 2).reshape(windows, tokens, -1)
+
+    return step
+
+
+def cuda_ms(fn: Callable[[], object], warmup: int, reps: int) -> float:
+    """Mean milliseconds of ``fn`` over ``reps`` runs, timed with CUDA events after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: torch.Tensor, args) -> dict:
+    """Forward and forward+backward times of one implementation, and its output and gradients."""
+    attn, table = block.attn, block.attn.relative_position_bias_table
+    step = attention_step(impl, attn, qkv, block.attn_mask)
+
+    def forward_backward() -> None:
+        qkv.grad = table.grad = None
+        step().backward(grad)
+
+    forward_ms = cuda_ms(step, args.warmup, args.reps)  # with autograd on, as in training: no extra compile
+    train_ms = cuda_ms(forward_backward, args.warmup, args.reps)
+    out = step()
+    qkv.grad = table.grad = None
+    out.backward(grad)
+    return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms,
+            "tensors": {"out": out.detach().float(), "dqkv": qkv.grad.float(), "dtable": table.grad.float()}}
+
+
+def differences(got: dict, expected: dict) -> dict:
+    """Max absolute difference and relative norm of each output against FlexAttention's."""
+    return {name: {"max_abs": (got[name] - ref).abs().max().item(),
+                   "rel_norm": ((got[name] - ref).norm() / ref.norm().clamp_min(1e-12)).item()}
+            for name, ref in expected.items()}
+
+
+def bench_block(label: str, block: SwinTransformerBlock, args) -> list[dict]:
+    """Rows for one block shape: each implementation's times, the kernels' differences from FlexAttention."""
+    heads, channels = block.attn.num_heads, block.attn.qkv.out_features
+    tokens = block.window_size[0] * block.window_size[1]
+    rows, cols = (size // window for size, window in zip(block.input_resolution, block.window_size))
+    windows = args.batch * rows * cols
+    generator = torch.Generator(device=DEVICE).manual_seed(0)
+    qkv = torch.randn(windows, tokens, channels, device=DEVICE, generator=generator, dtype=args.dtype)
+    qkv.requires_grad_()
+    grad = torch.randn(windows, tokens, channels // 3, device=DEVICE, generator=generator, dtype=args.dtype)
+    results = {impl: measure(impl, block, qkv, grad, args) for impl in IMPLS}
+    tensors = {impl: result.pop("tensors") for impl, result in results.items()}
+    return [{"block": label, "W": windows, "H": heads, "N": tokens, "impl": impl, **result,
+             "vs_flex": differences(tensors[impl], tensors["flex"]) if impl != "flex" else {}}
+            for impl, result in results.items()]
+
+
+def print_row(row: dict, flex: dict) -> None:
+    errors = " ".join(f"{name} {e['max_abs']:.1e}/{e['rel_norm']:.1e}" for name, e in row["vs_flex"].items())
+    print(f"{row['block']:<16}{row['W']:>6}{row['H']:>4}{row['N']:>5}  {row['impl']:<11}{row['fwd_ms']:>8.3f}"
+          f"{row['fwd_bwd_ms']:>10.3f}{flex['fwd_bwd_ms'] / row['fwd_bwd_ms']:>8.2f}x  {errors}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="SIFAR-B-12")
+    parser.add_argument("--batch", type=int, default=32, help="clips per step (W = batch * windows per image)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--blocks", help="comma-separated labels to run (e.g. stage0,stage0-shifted); default all")
+    parser.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_window_attention needs a CUDA GPU (FlexAttention and Triton kernels)")
+    args.dtype = torch.bfloat16
+    with torch.device(DEVICE):
+        model = create_model(args.model, num_classes=174, attention="flex")
+    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}; max abs / relative norm vs flex")
+    print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<11}{'fwd ms':>8}{'f+b ms':>10}{'speedup':>9}  errors")
+    rows = []
+    for label, block in stage_blocks(model):
+        if args.blocks and label not in args.blocks.split(","):
+            continue
+        block_rows = bench_block(label, block, args)
+        for row in block_rows:
+            print_row(row, block_rows[0])
+        rows += block_rows
+    if args.json:
+        write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "model": args.model,
+                                     "batch": args.batch, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

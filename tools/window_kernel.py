@@ -1,0 +1,353 @@
+"""Swin window attention (relative-position bias, shifted-window mask) as hand-written Triton kernels.
+
+Status (issue 30, session 18): a measured candidate, not wired into any model. Correct (the explicit path under
+Triton's interpreter, FlexAttention on an H100 to 1e-3 in bf16), but 15-40% slower than FlexAttention's tiles of 16
+at SIFAR-B-12's training shapes (``tools/bench_window_attention.py``; docs/PERFORMANCE.md, "Round two", with what
+to try next). It lives with the tools until it beats FlexAttention and ``set_attention`` can offer it.
+
+Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
+(12x12) pads to its 64- and 16-token tiles, every score reads its bias from memory again in every window, and the
+bias gradient is scattered with one atomic add per score per window. Windows are small and share one (heads, N, N)
+bias, so a kernel made for them can load a head's bias tile once and reuse it across several windows, keep the
+shift mask in registers (a region id per token), and sum the bias gradient over its windows in registers before one
+atomic add per program. The (q, k, v) layout is read through strides, so the qkv linear's output is never copied,
+and :func:`window_attention_qkv` writes the gradients straight into the qkv layout.
+
+Kernels (one program sees all N keys of a window, padded to ``N_PAD``, the next power of two):
+
+- forward: a program owns one head, a tile of ``BLOCK_M`` query rows and ``WINDOWS_PER_PROGRAM`` windows; the
+  (BLOCK_M, N_PAD) bias tile is loaded once. It writes the output and the rows' logsumexp (fp32).
+- backward of q, k, v (FlashAttention-2's, P recomputed from the logsumexp): a program owns one window and head,
+  loops over its query tiles, writes dq per tile and dk, dv once (no atomics); it also writes
+  delta = rowsum(dO * O) for the bias kernel.
+- backward of the bias: a program owns one head, a query tile and ``WINDOWS_PER_PROGRAM`` windows, recomputes dS
+  and adds its sum over those windows to an fp32 (heads, N, N) gradient once: W / WINDOWS_PER_PROGRAM atomic
+  adds per score instead of W. It is skipped when the bias needs no gradient.
+
+Keys are padded to the next power of two (144 -> 256, 49 -> 64, 324 -> 512) and masked; query rows are tiled by 16
+(144 = 9 x 16), so the waste is on the key axis alone (1.8x the scores at N=144, where FlexAttention's 64-token
+tiles compute 1.8x too, 192 x 192 for 144 x 144). Larger query tiles spill registers (see the configs below).
+
+Saved for the backward: q, k, v (or qkv), the output and the logsumexp. Matrix products take bf16/fp16 inputs
+with fp32 accumulation (fp32 inputs: Triton's default TF32 on GPU). ``TRITON_INTERPRET=1`` runs the same kernels
+on CPU tensors with one small tile configuration (tests/test_window_kernel.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from sifar.models.window_attention import SHIFT_MASK_VALUE
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+SHIFT_MASK = tl.constexpr(SHIFT_MASK_VALUE)  # jit functions read globals only as constexpr
+SHAPE_KEY = ["W", "H", "N", "D"]  # the tiles are tuned once per stage shape (a handful per model)
+
+
+def _configs(names: tuple[str, ...], options: list[tuple[int, ...]], interpreted: tuple[int, ...]) -> list:
+    """triton.Configs of the constexprs ``names`` and num_warps (each option's last value); one under the
+    interpreter."""
+    if INTERPRETING:
+        options = [(*interpreted, 1)]
+    return [triton.Config(dict(zip(names, option[:-1])), num_warps=option[-1], num_stages=2) for option in options]
+
+
+TILES = ("BLOCK_M", "WINDOWS_PER_PROGRAM")
+# Tiles of 16 query rows against all keys (32 for the bias gradient at 8 warps): ptxas (Triton 3.8, sm_90a, N=144
+# padded to 256) gives every config below 168 to 255 registers a thread and no spills; 32 rows at 4 warps or 64 rows
+# at 8 spill hundreds of bytes a thread.
+FORWARD_CONFIGS = _configs(TILES, [(16, 4, 4), (16, 8, 4), (16, 16, 4), (16, 8, 2)], interpreted=(16, 2))
+# One window a program: dk, dv of the whole window stay in registers.
+QKV_GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 4)], interpreted=(16,))
+# More windows a program, fewer atomic adds of the bias gradient.
+BIAS_GRAD_CONFIGS = _configs(TILES, [(16, 8, 4), (16, 16, 4), (16, 16, 8), (32, 8, 8)], interpreted=(16, 2))
+
+
+@triton.jit
+def _scores(q, k, bias, q_region, k_region, key_valid, scale, HAS_REGIONS: tl.constexpr):
+    """(BLOCK_M, N_PAD) fp32 scores q k^T * scale + bias + shift mask, -inf on the padding keys."""
+    s = tl.dot(q, tl.trans(k)) * scale + bias
+    if HAS_REGIONS:
+        s = tl.where(q_region[:, None] == k_region[None, :], s, s + SHIFT_MASK)
+    return tl.where(key_valid[None, :], s, float("-inf"))
+
+
+@triton.jit
+def _load_bias(bias_ptr, head, rows, keys, N):
+    """The head's bias for the query rows and all keys, as fp32 (0 on padding)."""
+    valid = (rows[:, None] < N) & (keys[None, :] < N)
+    return tl.load(bias_ptr + head * N * N + rows[:, None] * N + keys[None, :], mask=valid, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS: tl.constexpr):
+    """Region ids of the query rows and of the keys in this window's place of the image (0s without a mask)."""
+    if HAS_REGIONS:
+        base = regions_ptr + (window % num_windows) * N
+        return tl.load(base + rows, mask=rows < N, other=0), tl.load(base + keys, mask=keys < N, other=-1)
+    return tl.zeros_like(rows), tl.zeros_like(keys)
+
+
+@triton.jit
+def _load_rows(ptr, window, head, rows, dims, stride_w, stride_h, stride_n, N):
+    """A (len(rows), D) tile of a (W, H, N, D) tensor with unit stride along D (0 on padding rows)."""
+    base = ptr + window * stride_w + head * stride_h  # a scalar: only the int32 offsets are per element
+    return tl.load(base + (rows[:, None] * stride_n + dims[None, :]), mask=rows[:, None] < N, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, value, window, head, rows, dims, stride_w, stride_h, stride_n, N):
+    """Store a (len(rows), D) tile of a (W, H, N, D) tensor in its dtype."""
+    base = ptr + window * stride_w + head * stride_h
+    tl.store(base + (rows[:, None] * stride_n + dims[None, :]), value.to(ptr.dtype.element_ty), mask=rows[:, None] < N)
+
+
+@triton.autotune(configs=FORWARD_CONFIGS, key=SHAPE_KEY)
+@triton.jit
+def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
+                    sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n,
+                    W, H, N, num_windows, scale,
+                    D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
+    head = tl.program_id(1)
+    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    keys = tl.arange(0, N_PAD)
+    dims = tl.arange(0, D)
+    bias = _load_bias(bias_ptr, head, rows, keys, N)
+    for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
+        window = tl.cast(w, tl.int64)
+        q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
+        k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
+        v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
+        s = _scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS)
+        row_max = tl.max(s, 1)
+        p = tl.exp(s - row_max[:, None])
+        row_sum = tl.sum(p, 1)
+        out = tl.dot(p.to(v.dtype), v) / row_sum[:, None]
+        _store_rows(o_ptr, out, window, head, rows, dims, so_w, so_h, so_n, N)
+        tl.store(lse_ptr + (window * H + head) * N + rows, row_max + tl.log(row_sum), mask=rows < N)
+
+
+@triton.autotune(configs=QKV_GRAD_CONFIGS, key=SHAPE_KEY)
+@triton.jit
+def _qkv_grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, bias_ptr, regions_ptr,
+                     dq_ptr, dk_ptr, dv_ptr,
+                     sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n, sdo_w, sdo_h, sdo_n,
+                     sdq_w, sdq_h, sdq_n, sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
+                     W, H, N, num_windows, scale,
+                     D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BLOCK_M: tl.constexpr):
+    window = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    keys = tl.arange(0, N_PAD)
+    dims = tl.arange(0, D)
+    k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
+    v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+    dk = tl.zeros((N_PAD, D), dtype=tl.float32)
+    dv = tl.zeros((N_PAD, D), dtype=tl.float32)
+    for start in range(0, N, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
+        do = _load_rows(do_ptr, window, head, rows, dims, sdo_w, sdo_h, sdo_n, N)
+        o = _load_rows(o_ptr, window, head, rows, dims, so_w, so_h, so_n, N)
+        row_offsets = (window * H + head) * N + rows
+        lse = tl.load(lse_ptr + row_offsets, mask=rows < N, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+        tl.store(delta_ptr + row_offsets, delta, mask=rows < N)
+        bias = _load_bias(bias_ptr, head, rows, keys, N)
+        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
+        p = tl.exp(_scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS) - lse[:, None])
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+        _store_rows(dq_ptr, tl.dot(ds.to(k.dtype), k) * scale, window, head, rows, dims, sdq_w, sdq_h, sdq_n, N)
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    _store_rows(dk_ptr, dk * scale, window, head, keys, dims, sdk_w, sdk_h, sdk_n, N)
+    _store_rows(dv_ptr, dv, window, head, keys, dims, sdv_w, sdv_h, sdv_n, N)
+
+
+@triton.autotune(configs=BIAS_GRAD_CONFIGS, key=SHAPE_KEY, reset_to_zero=["dbias_ptr"])
+@triton.jit
+def _bias_grad_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, bias_ptr, regions_ptr, dbias_ptr,
+                      sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, sdo_w, sdo_h, sdo_n,
+                      W, H, N, num_windows, scale,
+                      D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
+                      BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
+    head = tl.program_id(1)
+    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    keys = tl.arange(0, N_PAD)
+    dims = tl.arange(0, D)
+    bias = _load_bias(bias_ptr, head, rows, keys, N)
+    dbias = tl.zeros((BLOCK_M, N_PAD), dtype=tl.float32)
+    for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
+        window = tl.cast(w, tl.int64)
+        q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
+        k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
+        v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+        do = _load_rows(do_ptr, window, head, rows, dims, sdo_w, sdo_h, sdo_n, N)
+        row_offsets = (window * H + head) * N + rows
+        lse = tl.load(lse_ptr + row_offsets, mask=rows < N, other=0.0)
+        delta = tl.load(delta_ptr + row_offsets, mask=rows < N, other=0.0)
+        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
+        p = tl.exp(_scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS) - lse[:, None])
+        dbias += p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+    valid = (rows[:, None] < N) & (keys[None, :] < N)
+    tl.atomic_add(dbias_ptr + head * N * N + rows[:, None] * N + keys[None, :], dbias, mask=valid)
+
+
+def _strides(*tensors: torch.Tensor) -> list[int]:
+    """The (W, H, N) strides of (W, H, N, D) tensors, in order."""
+    return [stride for tensor in tensors for stride in tensor.stride()[:3]]
+
+
+def _unit_stride_d(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself when its head dim is contiguous (q, k, v of the qkv linear are); else a copy."""
+    return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
+
+
+def _static_args(q: torch.Tensor, num_windows: int, scale: float, has_regions: bool) -> dict:
+    """Shape arguments shared by the three kernels."""
+    windows_batch, heads, tokens, head_dim = q.shape
+    if head_dim < 16 or head_dim & (head_dim - 1):
+        raise ValueError(f"the window kernels need a head dim that is a power of two >= 16, not {head_dim}")
+    return {"W": windows_batch, "H": heads, "N": tokens, "num_windows": num_windows, "scale": scale,
+            "D": head_dim, "N_PAD": max(16, triton.next_power_of_2(tokens)), "HAS_REGIONS": has_regions}
+
+
+def _window_run_grid(q: torch.Tensor):
+    """Programs of one query tile, one head and a run of WINDOWS_PER_PROGRAM windows."""
+    windows_batch, heads, tokens, _ = q.shape
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return triton.cdiv(tokens, meta["BLOCK_M"]), heads, triton.cdiv(windows_batch, meta["WINDOWS_PER_PROGRAM"])
+
+    return grid
+
+
+def _regions_args(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """The regions pointer (the bias when there are none: never read) and the number of windows per image."""
+    return (bias, 1) if regions is None else (regions, regions.shape[0])
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, bias: torch.Tensor,
+             regions: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Write softmax(q k^T * scale + bias + mask) v into ``out`` (W, H, N, D); return the logsumexp (W, H, N)."""
+    windows_batch, heads, tokens, _ = q.shape
+    lse = torch.empty((windows_batch, heads, tokens), device=q.device, dtype=torch.float32)
+    regions_ptr, num_windows = _regions_args(bias, regions)
+    shape = _static_args(q, num_windows, scale, regions is not None)
+    _forward_kernel[_window_run_grid(q)](q, k, v, out, lse, bias, regions_ptr, *_strides(q, k, v, out), **shape)
+    return lse
+
+
+def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+              grad_out: torch.Tensor, grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor], bias: torch.Tensor,
+              regions: torch.Tensor | None, scale: float, bias_grad: bool) -> torch.Tensor | None:
+    """Write dq, dk, dv into ``grads`` (views of any strides); return the bias gradient (or None if not wanted)."""
+    windows_batch, heads, _, _ = q.shape
+    regions_ptr, num_windows = _regions_args(bias, regions)
+    shape = _static_args(q, num_windows, scale, regions is not None)
+    delta = torch.empty_like(lse)
+    _qkv_grad_kernel[(windows_batch, heads)](q, k, v, out, grad_out, lse, delta, bias, regions_ptr, *grads,
+                                             *_strides(q, k, v, out, grad_out, *grads), **shape)
+    if not bias_grad:
+        return None
+    dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
+    _bias_grad_kernel[_window_run_grid(q)](q, k, v, grad_out, lse, delta, bias, regions_ptr, dbias,
+                                           *_strides(q, k, v, grad_out), **shape)
+    return dbias.to(bias.dtype)
+
+
+def _prepare(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (H, N, N) bias and (windows, N) int32 regions as the kernels read them (both small)."""
+    return bias.contiguous(), None if regions is None else regions.to(torch.int32).contiguous()
+
+
+class WindowAttentionFunction(torch.autograd.Function):
+    """softmax(q k^T * scale + bias[h] + mask) v over (W, H, N, D) views; gradients for q, k, v and the bias."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                regions: torch.Tensor | None, scale: float) -> torch.Tensor:
+        q, k, v = (_unit_stride_d(t) for t in (q, k, v))
+        bias, regions = _prepare(bias, regions)
+        windows_batch, heads, tokens, head_dim = q.shape
+        # (W, N, H, D) in memory, as the projection that follows reads it after its transpose(1, 2)
+        out = torch.empty_strided(q.shape, (tokens * heads * head_dim, head_dim, heads * head_dim, 1),
+                                  device=q.device, dtype=q.dtype)
+        lse = _forward(q, k, v, out, bias, regions, scale)
+        ctx.save_for_backward(q, k, v, out, lse, bias, regions)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, out, lse, bias, regions = ctx.saved_tensors
+        grads = tuple(torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))
+        dbias = _backward(q, k, v, out, lse, _unit_stride_d(grad_out), grads, bias, regions, ctx.scale,
+                          ctx.needs_input_grad[3])
+        return *grads, dbias, None, None
+
+
+class WindowAttentionQKVFunction(torch.autograd.Function):
+    """Window attention of the qkv linear's (W, N, 3*H*D) output to (W, N, H*D); the gradient in that layout."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
+                num_heads: int) -> torch.Tensor:
+        qkv = _unit_stride_d(qkv)
+        bias, regions = _prepare(bias, regions)
+        windows_batch, tokens, channels = qkv.shape
+        out = torch.empty((windows_batch, tokens, channels // 3), device=qkv.device, dtype=qkv.dtype)
+        q, k, v = _split_heads(qkv, num_heads)
+        lse = _forward(q, k, v, _heads_view(out, num_heads), bias, regions, scale)
+        ctx.save_for_backward(qkv, out, lse, bias, regions)
+        ctx.scale, ctx.num_heads = scale, num_heads
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        qkv, out, lse, bias, regions = ctx.saved_tensors
+        grad_qkv = torch.empty_like(qkv)
+        dbias = _backward(*_split_heads(qkv, ctx.num_heads), _heads_view(out, ctx.num_heads), lse,
+                          _heads_view(grad_out.contiguous(), ctx.num_heads), _split_heads(grad_qkv, ctx.num_heads),
+                          bias, regions, ctx.scale, ctx.needs_input_grad[1])
+        return grad_qkv, dbias, None, None, None
+
+
+def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W, H, N, D) views q, k, v of a (W, N, 3*H*D) tensor, as timm's WindowAttention splits it."""
+    windows_batch, tokens, channels = qkv.shape
+    return qkv.view(windows_batch, tokens, 3, num_heads, channels // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The (W, H, N, D) view of a (W, N, H*D) tensor."""
+    windows_batch, tokens, channels = x.shape
+    return x.view(windows_batch, tokens, num_heads, channels // num_heads).transpose(1, 2)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     regions: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """(W, H, N, D) softmax(q k^T * scale + bias[h] + mask) v, as ``window_attention.py``'s FlexAttention call.
+
+    ``q, k, v``: (W, H, N, D) with windows the fast axis of W (window = w % num_windows); ``bias``: (H, N, N);
+    ``regions``: (num_windows, N) region ids or None (tokens of different regions get SHIFT_MASK_VALUE).
+    The output is laid out (W, N, H, D) in memory, so ``out.transpose(1, 2).reshape(W, N, H * D)`` is a view.
+    """
+    return WindowAttentionFunction.apply(q, k, v, bias, regions, scale)
+
+
+def window_attention_qkv(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
+                         num_heads: int) -> torch.Tensor:
+    """(W, N, H*D) window attention of the (W, N, 3*H*D) qkv activations, ready for the output projection.
+
+    Same function as :func:`window_attention` on ``qkv.reshape(W, N, 3, H, D).permute(2, 0, 3, 1, 4)``, but
+    the gradient is written straight into a (W, N, 3*H*D) tensor: no stacking of dq, dk, dv.
+    """
+    return WindowAttentionQKVFunction.apply(qkv, bias, regions, scale, num_heads)
