@@ -35,13 +35,18 @@ CASES = {
     "qkv-144-fp32-shifted": ("qkv", 2, 2, 2, 144, torch.float32, True, True),
     "views-144-fp16-shifted": ("views", 2, 2, 2, 144, torch.float16, True, True),
     "qkv-16-fp32-shifted-frozen-bias": ("qkv", 2, 1, 3, 16, torch.float32, True, False),
+    # FlexAttention's forward (eager on the CPU) and its logsumexp, then the kernels' backward
+    "flex-forward-49-fp32-shifted": ("flex-forward", 3, 2, 2, 49, torch.float32, True, True),
+    "flex-forward-144-fp32": ("flex-forward", 2, 1, 2, 144, torch.float32, False, True),
 }
 TOLERANCE = {torch.float32: 2e-4, torch.float16: 4e-3}  # absolute, on values and gradients of order 1
 
 RUNNER = """
 import sys
 import torch
-from tools.window_kernel import window_attention, window_attention_qkv
+from tools.window_kernel import window_attention, window_attention_flex_forward, window_attention_qkv
+
+ATTEND = {"views": window_attention, "flex-forward": window_attention_flex_forward}
 
 results = {}
 for name, case in torch.load(sys.argv[1]).items():
@@ -54,7 +59,7 @@ for name, case in torch.load(sys.argv[1]).items():
         out = out.view(windows, tokens, heads, -1).transpose(1, 2)
     else:
         q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = window_attention(q, k, v, bias, case["regions"], case["scale"])
+        out = ATTEND[case["api"]](q, k, v, bias, case["regions"], case["scale"])
     out.backward(case["grad_out"])
     results[name] = {"out": out.detach(), "qkv": qkv.grad, "bias": bias.grad}
 torch.save(results, sys.argv[2])

@@ -41,7 +41,10 @@ import torch
 import triton
 import triton.language as tl
 
-from sifar.models.window_attention import SHIFT_MASK_VALUE
+from torch.nn.attention.flex_attention import flex_attention
+
+from sifar.models.window_attention import (FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE, compiled_flex_attention,
+                                           window_score_mod)
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 SHIFT_MASK = tl.constexpr(SHIFT_MASK_VALUE)  # jit functions read globals only as constexpr
@@ -320,6 +323,25 @@ class WindowAttentionQKVFunction(torch.autograd.Function):
         return grad_qkv, dbias, None, None, None
 
 
+class FlexForwardFunction(WindowAttentionFunction):
+    """FlexAttention's forward (its output and logsumexp, as ``window_attention.py`` calls it) with this module's
+    backward: the forward of the model as it is, the backward of the kernels here, measured on their own."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                regions: torch.Tensor | None, scale: float) -> torch.Tensor:
+        bias, regions = _prepare(bias, regions)
+        attend = compiled_flex_attention() if q.is_cuda else flex_attention
+        # detached: the inputs require gradients, which FlexAttention on the CPU refuses (its backward is unused)
+        out, lse = attend(q.detach(), k.detach(), v.detach(), score_mod=window_score_mod(bias.detach(), regions),
+                          scale=scale,
+                          kernel_options=FLEX_KERNEL_OPTIONS if q.is_cuda else None, return_lse=True)
+        q, k, v = (_unit_stride_d(t) for t in (q, k, v))
+        ctx.save_for_backward(q, k, v, out, lse.contiguous(), bias, regions)
+        ctx.scale = scale
+        return out
+
+
 def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W, H, N, D) views q, k, v of a (W, N, 3*H*D) tensor, as timm's WindowAttention splits it."""
     windows_batch, tokens, channels = qkv.shape
@@ -341,6 +363,12 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     The output is laid out (W, N, H, D) in memory, so ``out.transpose(1, 2).reshape(W, N, H * D)`` is a view.
     """
     return WindowAttentionFunction.apply(q, k, v, bias, regions, scale)
+
+
+def window_attention_flex_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                                  regions: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """:func:`window_attention` with FlexAttention's forward and this module's backward."""
+    return FlexForwardFunction.apply(q, k, v, bias, regions, scale)
 
 
 def window_attention_qkv(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,

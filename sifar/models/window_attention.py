@@ -89,6 +89,22 @@ def window_regions(mask: torch.Tensor) -> torch.Tensor:
     return (mask == 0).to(torch.int32).argmax(-1).to(torch.int32)
 
 
+def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None):
+    """FlexAttention's ``score_mod`` adding the (heads, N, N) ``bias`` and, given the (windows, N) ``regions`` of
+    a shifted block (:func:`window_regions`), the shift mask between tokens of different regions."""
+    if regions is None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[h, q_idx, kv_idx]
+        return score_mod
+    num_windows = regions.shape[0]
+
+    def shifted_score_mod(score, b, h, q_idx, kv_idx):
+        window = b % num_windows  # windows are the fast axis of timm's (batch * windows) dimension
+        same = regions[window, q_idx] == regions[window, kv_idx]
+        return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, SHIFT_MASK_VALUE)
+    return shifted_score_mod
+
+
 class SifarWindowAttention(WindowAttention):
     """timm's WindowAttention (same parameters, same checkpoints) with a choice of attention kernel."""
 
@@ -114,16 +130,7 @@ class SifarWindowAttention(WindowAttention):
             bias = bias.to(q.dtype)
         if torch.compiler.is_compiling():
             bias = materialize(bias)
-        if mask is None:
-            def score_mod(score, b, h, q_idx, kv_idx):
-                return score + bias[h, q_idx, kv_idx]
-        else:
-            regions, num_windows = self.shift_regions, self.shift_regions.shape[0]
-
-            def score_mod(score, b, h, q_idx, kv_idx):
-                window = b % num_windows  # windows are the fast axis of timm's (batch * windows) dimension
-                same = regions[window, q_idx] == regions[window, kv_idx]
-                return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, SHIFT_MASK_VALUE)
+        score_mod = window_score_mod(bias, None if mask is None else self.shift_regions)
         attend = flex_attention
         if q.is_cuda and not torch.compiler.is_compiling():
             attend = compiled_flex_attention()
