@@ -325,7 +325,8 @@ def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
 
 
 def planned_runs(args) -> list[tuple[str, Variant, str]]:
-    """(model, variant, mode) of each measurement: ``--runs`` if given, else every combination."""
+    """(model, variant, mode) of each measurement: ``--runs`` if given, else every combination; checked before
+    any GPU work, so a misspelt item fails at once, not after the runs before it."""
     variants = {v.name: v for v in VARIANTS}
     if not args.runs:
         return [(name, v, mode) for name in args.models.split(",") for mode in args.modes.split(",")
@@ -334,8 +335,12 @@ def planned_runs(args) -> list[tuple[str, Variant, str]]:
     for item in args.runs.split(","):
         name, variant, mode = (item.split("/") + ["", ""])[:3]
         if variant not in variants or mode not in ("train", "infer"):
-            sys.exit(f"--runs: {item!r} is not MODEL/VARIANT/MODE with a variant of {', '.join(variants)} "
-                     "and a mode of train or infer")
+            sys.exit(f"--runs: {item!r} is not MODEL/VARIANT/MODE with a variant of {', '.join(variants)} and a "
+                     "mode of train or infer")
+        try:
+            get_config(name)
+        except KeyError as err:
+            sys.exit(f"--runs: {item!r}: {err.args[0]}")
         planned.append((name, variants[variant], mode))
     return planned
 
