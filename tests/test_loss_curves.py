@@ -97,6 +97,14 @@ def test_a_run_shorter_than_the_steps_asked_is_named(tmp_path):
     assert str(path) in result.output and f"up to {STEPS}" in result.output
 
 
+def test_a_missing_metrics_file_is_named(tmp_path):
+    path = write_run(tmp_path, "a", 0)
+    missing = tmp_path / "b" / "metrics.jsonl"
+    result = CliRunner().invoke(main, ["--group", f"a={path},{path}", "--group", f"b={missing},{path}",
+                                       "--steps", "100"])
+    assert result.exit_code != 0 and f"{missing} does not exist" in result.output
+
+
 @pytest.mark.parametrize("groups, message", [
     (["a=x.jsonl"], "exactly two --group"),
     (["a", "b=y.jsonl"], "is not NAME=METRICS"),

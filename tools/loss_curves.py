@@ -35,6 +35,8 @@ WITHIN_NOISE_SHARE = 0.9  # share of points whose difference must lie inside its
 def loss_curve(metrics: Path, points_every: int, steps: int) -> list[float]:
     """Mean logged loss of each ``points_every`` optimizer steps (by step number, so a log thinned by
     ``--log-interval`` bins the same) of the first ``steps`` steps of one run."""
+    if not metrics.is_file():
+        raise click.BadParameter(f"{metrics} does not exist (a run's metrics.jsonl, as sifar-train writes it)")
     logged = [r for r in read_metrics(metrics) if r["kind"] == "step" and r["step"] <= steps]
     if not logged or logged[-1]["step"] < steps:
         last = logged[-1]["step"] if logged else 0
