@@ -109,6 +109,18 @@ def _store_rows(ptr, value, window, head, rows, dims, stride_w, stride_h, stride
     tl.store(base + (rows[:, None] * stride_n + dims[None, :]), value.to(ptr.dtype.element_ty), mask=rows[:, None] < N)
 
 
+@triton.jit
+def _window_run_program(bias_ptr, N, D: tl.constexpr, N_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                        WINDOWS_PER_PROGRAM: tl.constexpr):
+    """This program's head, first window, query rows, keys, head dims and the head's bias tile, for programs of
+    one query tile, one head and a run of windows (:func:`_window_run_grid`)."""
+    head = tl.program_id(1)
+    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    keys = tl.arange(0, N_PAD)
+    return head, first, rows, keys, tl.arange(0, D), _load_bias(bias_ptr, head, rows, keys, N)
+
+
 @triton.autotune(configs=FORWARD_CONFIGS, key=SHAPE_KEY)
 @triton.jit
 def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
@@ -116,12 +128,7 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
                     W, H, N, num_windows, scale,
                     D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
                     BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
-    head = tl.program_id(1)
-    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    keys = tl.arange(0, N_PAD)
-    dims = tl.arange(0, D)
-    bias = _load_bias(bias_ptr, head, rows, keys, N)
+    head, first, rows, keys, dims, bias = _window_run_program(bias_ptr, N, D, N_PAD, BLOCK_M, WINDOWS_PER_PROGRAM)
     for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
         window = tl.cast(w, tl.int64)
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
@@ -180,12 +187,7 @@ def _bias_grad_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, bias_ptr,
                       W, H, N, num_windows, scale,
                       D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
                       BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
-    head = tl.program_id(1)
-    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    keys = tl.arange(0, N_PAD)
-    dims = tl.arange(0, D)
-    bias = _load_bias(bias_ptr, head, rows, keys, N)
+    head, first, rows, keys, dims, bias = _window_run_program(bias_ptr, N, D, N_PAD, BLOCK_M, WINDOWS_PER_PROGRAM)
     dbias = tl.zeros((BLOCK_M, N_PAD), dtype=tl.float32)
     for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
         window = tl.cast(w, tl.int64)
