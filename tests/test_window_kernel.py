@@ -3,8 +3,8 @@
 The kernels run under Triton's interpreter on CPU tensors, in one subprocess for all cases: TRITON_INTERPRET must
 be set before the kernels are defined, and setting it in this process would also turn every other Triton kernel
 of the test session (inductor's, on a GPU machine) into interpreted ones. Sizes are tiny because the interpreter
-is slow; its one tile configuration (16-row query tiles, 2 windows a program) still splits 49 and 144 tokens into
-several query tiles with padding rows and keys, and leaves a partial run of windows when W is odd.
+is slow; its one tile configuration (16-row query tiles) still splits 49 and 144 tokens into several query tiles
+with padding rows and keys, and several windows of a head add into one bias gradient.
 
 The interpreter multiplies bf16 matrices wrongly (Triton 3.8: tl.dot reads their uint16 storage as integers), so
 the low-precision path (bf16 in training) is checked in fp16, which takes the same casts.

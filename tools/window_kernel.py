@@ -1,28 +1,28 @@
 """Swin window attention (relative-position bias, shifted-window mask) as hand-written Triton kernels.
 
-Status (issue 30, session 18): a measured candidate, not wired into any model. Correct (the explicit path under
-Triton's interpreter, FlexAttention on an H100 to 1e-3 in bf16), but 15-40% slower than FlexAttention's tiles of 16
-at SIFAR-B-12's training shapes (``tools/bench_window_attention.py``; docs/PERFORMANCE.md, "Round two", with what
-to try next). It lives with the tools until it beats FlexAttention and ``set_attention`` can offer it.
+Status (issue 30, session 18): a candidate, not wired into any model. Its first version was correct on an H100
+(FlexAttention's results to 1e-3 in bf16) and 15-40% slower than FlexAttention at SIFAR-B-12's training shapes,
+timed on a shared GPU (docs/PERFORMANCE.md, "Round two"); this version, restructured after that measurement (one
+program per window and head, the bias gradient in the backward kernel), is checked under Triton's interpreter and
+compiled for sm_90a, not yet timed. It lives with the tools until it beats FlexAttention and ``set_attention`` can
+offer it.
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
-(12x12) pads to its 64- and 16-token tiles, every score reads its bias from memory again in every window, and the
-bias gradient is scattered with one atomic add per score per window. Windows are small and share one (heads, N, N)
-bias, so a kernel made for them can load a head's bias tile once and reuse it across several windows, keep the
-shift mask in registers (a region id per token), and sum the bias gradient over its windows in registers before one
-atomic add per program. The (q, k, v) layout is read through strides, so the qkv linear's output is never copied,
-and :func:`window_attention_qkv` writes the gradients straight into the qkv layout.
+(12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
+times. Windows are small: a program here owns one window and head, loads its keys and values once and keeps them
+in registers while it walks the query rows in tiles of 16, with the shift mask from a region id per token. The
+(q, k, v) layout is read through strides, so the qkv linear's output is never copied, and
+:func:`window_attention_qkv` writes the gradients straight into the qkv layout.
 
-Kernels (one program sees all N keys of a window, padded to ``N_PAD``, the next power of two):
+Kernels (one program per window and head; all N keys of the window, padded to ``N_PAD``, the next power of two):
 
-- forward: a program owns one head, a tile of ``BLOCK_M`` query rows and ``WINDOWS_PER_PROGRAM`` windows; the
-  (BLOCK_M, N_PAD) bias tile is loaded once. It writes the output and the rows' logsumexp (fp32).
-- backward of q, k, v (FlashAttention-2's, P recomputed from the logsumexp): a program owns one window and head,
-  loops over its query tiles, writes dq per tile and dk, dv once (no atomics); it also writes
-  delta = rowsum(dO * O) for the bias kernel.
-- backward of the bias: a program owns one head, a query tile and ``WINDOWS_PER_PROGRAM`` windows, recomputes dS
-  and adds its sum over those windows to an fp32 (heads, N, N) gradient once: W / WINDOWS_PER_PROGRAM atomic
-  adds per score instead of W. It is skipped when the bias needs no gradient.
+- forward: loads k and v once, then per query tile the (BLOCK_M, N_PAD) bias tile (shared by every window, so
+  read from L2), the scores, the output and the rows' logsumexp (fp32).
+- backward (FlashAttention-2's, P recomputed from the logsumexp): loops over the query tiles, writes dq per tile
+  and dk, dv once (no atomics for them), and adds each tile's dS, the bias's gradient, to an fp32 (heads, N, N)
+  sum with atomic adds, as FlexAttention does (measured cheap with its tiles of 16: docs/PERFORMANCE.md, session
+  9). Session 18's first version summed dS over runs of windows in registers in a kernel of its own; that kernel
+  recomputed P and dP and re-read k, v and dO per query tile, and was replaced by this.
 
 Keys are padded to the next power of two (144 -> 256, 49 -> 64, 324 -> 512) and masked; query rows are tiled by 16
 (144 = 9 x 16), so the waste is on the key axis alone (1.8x the scores at N=144, where FlexAttention's 64-token
@@ -59,15 +59,12 @@ def _configs(names: tuple[str, ...], options: list[tuple[int, ...]], interpreted
     return [triton.Config(dict(zip(names, option[:-1])), num_warps=option[-1], num_stages=2) for option in options]
 
 
-TILES = ("BLOCK_M", "WINDOWS_PER_PROGRAM")
-# Tiles of 16 query rows against all keys (32 for the bias gradient at 8 warps): ptxas (Triton 3.8, sm_90a, N=144
-# padded to 256) gives every config below 168 to 255 registers a thread and no spills; 32 rows at 4 warps or 64 rows
-# at 8 spill hundreds of bytes a thread.
-FORWARD_CONFIGS = _configs(TILES, [(16, 4, 4), (16, 8, 4), (16, 16, 4), (16, 8, 2)], interpreted=(16, 2))
-# One window a program: dk, dv of the whole window stay in registers.
-QKV_GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 4)], interpreted=(16,))
-# More windows a program, fewer atomic adds of the bias gradient.
-BIAS_GRAD_CONFIGS = _configs(TILES, [(16, 8, 4), (16, 16, 4), (16, 16, 8), (32, 8, 8)], interpreted=(16, 2))
+# One window and head a program, its query rows in tiles of 16 against all keys. ptxas (Triton 3.8, sm_90a) on the
+# CPU, N=144 padded to 256, shifted or not: the forward at 4 or 8 warps and the backward at 8 or 16 spill nothing
+# (the backward at 4 warps spills ~200 bytes a thread, 32-row tiles spill more); at N=324 (padded to 512) the
+# backward spills 96-268 bytes.
+FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8)], interpreted=(16,))
+GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 16)], interpreted=(16,))
 
 
 @triton.jit
@@ -109,31 +106,22 @@ def _store_rows(ptr, value, window, head, rows, dims, stride_w, stride_h, stride
     tl.store(base + (rows[:, None] * stride_n + dims[None, :]), value.to(ptr.dtype.element_ty), mask=rows[:, None] < N)
 
 
-@triton.jit
-def _window_run_program(bias_ptr, N, D: tl.constexpr, N_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                        WINDOWS_PER_PROGRAM: tl.constexpr):
-    """This program's head, first window, query rows, keys, head dims and the head's bias tile, for programs of
-    one query tile, one head and a run of windows (:func:`_window_run_grid`)."""
-    head = tl.program_id(1)
-    first = tl.program_id(2) * WINDOWS_PER_PROGRAM
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    keys = tl.arange(0, N_PAD)
-    return head, first, rows, keys, tl.arange(0, D), _load_bias(bias_ptr, head, rows, keys, N)
-
-
 @triton.autotune(configs=FORWARD_CONFIGS, key=SHAPE_KEY)
 @triton.jit
 def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
                     sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n,
                     W, H, N, num_windows, scale,
-                    D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
-                    BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
-    head, first, rows, keys, dims, bias = _window_run_program(bias_ptr, N, D, N_PAD, BLOCK_M, WINDOWS_PER_PROGRAM)
-    for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
-        window = tl.cast(w, tl.int64)
+                    D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BLOCK_M: tl.constexpr):
+    window = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    keys = tl.arange(0, N_PAD)
+    dims = tl.arange(0, D)
+    k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)  # once a window, not once a query tile
+    v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+    for start in range(0, N, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
-        k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
-        v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+        bias = _load_bias(bias_ptr, head, rows, keys, N)
         q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
         s = _scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS)
         row_max = tl.max(s, 1)
@@ -144,14 +132,15 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
         tl.store(lse_ptr + (window * H + head) * N + rows, row_max + tl.log(row_sum), mask=rows < N)
 
 
-@triton.autotune(configs=QKV_GRAD_CONFIGS, key=SHAPE_KEY)
+@triton.autotune(configs=GRAD_CONFIGS, key=SHAPE_KEY, reset_to_zero=["dbias_ptr"])
 @triton.jit
-def _qkv_grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, bias_ptr, regions_ptr,
-                     dq_ptr, dk_ptr, dv_ptr,
-                     sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n, sdo_w, sdo_h, sdo_n,
-                     sdq_w, sdq_h, sdq_n, sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
-                     W, H, N, num_windows, scale,
-                     D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BLOCK_M: tl.constexpr):
+def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_ptr,
+                 dq_ptr, dk_ptr, dv_ptr, dbias_ptr,
+                 sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n, sdo_w, sdo_h, sdo_n,
+                 sdq_w, sdq_h, sdq_n, sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
+                 W, H, N, num_windows, scale,
+                 D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BIAS_GRAD: tl.constexpr,
+                 BLOCK_M: tl.constexpr):
     window = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     keys = tl.arange(0, N_PAD)
@@ -165,44 +154,20 @@ def _qkv_grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, delta_ptr, bia
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
         do = _load_rows(do_ptr, window, head, rows, dims, sdo_w, sdo_h, sdo_n, N)
         o = _load_rows(o_ptr, window, head, rows, dims, so_w, so_h, so_n, N)
-        row_offsets = (window * H + head) * N + rows
-        lse = tl.load(lse_ptr + row_offsets, mask=rows < N, other=0.0)
+        lse = tl.load(lse_ptr + (window * H + head) * N + rows, mask=rows < N, other=0.0)
         delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-        tl.store(delta_ptr + row_offsets, delta, mask=rows < N)
         bias = _load_bias(bias_ptr, head, rows, keys, N)
         q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
         p = tl.exp(_scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS) - lse[:, None])
         dv += tl.dot(tl.trans(p.to(do.dtype)), do)
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+        if BIAS_GRAD:  # dS is the bias's gradient: summed over the windows by atomic adds, as FlexAttention does
+            valid = (rows[:, None] < N) & (keys[None, :] < N)
+            tl.atomic_add(dbias_ptr + head * N * N + rows[:, None] * N + keys[None, :], ds, mask=valid)
         _store_rows(dq_ptr, tl.dot(ds.to(k.dtype), k) * scale, window, head, rows, dims, sdq_w, sdq_h, sdq_n, N)
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
     _store_rows(dk_ptr, dk * scale, window, head, keys, dims, sdk_w, sdk_h, sdk_n, N)
     _store_rows(dv_ptr, dv, window, head, keys, dims, sdv_w, sdv_h, sdv_n, N)
-
-
-@triton.autotune(configs=BIAS_GRAD_CONFIGS, key=SHAPE_KEY, reset_to_zero=["dbias_ptr"])
-@triton.jit
-def _bias_grad_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, bias_ptr, regions_ptr, dbias_ptr,
-                      sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, sdo_w, sdo_h, sdo_n,
-                      W, H, N, num_windows, scale,
-                      D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr,
-                      BLOCK_M: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr):
-    head, first, rows, keys, dims, bias = _window_run_program(bias_ptr, N, D, N_PAD, BLOCK_M, WINDOWS_PER_PROGRAM)
-    dbias = tl.zeros((BLOCK_M, N_PAD), dtype=tl.float32)
-    for w in range(first, tl.minimum(first + WINDOWS_PER_PROGRAM, W)):
-        window = tl.cast(w, tl.int64)
-        q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
-        k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
-        v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
-        do = _load_rows(do_ptr, window, head, rows, dims, sdo_w, sdo_h, sdo_n, N)
-        row_offsets = (window * H + head) * N + rows
-        lse = tl.load(lse_ptr + row_offsets, mask=rows < N, other=0.0)
-        delta = tl.load(delta_ptr + row_offsets, mask=rows < N, other=0.0)
-        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
-        p = tl.exp(_scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS) - lse[:, None])
-        dbias += p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-    valid = (rows[:, None] < N) & (keys[None, :] < N)
-    tl.atomic_add(dbias_ptr + head * N * N + rows[:, None] * N + keys[None, :], dbias, mask=valid)
 
 
 def _strides(*tensors: torch.Tensor) -> list[int]:
@@ -224,16 +189,6 @@ def _static_args(q: torch.Tensor, num_windows: int, scale: float, has_regions: b
             "D": head_dim, "N_PAD": max(16, triton.next_power_of_2(tokens)), "HAS_REGIONS": has_regions}
 
 
-def _window_run_grid(q: torch.Tensor):
-    """Programs of one query tile, one head and a run of WINDOWS_PER_PROGRAM windows."""
-    windows_batch, heads, tokens, _ = q.shape
-
-    def grid(meta: dict) -> tuple[int, int, int]:
-        return triton.cdiv(tokens, meta["BLOCK_M"]), heads, triton.cdiv(windows_batch, meta["WINDOWS_PER_PROGRAM"])
-
-    return grid
-
-
 def _regions_args(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, int]:
     """The regions pointer (the bias when there are none: never read) and the number of windows per image."""
     return (bias, 1) if regions is None else (regions, regions.shape[0])
@@ -246,7 +201,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     lse = torch.empty((windows_batch, heads, tokens), device=q.device, dtype=torch.float32)
     regions_ptr, num_windows = _regions_args(bias, regions)
     shape = _static_args(q, num_windows, scale, regions is not None)
-    _forward_kernel[_window_run_grid(q)](q, k, v, out, lse, bias, regions_ptr, *_strides(q, k, v, out), **shape)
+    _forward_kernel[(windows_batch, heads)](q, k, v, out, lse, bias, regions_ptr, *_strides(q, k, v, out), **shape)
     return lse
 
 
@@ -257,15 +212,11 @@ def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tens
     windows_batch, heads, _, _ = q.shape
     regions_ptr, num_windows = _regions_args(bias, regions)
     shape = _static_args(q, num_windows, scale, regions is not None)
-    delta = torch.empty_like(lse)
-    _qkv_grad_kernel[(windows_batch, heads)](q, k, v, out, grad_out, lse, delta, bias, regions_ptr, *grads,
-                                             *_strides(q, k, v, out, grad_out, *grads), **shape)
-    if not bias_grad:
-        return None
-    dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
-    _bias_grad_kernel[_window_run_grid(q)](q, k, v, grad_out, lse, delta, bias, regions_ptr, dbias,
-                                           *_strides(q, k, v, grad_out), **shape)
-    return dbias.to(bias.dtype)
+    # fp32 sums of the bias gradient (a stand-in of one element when none is wanted: never written)
+    dbias = torch.zeros(bias.shape if bias_grad else (1,), device=bias.device, dtype=torch.float32)
+    _grad_kernel[(windows_batch, heads)](q, k, v, out, grad_out, lse, bias, regions_ptr, *grads, dbias,
+                                         *_strides(q, k, v, out, grad_out, *grads), BIAS_GRAD=bias_grad, **shape)
+    return dbias.to(bias.dtype) if bias_grad else None
 
 
 def _prepare(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
