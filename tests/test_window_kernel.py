@@ -102,15 +102,20 @@ def cases() -> dict:
     return {name: make_case(*spec) for name, spec in CASES.items()}
 
 
+def interpreted(script: str, *args: str) -> None:
+    """Run ``script`` in a fresh Python with the kernels interpreted."""
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": python_path}
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
 @pytest.fixture(scope="module")
 def kernel_results(cases, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("window_kernel")
     torch.save(cases, folder / "cases.pt")
-    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": python_path}
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(folder / "cases.pt"), str(folder / "results.pt")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    interpreted(RUNNER, str(folder / "cases.pt"), str(folder / "results.pt"))
     return torch.load(folder / "results.pt")
 
 
@@ -144,3 +149,39 @@ def test_output_is_laid_out_for_the_projection(cases, kernel_results):
     windows, heads, tokens, head_dim = out.shape
     assert out.transpose(1, 2).is_contiguous()
     assert out.stride() == (tokens * heads * head_dim, head_dim, heads * head_dim, 1)
+
+
+MODEL_RUNNER = """
+import sys
+import torch
+from sifar.models import create_model
+from tools.window_kernel import use_window_kernel
+
+torch.manual_seed(0)
+clips = torch.randn(1, 8, 3, 64, 64)
+results = {}
+for name in ("sdpa", "kernel"):
+    torch.manual_seed(0)
+    model = create_model("SIFAR-N-6", num_classes=5, attention="sdpa", drop_path_rate=0.0)
+    forward = model
+    if name == "kernel":
+        results["swapped"] = use_window_kernel(model)
+        forward = torch.compile(model, backend="aot_eager", fullgraph=True)
+    logits = forward(clips)
+    logits.square().sum().backward()
+    results[name] = {"logits": logits.detach(), **{n: p.grad for n, p in model.named_parameters()}}
+torch.save(results, sys.argv[1])
+"""
+
+
+def test_a_model_swapped_to_the_kernels_computes_as_before_in_one_compiled_graph(tmp_path):
+    """SIFAR-N-6 (windows of 36 tokens, a shifted block) with every window attention on the kernels, compiled
+    whole (fullgraph=True; aot_eager: Dynamo and AOTAutograd trace the custom ops, no code generation), gives
+    the sdpa model's logits and every parameter's gradient, relative-position tables included."""
+    interpreted(MODEL_RUNNER, str(tmp_path / "model.pt"))
+    results = torch.load(tmp_path / "model.pt")
+    assert results["swapped"] == 5
+    expected, got = results["sdpa"], results["kernel"]
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, atol=2e-4, rtol=1e-3, msg=key)

@@ -41,6 +41,7 @@ from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
 from sifar.models.window_attention import set_attention
 from sifar.precision import allow_tf32
+from tools.window_kernel import use_window_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,7 @@ class Variant:
     flex_kernel_options: dict | None = None  # None: FLEX_KERNEL_OPTIONS
     compile_options: dict | None = None  # None: as sifar-train / sifar-eval --compile run (compile_model)
     fp8: bool = False  # linear layers in float8 (sifar-train --precision fp8), the rest bf16
+    window_kernel: bool = False  # window attention on tools/window_kernel.py's Triton kernels (a candidate)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -79,6 +81,8 @@ VARIANTS = (
             compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
+    # the candidate Triton window-attention kernels in place of FlexAttention (tools/window_kernel.py)
+    Variant("kernel-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, window_kernel=True),
 )
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
@@ -128,6 +132,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_attention(model, variant.attention, variant.flex_kernel_options)
     if variant.fp8:
         convert_to_float8(model, torch.device("cuda"))
+    if variant.window_kernel:
+        use_window_kernel(model)
     return model
 
 
@@ -379,7 +385,8 @@ def main() -> None:
     if args.end_to_end:
         # the commands run the library's defaults, so only variants with the default kernel options compare
         defaults = {v.name: v for v in VARIANTS
-                    if v.flex_kernel_options is None and v.compile_options is None and not v.fp8}
+                    if v.flex_kernel_options is None and v.compile_options is None and not v.fp8
+                    and not v.window_kernel}
         trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in defaults]
         fastest = max(trained, key=lambda r: r.clips_per_s)
         fast = defaults[fastest.variant]

@@ -43,8 +43,8 @@ import triton.language as tl
 
 from torch.nn.attention.flex_attention import flex_attention
 
-from sifar.models.window_attention import (FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE, compiled_flex_attention,
-                                           window_score_mod)
+from sifar.models.window_attention import (BIAS_IN_SCORE_DTYPE, FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE,
+                                           SifarWindowAttention, compiled_flex_attention, window_score_mod)
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 SHIFT_MASK = tl.constexpr(SHIFT_MASK_VALUE)  # jit functions read globals only as constexpr
@@ -250,30 +250,59 @@ class WindowAttentionFunction(torch.autograd.Function):
         return *grads, dbias, None, None
 
 
-class WindowAttentionQKVFunction(torch.autograd.Function):
-    """Window attention of the qkv linear's (W, N, 3*H*D) output to (W, N, H*D); the gradient in that layout."""
+# The qkv form as custom ops: opaque to torch.compile, so a compiled model calls the kernels as they are (their
+# autotuning included) instead of breaking its graph at an autograd.Function that launches Triton kernels.
+@torch.library.custom_op("sifar_tools::window_attention_qkv", mutates_args=())
+def _qkv_forward(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
+                 num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (W, N, H*D), logsumexp (W, H, N)) of the (W, N, 3*H*D) qkv activations."""
+    bias, regions = _prepare(bias, regions)
+    windows_batch, tokens, channels = qkv.shape
+    out = torch.empty((windows_batch, tokens, channels // 3), device=qkv.device, dtype=qkv.dtype)
+    lse = _forward(*_split_heads(_unit_stride_d(qkv), num_heads), _heads_view(out, num_heads), bias, regions, scale)
+    return out, lse
 
-    @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
-                num_heads: int) -> torch.Tensor:
-        qkv = _unit_stride_d(qkv)
-        bias, regions = _prepare(bias, regions)
-        windows_batch, tokens, channels = qkv.shape
-        out = torch.empty((windows_batch, tokens, channels // 3), device=qkv.device, dtype=qkv.dtype)
-        q, k, v = _split_heads(qkv, num_heads)
-        lse = _forward(q, k, v, _heads_view(out, num_heads), bias, regions, scale)
-        ctx.save_for_backward(qkv, out, lse, bias, regions)
-        ctx.scale, ctx.num_heads = scale, num_heads
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        qkv, out, lse, bias, regions = ctx.saved_tensors
-        grad_qkv = torch.empty_like(qkv)
-        dbias = _backward(*_split_heads(qkv, ctx.num_heads), _heads_view(out, ctx.num_heads), lse,
-                          _heads_view(grad_out.contiguous(), ctx.num_heads), _split_heads(grad_qkv, ctx.num_heads),
-                          bias, regions, ctx.scale, ctx.needs_input_grad[1])
-        return grad_qkv, dbias, None, None, None
+@_qkv_forward.register_fake
+def _(qkv, bias, regions, scale, num_heads):
+    windows_batch, tokens, channels = qkv.shape
+    return (qkv.new_empty((windows_batch, tokens, channels // 3)),
+            qkv.new_empty((windows_batch, num_heads, tokens), dtype=torch.float32))
+
+
+@torch.library.custom_op("sifar_tools::window_attention_qkv_backward", mutates_args=())
+def _qkv_backward(qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, grad_out: torch.Tensor,
+                  bias: torch.Tensor, regions: torch.Tensor | None, scale: float, num_heads: int,
+                  bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient of qkv, in its layout; gradient of the bias, or an empty tensor when not wanted)."""
+    bias, regions = _prepare(bias, regions)
+    qkv = _unit_stride_d(qkv)
+    grad_qkv = torch.empty_like(qkv)
+    dbias = _backward(*_split_heads(qkv, num_heads), _heads_view(out, num_heads), lse,
+                      _heads_view(grad_out.contiguous(), num_heads), _split_heads(grad_qkv, num_heads),
+                      bias, regions, scale, bias_grad)
+    return grad_qkv, dbias if bias_grad else bias.new_empty(0)
+
+
+@_qkv_backward.register_fake
+def _(qkv, out, lse, grad_out, bias, regions, scale, num_heads, bias_grad):
+    return torch.empty_like(qkv), bias.new_empty(bias.shape if bias_grad else (0,))
+
+
+def _qkv_setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    qkv, bias, regions, scale, num_heads = inputs
+    ctx.save_for_backward(qkv, *output, bias, regions)
+    ctx.scale, ctx.num_heads = scale, num_heads
+
+
+def _qkv_gradients(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor) -> tuple:
+    qkv, out, lse, bias, regions = ctx.saved_tensors
+    bias_grad = ctx.needs_input_grad[1]
+    grad_qkv, dbias = _qkv_backward(qkv, out, lse, grad_out, bias, regions, ctx.scale, ctx.num_heads, bias_grad)
+    return grad_qkv, dbias if bias_grad else None, None, None, None
+
+
+_qkv_forward.register_autograd(_qkv_gradients, setup_context=_qkv_setup_context)
 
 
 class FlexForwardFunction(WindowAttentionFunction):
@@ -331,4 +360,26 @@ def window_attention_qkv(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.T
     Same function as :func:`window_attention` on ``qkv.reshape(W, N, 3, H, D).permute(2, 0, 3, 1, 4)``, but
     the gradient is written straight into a (W, N, 3*H*D) tensor: no stacking of dq, dk, dv.
     """
-    return WindowAttentionQKVFunction.apply(qkv, bias, regions, scale, num_heads)
+    return _qkv_forward(qkv, bias, regions, scale, num_heads)[0]
+
+
+class KernelWindowAttention(SifarWindowAttention):
+    """SifarWindowAttention (same parameters, same checkpoints) computing with :func:`window_attention_qkv`."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        qkv = self.qkv(x)
+        bias = self._get_rel_pos_bias()[0]
+        if BIAS_IN_SCORE_DTYPE:  # as the flex path: the bias in the scores' dtype
+            bias = bias.to(qkv.dtype)
+        regions = None if mask is None else self.shift_regions
+        return self.proj_drop(self.proj(window_attention_qkv(qkv, bias, regions, self.scale, self.num_heads)))
+
+
+def use_window_kernel(model: torch.nn.Module) -> int:
+    """Make every window attention of a Swin SIFAR ``model`` (``create_model`` made them SifarWindowAttention)
+    compute with these kernels, in place; the number changed. A benchmark's switch, not the package's: the
+    class of each module is swapped, its parameters and buffers stay."""
+    attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)]
+    for attention in attentions:
+        attention.__class__ = KernelWindowAttention
+    return len(attentions)
