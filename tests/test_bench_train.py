@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -35,3 +36,15 @@ def test_a_bad_item_stops_before_any_measurement_naming_it(item, message):
     with pytest.raises(SystemExit, match=message) as stopped:
         plan(item)
     assert item in str(stopped.value)
+
+
+def test_steady_train_speed_reads_the_trainers_metrics_after_the_skipped_steps(tmp_path):
+    from tools.bench_train import steady_train_speed
+
+    metrics = tmp_path / "metrics.jsonl"  # as sifar-train writes it, an epoch record among the steps
+    records = [{"kind": "step", "step": step, "time": 100.0 * min(step, 3) + max(0, step - 3), "wait_s": 0.25}
+               for step in range(1, 7)]  # two slow steps (compilation), then one a second, a quarter of it waiting
+    records.insert(4, {"kind": "epoch", "epoch": 0, "time": 301.5})
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    clips_per_s, wait = steady_train_speed(metrics, batch=32, skip=2)
+    assert clips_per_s == 32.0 and wait == 0.25

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -40,6 +39,8 @@ from sifar.models.compile import TRAINING_COMPILE_OPTIONS
 from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
 from sifar.models.window_attention import set_attention
+from sifar.io import write_json
+from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
 from tools.window_kernel import use_window_kernel
 
@@ -182,6 +183,15 @@ def infer_step_fn(model: torch.nn.Module, variant: Variant, batch: int, crops: i
     return step
 
 
+def release_compiled() -> float:
+    """Drop the compiled graphs and the cached GPU memory of a measured model (the caller has deleted it), so the
+    next measurement starts clean; return the measurement's peak memory in GiB."""
+    torch._dynamo.reset()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.empty_cache()
+    return peak
+
+
 def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement | None:
     allow_tf32()  # as the anchor runs of the official code, and as sifar-train / sifar-eval run
     model = build(model_name, variant, args.num_classes)
@@ -196,9 +206,7 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
         return None
     finally:
         del model
-        torch._dynamo.reset()
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.empty_cache()
+        peak = release_compiled()
     clips_per_s = 1000.0 * args.batch / ms
     # 2 FLOPs per multiply-add, times 3: forward + backward when training, 3 crops per clip in inference.
     flops_per_clip = 3 * 2 * 1e9 * count_cost(model_name, num_classes=args.num_classes).gflops
@@ -257,10 +265,8 @@ def cnn_pair(args) -> dict[str, float]:
         model = model.cuda().to(memory_format=torch.channels_last)
         timed[what], _ = step_ms(train_step_on(model, CNN_VARIANT, inputs.cuda(), args.num_classes), args.warmup,
                                  args.steps)
-        timed[f"{what}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         del model
-        torch._dynamo.reset()
-        torch.cuda.empty_cache()
+        timed[f"{what}_peak_gib"] = release_compiled()
     found = {"model": args.cnn_model, "image_model": config.arch["timm_name"], "images_per_clip": cells,
              "sifar_clips_per_s": 1000.0 * args.batch / timed["sifar"],
              "image_model_images_per_s": 1000.0 * args.batch * cells / timed["image"],
@@ -295,8 +301,7 @@ def make_shards(root: Path, videos: int, workers: int) -> Path:
 
 def steady_train_speed(metrics: Path, batch: int, skip: int) -> tuple[float, float]:
     """(clips/s, data-wait share) over the logged steps after the first ``skip`` (compilation, warm-up)."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    steps = [r for r in rows if r.get("kind") == "step"][skip:]
+    steps = [r for r in read_metrics(metrics) if r.get("kind") == "step"][skip:]
     elapsed = steps[-1]["time"] - steps[0]["time"]
     waited = sum(r["wait_s"] for r in steps[1:])
     return batch * (len(steps) - 1) / elapsed, waited / elapsed
@@ -393,9 +398,9 @@ def main() -> None:
         e2e = end_to_end(args, fast, {args.e2e_model: fastest.clips_per_s})
     print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                               "batch": args.batch, "model_steps": [asdict(r) for r in results],
-                                               "cnn_pair": cnn, "end_to_end": e2e}, indent=2))
+        write_json(args.json, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                               "batch": args.batch, "model_steps": [asdict(r) for r in results], "cnn_pair": cnn,
+                               "end_to_end": e2e})
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import json
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -205,8 +204,8 @@ def pointing_summary(found: dict[str, Any]) -> dict[str, Any]:
 
 
 def epoch_throughput(output: Path) -> dict[str, float]:
-    """Median over epochs of the trainer's own clips/s and loader-wait share, the final training loss and each
-    epoch's mean loss (the loss curve runs are compared by)."""
+    """Median over epochs of the trainer's own clips/s and loader-wait share, and the final training loss (loss
+    curves are compared from the runs' metrics.jsonl: tools/loss_curves.py)."""
     steps = [r for r in read_metrics(output / "metrics.jsonl") if r["kind"] == "step"]
     last_of_epoch = list({r["epoch"]: r for r in steps}.values())  # each epoch's last step: its average
 
@@ -214,10 +213,8 @@ def epoch_throughput(output: Path) -> dict[str, float]:
         values = sorted(r[key] for r in last_of_epoch)
         return values[len(values) // 2]
 
-    epochs = sorted({r["epoch"] for r in steps})
     return {"epoch_clips_per_s": round(median("clips_per_s"), 1), "data_wait": round(median("data_wait"), 3),
-            "final_loss": round(steps[-1]["loss"], 4),
-            "epoch_losses": [round(statistics.fmean(r["loss"] for r in steps if r["epoch"] == e), 4) for e in epochs]}
+            "final_loss": round(steps[-1]["loss"], 4)}
 
 
 def evaluate_orders(checkpoint: Path, shards: str, orders: tuple[str, ...], seed: int, settings: StudySettings,
