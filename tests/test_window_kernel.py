@@ -27,14 +27,14 @@ pytest.importorskip("triton", reason="the window-attention kernels are written i
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_DIM = 32
 
-# name: (api, windows per image, images, heads, tokens, dtype, shifted, bias needs a gradient)
+# name: (forward, windows per image, images, heads, tokens, dtype, shifted, bias needs a gradient)
 CASES = {
-    "views-49-fp32": ("views", 3, 3, 2, 49, torch.float32, False, True),
-    "views-49-fp32-shifted": ("views", 3, 3, 2, 49, torch.float32, True, True),
-    "qkv-144-fp32": ("qkv", 2, 2, 2, 144, torch.float32, False, True),
-    "qkv-144-fp32-shifted": ("qkv", 2, 2, 2, 144, torch.float32, True, True),
-    "views-144-fp16-shifted": ("views", 2, 2, 2, 144, torch.float16, True, True),
-    "qkv-16-fp32-shifted-frozen-bias": ("qkv", 2, 1, 3, 16, torch.float32, True, False),
+    "kernel-49-fp32": ("kernel", 3, 3, 2, 49, torch.float32, False, True),
+    "kernel-49-fp32-shifted": ("kernel", 3, 3, 2, 49, torch.float32, True, True),
+    "kernel-144-fp32": ("kernel", 2, 2, 2, 144, torch.float32, False, True),
+    "kernel-144-fp32-shifted": ("kernel", 2, 2, 2, 144, torch.float32, True, True),
+    "kernel-144-fp16-shifted": ("kernel", 2, 2, 2, 144, torch.float16, True, True),
+    "kernel-16-fp32-shifted-frozen-bias": ("kernel", 2, 1, 3, 16, torch.float32, True, False),
     # FlexAttention's forward (eager on the CPU) and its logsumexp, then the kernels' backward
     "flex-forward-49-fp32-shifted": ("flex-forward", 3, 2, 2, 49, torch.float32, True, True),
     "flex-forward-144-fp32": ("flex-forward", 2, 1, 2, 144, torch.float32, False, True),
@@ -44,9 +44,7 @@ TOLERANCE = {torch.float32: 2e-4, torch.float16: 4e-3}  # absolute, on values an
 RUNNER = """
 import sys
 import torch
-from tools.window_kernel import window_attention, window_attention_flex_forward, window_attention_qkv
-
-ATTEND = {"views": window_attention, "flex-forward": window_attention_flex_forward}
+from tools.window_kernel import window_attention_qkv
 
 results = {}
 for name, case in torch.load(sys.argv[1]).items():
@@ -54,19 +52,16 @@ for name, case in torch.load(sys.argv[1]).items():
     bias = case["bias"].requires_grad_(case["bias_grad"])
     windows, tokens, _ = qkv.shape
     heads = case["heads"]
-    if case["api"] == "qkv":
-        out = window_attention_qkv(qkv, bias, case["regions"], case["scale"], heads)
-        out = out.view(windows, tokens, heads, -1).transpose(1, 2)
-    else:
-        q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = ATTEND[case["api"]](q, k, v, bias, case["regions"], case["scale"])
+    out = window_attention_qkv(qkv, bias, case["regions"], case["scale"], heads,
+                               flex_forward=case["forward"] == "flex-forward")
+    out = out.view(windows, tokens, heads, -1).transpose(1, 2)
     out.backward(case["grad_out"])
     results[name] = {"out": out.detach(), "qkv": qkv.grad, "bias": bias.grad}
 torch.save(results, sys.argv[2])
 """
 
 
-def make_case(api: str, num_windows: int, images: int, heads: int, tokens: int, dtype: torch.dtype, shifted: bool,
+def make_case(forward: str, num_windows: int, images: int, heads: int, tokens: int, dtype: torch.dtype, shifted: bool,
               bias_grad: bool) -> dict:
     """Random qkv activations, bias, output gradient and (if shifted) regions of 1 to 4 ids a window."""
     generator = torch.Generator().manual_seed(tokens * 100 + heads * 10 + int(shifted))
@@ -75,7 +70,7 @@ def make_case(api: str, num_windows: int, images: int, heads: int, tokens: int, 
     if shifted:
         regions = torch.randint(0, 4, (num_windows, tokens), generator=generator, dtype=torch.int32)
         regions[0] = 0  # one window of a single region, as the unshifted windows of a shifted block
-    return {"api": api, "heads": heads, "scale": HEAD_DIM ** -0.5, "bias_grad": bias_grad, "regions": regions,
+    return {"forward": forward, "heads": heads, "scale": HEAD_DIM ** -0.5, "bias_grad": bias_grad, "regions": regions,
             "qkv": torch.randn(windows, tokens, 3 * heads * HEAD_DIM, generator=generator).to(dtype),
             "bias": (2 * torch.randn(heads, tokens, tokens, generator=generator)).to(dtype),
             "grad_out": torch.randn(windows, heads, tokens, HEAD_DIM, generator=generator).to(dtype)}
@@ -141,14 +136,6 @@ def test_shift_mask_decides_the_shifted_cases(name, cases, kernel_results):
     unmasked = reference(cases[name], mask=False)
     assert (kernel_results[name]["out"].double() - unmasked["out"]).abs().max() > 0.1
     assert (kernel_results[name]["qkv"].double() - unmasked["qkv"]).abs().max() > 0.1
-
-
-def test_output_is_laid_out_for_the_projection(cases, kernel_results):
-    """window_attention's (W, H, N, D) output is (W, N, H, D) in memory: the transpose before proj is a view."""
-    out = kernel_results["views-49-fp32"]["out"]
-    windows, heads, tokens, head_dim = out.shape
-    assert out.transpose(1, 2).is_contiguous()
-    assert out.stride() == (tokens * heads * head_dim, head_dim, heads * head_dim, 1)
 
 
 MODEL_RUNNER = """

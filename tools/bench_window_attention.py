@@ -4,8 +4,9 @@ Triton kernels of tools/window_kernel.py, forward and forward+backward, at one m
 Each row is one stage's block, shifted or not, with its real (windows * batch, heads, N) and shift regions, taken
 from the model itself. All inputs are bf16 as under autocast; q, k, v are the permuted views of one qkv tensor.
 The gradients reach the relative-position bias table through the same gather in both. ``kernel-qkv`` is
-window_attention_qkv (gradient written straight into the qkv layout); ``flex-fwd-kernel-bwd`` is FlexAttention's
-forward with the kernels' backward (window_attention_flex_forward). The forward is timed with autograd on, as in
+window_attention_qkv (gradient written straight into the qkv layout); ``flex-fwd-kernel-bwd`` the same with
+FlexAttention's forward (``flex_forward=True``). Session 18's first timing also had a ``kernel`` row, the kernels
+on q, k, v views, since dropped (docs/window_attention.json). The forward is timed with autograd on, as in
 training; the first calls (FlexAttention's compile, the kernels' autotuning) fall in the warmup.
 
     python -m tools.bench_window_attention --model SIFAR-B-12 --batch 32 --json window_attention.json
@@ -23,11 +24,10 @@ from timm.models.swin_transformer import SwinTransformerBlock
 
 from sifar.io import write_json
 from sifar.models import create_model
-from sifar.models.window_attention import BIAS_IN_SCORE_DTYPE, SifarWindowAttention
-from tools.window_kernel import window_attention, window_attention_flex_forward, window_attention_qkv
+from sifar.models.window_attention import SifarWindowAttention
+from tools.window_kernel import window_attention_qkv
 
-IMPLS = ("flex", "kernel", "kernel-qkv", "flex-fwd-kernel-bwd")
-KERNEL_ATTENTION = {"kernel": window_attention, "flex-fwd-kernel-bwd": window_attention_flex_forward}
+IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"
 
 
@@ -49,19 +49,12 @@ def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mas
     heads = attn.num_heads
     regions = None if mask is None else attn.shift_regions
 
-    def bias() -> torch.Tensor:
-        table_bias = attn._get_rel_pos_bias()[0]
-        return table_bias.to(qkv.dtype) if BIAS_IN_SCORE_DTYPE else table_bias
-
     def step() -> torch.Tensor:
-        if impl == "kernel-qkv":
-            return window_attention_qkv(qkv, bias(), regions, attn.scale, heads)
+        if impl != "flex":
+            return window_attention_qkv(qkv, attn.score_bias(qkv.dtype), regions, attn.scale, heads,
+                                        flex_forward=impl == "flex-fwd-kernel-bwd")
         q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        if impl == "flex":
-            out = attn._flex(q, k, v, mask)
-        else:
-            out = KERNEL_ATTENTION[impl](q, k, v, bias(), regions, attn.scale)
-        return out.transpose(1, 2).reshape(windows, tokens, -1)
+        return attn._flex(q, k, v, mask).transpose(1, 2).reshape(windows, tokens, -1)
 
     return step
 

@@ -43,7 +43,7 @@ import triton.language as tl
 
 from torch.nn.attention.flex_attention import flex_attention
 
-from sifar.models.window_attention import (BIAS_IN_SCORE_DTYPE, FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE,
+from sifar.models.window_attention import (FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE,
                                            SifarWindowAttention, compiled_flex_attention, window_score_mod)
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -224,32 +224,6 @@ def _prepare(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Te
     return bias.contiguous(), None if regions is None else regions.to(torch.int32).contiguous()
 
 
-class WindowAttentionFunction(torch.autograd.Function):
-    """softmax(q k^T * scale + bias[h] + mask) v over (W, H, N, D) views; gradients for q, k, v and the bias."""
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                regions: torch.Tensor | None, scale: float) -> torch.Tensor:
-        q, k, v = (_unit_stride_d(t) for t in (q, k, v))
-        bias, regions = _prepare(bias, regions)
-        windows_batch, heads, tokens, head_dim = q.shape
-        # (W, N, H, D) in memory, as the projection that follows reads it after its transpose(1, 2)
-        out = torch.empty_strided(q.shape, (tokens * heads * head_dim, head_dim, heads * head_dim, 1),
-                                  device=q.device, dtype=q.dtype)
-        lse = _forward(q, k, v, out, bias, regions, scale)
-        ctx.save_for_backward(q, k, v, out, lse, bias, regions)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        q, k, v, out, lse, bias, regions = ctx.saved_tensors
-        grads = tuple(torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))
-        dbias = _backward(q, k, v, out, lse, _unit_stride_d(grad_out), grads, bias, regions, ctx.scale,
-                          ctx.needs_input_grad[3])
-        return *grads, dbias, None, None
-
-
 # The qkv form as custom ops: opaque to torch.compile, so a compiled model calls the kernels as they are (their
 # autotuning included) instead of breaking its graph at an autograd.Function that launches Triton kernels.
 @torch.library.custom_op("sifar_tools::window_attention_qkv", mutates_args=())
@@ -263,7 +237,23 @@ def _qkv_forward(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | 
     return out, lse
 
 
+@torch.library.custom_op("sifar_tools::window_attention_qkv_flex_forward", mutates_args=())
+def _qkv_flex_forward(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
+                      num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_qkv_forward` by FlexAttention as ``window_attention.py`` calls it (its output and logsumexp), so
+    that the kernels' backward can be measured after the model's own forward."""
+    bias, regions = _prepare(bias, regions)
+    q, k, v = _split_heads(qkv, num_heads)
+    attend = compiled_flex_attention() if qkv.is_cuda else flex_attention
+    # detached: FlexAttention on the CPU refuses inputs that require gradients (its backward is not used here)
+    out, lse = attend(q.detach(), k.detach(), v.detach(), score_mod=window_score_mod(bias.detach(), regions),
+                      scale=scale, kernel_options=FLEX_KERNEL_OPTIONS if qkv.is_cuda else None, return_lse=True)
+    windows_batch, tokens, channels = qkv.shape
+    return out.transpose(1, 2).reshape(windows_batch, tokens, channels // 3), lse.contiguous()
+
+
 @_qkv_forward.register_fake
+@_qkv_flex_forward.register_fake
 def _(qkv, bias, regions, scale, num_heads):
     windows_batch, tokens, channels = qkv.shape
     return (qkv.new_empty((windows_batch, tokens, channels // 3)),
@@ -302,26 +292,8 @@ def _qkv_gradients(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor) -> tupl
     return grad_qkv, dbias if bias_grad else None, None, None, None
 
 
-_qkv_forward.register_autograd(_qkv_gradients, setup_context=_qkv_setup_context)
-
-
-class FlexForwardFunction(WindowAttentionFunction):
-    """FlexAttention's forward (its output and logsumexp, as ``window_attention.py`` calls it) with this module's
-    backward: the forward of the model as it is, the backward of the kernels here, measured on their own."""
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                regions: torch.Tensor | None, scale: float) -> torch.Tensor:
-        bias, regions = _prepare(bias, regions)
-        attend = compiled_flex_attention() if q.is_cuda else flex_attention
-        # detached: the inputs require gradients, which FlexAttention on the CPU refuses (its backward is unused)
-        out, lse = attend(q.detach(), k.detach(), v.detach(), score_mod=window_score_mod(bias.detach(), regions),
-                          scale=scale,
-                          kernel_options=FLEX_KERNEL_OPTIONS if q.is_cuda else None, return_lse=True)
-        q, k, v = (_unit_stride_d(t) for t in (q, k, v))
-        ctx.save_for_backward(q, k, v, out, lse.contiguous(), bias, regions)
-        ctx.scale = scale
-        return out
+for _op in (_qkv_forward, _qkv_flex_forward):  # both saved what the one backward reads
+    _op.register_autograd(_qkv_gradients, setup_context=_qkv_setup_context)
 
 
 def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -336,31 +308,17 @@ def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(windows_batch, tokens, num_heads, channels // num_heads).transpose(1, 2)
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     regions: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """(W, H, N, D) softmax(q k^T * scale + bias[h] + mask) v, as ``window_attention.py``'s FlexAttention call.
-
-    ``q, k, v``: (W, H, N, D) with windows the fast axis of W (window = w % num_windows); ``bias``: (H, N, N);
-    ``regions``: (num_windows, N) region ids or None (tokens of different regions get SHIFT_MASK_VALUE).
-    The output is laid out (W, N, H, D) in memory, so ``out.transpose(1, 2).reshape(W, N, H * D)`` is a view.
-    """
-    return WindowAttentionFunction.apply(q, k, v, bias, regions, scale)
-
-
-def window_attention_flex_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                                  regions: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """:func:`window_attention` with FlexAttention's forward and this module's backward."""
-    return FlexForwardFunction.apply(q, k, v, bias, regions, scale)
-
-
 def window_attention_qkv(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | None, scale: float,
-                         num_heads: int) -> torch.Tensor:
-    """(W, N, H*D) window attention of the (W, N, 3*H*D) qkv activations, ready for the output projection.
-
-    Same function as :func:`window_attention` on ``qkv.reshape(W, N, 3, H, D).permute(2, 0, 3, 1, 4)``, but
-    the gradient is written straight into a (W, N, 3*H*D) tensor: no stacking of dq, dk, dv.
+                         num_heads: int, flex_forward: bool = False) -> torch.Tensor:
+    """(W, N, H*D) window attention of the (W, N, 3*H*D) qkv activations, ready for the output projection: the
+    function of ``window_attention.py``'s FlexAttention call on ``qkv.reshape(W, N, 3, H, D).permute(2, 0, 3, 1,
+    4)``, with windows the fast axis of W (window = w % num_windows), ``bias`` (H, N, N) and ``regions``
+    (num_windows, N) region ids or None (tokens of different regions get SHIFT_MASK_VALUE). The gradient is
+    written straight into a (W, N, 3*H*D) tensor: no stacking of dq, dk, dv. ``flex_forward``: FlexAttention's
+    forward, these kernels' backward.
     """
-    return _qkv_forward(qkv, bias, regions, scale, num_heads)[0]
+    forward = _qkv_flex_forward if flex_forward else _qkv_forward
+    return forward(qkv, bias, regions, scale, num_heads)[0]
 
 
 class KernelWindowAttention(SifarWindowAttention):
@@ -368,9 +326,7 @@ class KernelWindowAttention(SifarWindowAttention):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         qkv = self.qkv(x)
-        bias = self._get_rel_pos_bias()[0]
-        if BIAS_IN_SCORE_DTYPE:  # as the flex path: the bias in the scores' dtype
-            bias = bias.to(qkv.dtype)
+        bias = self.score_bias(qkv.dtype)
         regions = None if mask is None else self.shift_regions
         return self.proj_drop(self.proj(window_attention_qkv(qkv, bias, regions, self.scale, self.num_heads)))
 

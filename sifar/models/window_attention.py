@@ -121,13 +121,15 @@ class SifarWindowAttention(WindowAttention):
         out = self._flex(q, k, v, mask)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows_batch, tokens, -1)))
 
-    def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # The (heads, N, N) bias is gathered from the table outside the kernel: its gradient then lands on
-        # N*N*heads distinct addresses instead of being scattered by every score into the small table. It goes
-        # in the scores' dtype (see BIAS_IN_SCORE_DTYPE).
+    def score_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The (heads, N, N) relative-position bias, gathered from the table outside any attention kernel (its
+        gradient then lands on N*N*heads distinct addresses instead of being scattered by every score into the
+        small table), in the scores' ``dtype`` (see BIAS_IN_SCORE_DTYPE)."""
         bias = self._get_rel_pos_bias()[0]
-        if BIAS_IN_SCORE_DTYPE:
-            bias = bias.to(q.dtype)
+        return bias.to(dtype) if BIAS_IN_SCORE_DTYPE else bias
+
+    def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        bias = self.score_bias(q.dtype)
         if torch.compiler.is_compiling():
             bias = materialize(bias)
         score_mod = window_score_mod(bias, None if mask is None else self.shift_regions)
