@@ -25,7 +25,7 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import SifarWindowAttention
-from tools.window_kernel import window_attention_qkv
+from tools.window_kernel import tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"
@@ -109,7 +109,9 @@ def bench_block(label: str, block: SwinTransformerBlock, args) -> list[dict]:
     grad = torch.randn(windows, tokens, channels // 3, device=DEVICE, generator=generator, dtype=args.dtype)
     results = {impl: measure(impl, block, qkv, grad, args) for impl in IMPLS}
     tensors = {impl: result.pop("tensors") for impl, result in results.items()}
-    return [{"block": label, "W": windows, "H": heads, "N": tokens, "impl": impl, **result,
+    tuned = tuned_tiles()
+    print(f"{label}: the autotuner's tiles {tuned}", flush=True)
+    return [{"block": label, "W": windows, "H": heads, "N": tokens, "impl": impl, **result, "tuned": tuned,
              "vs_flex": differences(tensors[impl], tensors["flex"]) if impl != "flex" else {}}
             for impl, result in results.items()]
 

@@ -63,8 +63,9 @@ def _configs(names: tuple[str, ...], options: list[tuple[int, ...]], interpreted
 # CPU, N=144 padded to 256, shifted or not: the forward at 4 or 8 warps and the backward at 8 or 16 spill nothing
 # (the backward at 4 warps spills ~200 bytes a thread, 32-row tiles spill more); at N=324 (padded to 512) the
 # backward spills 96-268 bytes.
-FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8)], interpreted=(16,))
-GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 16)], interpreted=(16,))
+# The 32-row tiles (which spill) are offered too: the autotuner times them and keeps the fastest.
+FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (32, 4), (32, 8)], interpreted=(16,))
+GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 16), (32, 8), (32, 16)], interpreted=(16,))
 
 
 @triton.jit
@@ -168,6 +169,12 @@ def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
     _store_rows(dk_ptr, dk * scale, window, head, keys, dims, sdk_w, sdk_h, sdk_n, N)
     _store_rows(dv_ptr, dv, window, head, keys, dims, sdv_w, sdv_h, sdv_n, N)
+
+
+def tuned_tiles() -> dict[str, str]:
+    """The tile configuration the autotuner kept last for each kernel (benchmark reports)."""
+    return {name: str(getattr(kernel, "best_config", None))
+            for name, kernel in (("forward", _forward_kernel), ("grad", _grad_kernel))}
 
 
 def _strides(*tensors: torch.Tensor) -> list[int]:
