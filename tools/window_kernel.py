@@ -1,11 +1,11 @@
 """Swin window attention (relative-position bias, shifted-window mask) as hand-written Triton kernels.
 
-Status (issue 30, session 18): a candidate, not wired into any model. Its first version was correct on an H100
-(FlexAttention's results to 1e-3 in bf16) and 15-40% slower than FlexAttention at SIFAR-B-12's training shapes,
-timed on a shared GPU (docs/PERFORMANCE.md, "Round two"); this version, restructured after that measurement (one
-program per window and head, the bias gradient in the backward kernel), is checked under Triton's interpreter and
-compiled for sm_90a, not yet timed. It lives with the tools until it beats FlexAttention and ``set_attention`` can
-offer it.
+Status (issue 30): a candidate, not wired into any model. Correct on an H100 (FlexAttention's results to 1e-3 in
+bf16) and slower than FlexAttention at SIFAR-B-12's training shapes in both versions timed so far
+(docs/PERFORMANCE.md, "Round two"): keys padded to a power of two, then one program per window and head (session
+19: 0.63x of FlexAttention's forward + backward on an idle H100). This version holds the keys in two tiles (below)
+and is checked under Triton's interpreter. It lives with the tools until it beats FlexAttention and
+``set_attention`` can offer it.
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
 (12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
@@ -14,9 +14,9 @@ in registers while it walks the query rows in tiles of 16, with the shift mask f
 (q, k, v) layout is read through strides, so the qkv linear's output is never copied, and
 :func:`window_attention_qkv` writes the gradients straight into the qkv layout.
 
-Kernels (one program per window and head; all N keys of the window, padded to ``N_PAD``, the next power of two):
+Kernels (one program per window and head; all N keys of the window in two tiles, see :func:`_key_tiles`):
 
-- forward: loads k and v once, then per query tile the (BLOCK_M, N_PAD) bias tile (shared by every window, so
+- forward: loads k and v once, then per query tile the (BLOCK_M, N) bias tile (shared by every window, so
   read from L2), the scores, the output and the rows' logsumexp (fp32).
 - backward (FlashAttention-2's, P recomputed from the logsumexp): loops over the query tiles, writes dq per tile
   and dk, dv once (no atomics for them), and adds each tile's dS, the bias's gradient, to an fp32 (heads, N, N)
@@ -24,9 +24,10 @@ Kernels (one program per window and head; all N keys of the window, padded to ``
   9). Session 18's first version summed dS over runs of windows in registers in a kernel of its own; that kernel
   recomputed P and dP and re-read k, v and dO per query tile, and was replaced by this.
 
-Keys are padded to the next power of two (144 -> 256, 49 -> 64, 324 -> 512) and masked; query rows are tiled by 16
-(144 = 9 x 16), so the waste is on the key axis alone (1.8x the scores at N=144, where FlexAttention's 64-token
-tiles compute 1.8x too, 192 x 192 for 144 x 144). Larger query tiles spill registers (see the configs below).
+Keys are held in two power-of-two tiles, N_MAIN + N_TAIL (144 = 128 + 16), since Triton's tiles are powers of
+two: padding 144 keys to 256 (session 19's timed version) computed 1.8x the scores, as FlexAttention's 64-token
+tiles do (192 x 192 for 144 x 144); the two tiles compute 144 x 144 at N=144. Query rows are tiled by 16
+(144 = 9 x 16) or 32.
 
 Saved for the backward: q, k, v (or qkv), the output and the logsumexp. Matrix products take bf16/fp16 inputs
 with fp32 accumulation (fp32 inputs: Triton's default TF32 on GPU). ``TRITON_INTERPRET=1`` runs the same kernels
@@ -59,38 +60,31 @@ def _configs(names: tuple[str, ...], options: list[tuple[int, ...]], interpreted
     return [triton.Config(dict(zip(names, option[:-1])), num_warps=option[-1], num_stages=2) for option in options]
 
 
-# One window and head a program, its query rows in tiles of 16 against all keys. ptxas (Triton 3.8, sm_90a) on the
-# CPU, N=144 padded to 256, shifted or not: the forward at 4 or 8 warps and the backward at 8 or 16 spill nothing
-# (the backward at 4 warps spills ~200 bytes a thread, 32-row tiles spill more); at N=324 (padded to 512) the
-# backward spills 96-268 bytes.
-# The 32-row tiles (which spill) are offered too: the autotuner times them and keeps the fastest.
-FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (32, 4), (32, 8)], interpreted=(16,))
-GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 8), (16, 16), (32, 8), (32, 16)], interpreted=(16,))
+# One window and head a program. ptxas (Triton 3.8, sm_90a) on the CPU, keys padded to 256 (session 18): 16-row
+# query tiles spilled nothing in the forward at 4 or 8 warps and the backward at 8 or 16; 32-row tiles spilled.
+# The two key tiles hold fewer registers; the autotuner times each setting on the GPU and keeps the fastest.
+FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8)], interpreted=(16,))
+GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (16, 16), (32, 8), (32, 16)], interpreted=(16,))
 
 
 @triton.jit
-def _scores(q, k, bias, q_region, k_region, key_valid, scale, HAS_REGIONS: tl.constexpr):
-    """(BLOCK_M, N_PAD) fp32 scores q k^T * scale + bias + shift mask, -inf on the padding keys."""
-    s = tl.dot(q, tl.trans(k)) * scale + bias
+def _region_ids(regions_ptr, window, tokens, N, num_windows, other, HAS_REGIONS: tl.constexpr):
+    """Region ids of ``tokens`` in this window's place of the image (``other`` past N; 0s without a mask)."""
+    if HAS_REGIONS:
+        return tl.load(regions_ptr + (window % num_windows) * N + tokens, mask=tokens < N, other=other)
+    return tl.zeros_like(tokens)
+
+
+@triton.jit
+def _scores(q, k, rows, keys, q_region, k_region, bias_ptr, head, N, scale, HAS_REGIONS: tl.constexpr):
+    """(len(rows), len(keys)) fp32 scores q k^T * scale + bias + shift mask, -inf on the padding keys. The bias
+    (shared by every window, so read from L2) is loaded as fp32, 0 on padding."""
+    valid = (rows[:, None] < N) & (keys[None, :] < N)
+    bias = tl.load(bias_ptr + head * N * N + rows[:, None] * N + keys[None, :], mask=valid, other=0.0)
+    s = tl.dot(q, tl.trans(k)) * scale + bias.to(tl.float32)
     if HAS_REGIONS:
         s = tl.where(q_region[:, None] == k_region[None, :], s, s + SHIFT_MASK)
-    return tl.where(key_valid[None, :], s, float("-inf"))
-
-
-@triton.jit
-def _load_bias(bias_ptr, head, rows, keys, N):
-    """The head's bias for the query rows and all keys, as fp32 (0 on padding)."""
-    valid = (rows[:, None] < N) & (keys[None, :] < N)
-    return tl.load(bias_ptr + head * N * N + rows[:, None] * N + keys[None, :], mask=valid, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS: tl.constexpr):
-    """Region ids of the query rows and of the keys in this window's place of the image (0s without a mask)."""
-    if HAS_REGIONS:
-        base = regions_ptr + (window % num_windows) * N
-        return tl.load(base + rows, mask=rows < N, other=0), tl.load(base + keys, mask=keys < N, other=-1)
-    return tl.zeros_like(rows), tl.zeros_like(keys)
+    return tl.where(keys[None, :] < N, s, float("-inf"))
 
 
 @triton.jit
@@ -107,29 +101,57 @@ def _store_rows(ptr, value, window, head, rows, dims, stride_w, stride_h, stride
     tl.store(base + (rows[:, None] * stride_n + dims[None, :]), value.to(ptr.dtype.element_ty), mask=rows[:, None] < N)
 
 
+@triton.jit
+def _key_tile_grads(q, do, delta, lse, rows, keys, q_region, k_region, k, v, dk, dv, bias_ptr, dbias_ptr, head, N,
+                    scale, HAS_REGIONS: tl.constexpr, BIAS_GRAD: tl.constexpr):
+    """One query tile against one key tile (FlashAttention-2's backward, P recomputed from the logsumexp): this
+    tile's share of dq, and dk, dv with its terms added."""
+    p = tl.exp(_scores(q, k, rows, keys, q_region, k_region, bias_ptr, head, N, scale, HAS_REGIONS) - lse[:, None])
+    dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+    ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+    if BIAS_GRAD:  # dS is the bias's gradient: summed over the windows by atomic adds, as FlexAttention does
+        valid = (rows[:, None] < N) & (keys[None, :] < N)
+        tl.atomic_add(dbias_ptr + head * N * N + rows[:, None] * N + keys[None, :], ds, mask=valid)
+    dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    return tl.dot(ds.to(k.dtype), k), dk, dv
+
+
 @triton.autotune(configs=FORWARD_CONFIGS, key=SHAPE_KEY)
 @triton.jit
 def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
                     sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n,
                     W, H, N, num_windows, scale,
-                    D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BLOCK_M: tl.constexpr):
+                    D: tl.constexpr, N_MAIN: tl.constexpr, N_TAIL: tl.constexpr, HAS_REGIONS: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
     window = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
-    keys = tl.arange(0, N_PAD)
     dims = tl.arange(0, D)
-    k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)  # once a window, not once a query tile
+    keys = tl.arange(0, N_MAIN)  # once a window, not once a query tile: the keys, values and their regions
+    k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
     v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
+    k_region = _region_ids(regions_ptr, window, keys, N, num_windows, -1, HAS_REGIONS)
+    if N_TAIL > 0:
+        tail = N_MAIN + tl.arange(0, N_TAIL)
+        k_tail = _load_rows(k_ptr, window, head, tail, dims, sk_w, sk_h, sk_n, N)
+        v_tail = _load_rows(v_ptr, window, head, tail, dims, sv_w, sv_h, sv_n, N)
+        tail_region = _region_ids(regions_ptr, window, tail, N, num_windows, -1, HAS_REGIONS)
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
-        bias = _load_bias(bias_ptr, head, rows, keys, N)
-        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
-        s = _scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS)
+        q_region = _region_ids(regions_ptr, window, rows, N, num_windows, 0, HAS_REGIONS)
+        s = _scores(q, k, rows, keys, q_region, k_region, bias_ptr, head, N, scale, HAS_REGIONS)
         row_max = tl.max(s, 1)
+        if N_TAIL > 0:
+            s_tail = _scores(q, k_tail, rows, tail, q_region, tail_region, bias_ptr, head, N, scale, HAS_REGIONS)
+            row_max = tl.maximum(row_max, tl.max(s_tail, 1))
         p = tl.exp(s - row_max[:, None])
         row_sum = tl.sum(p, 1)
-        out = tl.dot(p.to(v.dtype), v) / row_sum[:, None]
-        _store_rows(o_ptr, out, window, head, rows, dims, so_w, so_h, so_n, N)
+        out = tl.dot(p.to(v.dtype), v)
+        if N_TAIL > 0:
+            p_tail = tl.exp(s_tail - row_max[:, None])
+            row_sum += tl.sum(p_tail, 1)
+            out += tl.dot(p_tail.to(v.dtype), v_tail)
+        _store_rows(o_ptr, out / row_sum[:, None], window, head, rows, dims, so_w, so_h, so_n, N)
         tl.store(lse_ptr + (window * H + head) * N + rows, row_max + tl.log(row_sum), mask=rows < N)
 
 
@@ -140,16 +162,24 @@ def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_
                  sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n, sdo_w, sdo_h, sdo_n,
                  sdq_w, sdq_h, sdq_n, sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
                  W, H, N, num_windows, scale,
-                 D: tl.constexpr, N_PAD: tl.constexpr, HAS_REGIONS: tl.constexpr, BIAS_GRAD: tl.constexpr,
-                 BLOCK_M: tl.constexpr):
+                 D: tl.constexpr, N_MAIN: tl.constexpr, N_TAIL: tl.constexpr, HAS_REGIONS: tl.constexpr,
+                 BIAS_GRAD: tl.constexpr, BLOCK_M: tl.constexpr):
     window = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
-    keys = tl.arange(0, N_PAD)
     dims = tl.arange(0, D)
+    keys = tl.arange(0, N_MAIN)
     k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
     v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
-    dk = tl.zeros((N_PAD, D), dtype=tl.float32)
-    dv = tl.zeros((N_PAD, D), dtype=tl.float32)
+    k_region = _region_ids(regions_ptr, window, keys, N, num_windows, -1, HAS_REGIONS)
+    dk = tl.zeros((N_MAIN, D), dtype=tl.float32)
+    dv = tl.zeros((N_MAIN, D), dtype=tl.float32)
+    if N_TAIL > 0:
+        tail = N_MAIN + tl.arange(0, N_TAIL)
+        k_tail = _load_rows(k_ptr, window, head, tail, dims, sk_w, sk_h, sk_n, N)
+        v_tail = _load_rows(v_ptr, window, head, tail, dims, sv_w, sv_h, sv_n, N)
+        tail_region = _region_ids(regions_ptr, window, tail, N, num_windows, -1, HAS_REGIONS)
+        dk_tail = tl.zeros((N_TAIL, D), dtype=tl.float32)
+        dv_tail = tl.zeros((N_TAIL, D), dtype=tl.float32)
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
@@ -157,18 +187,20 @@ def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_
         o = _load_rows(o_ptr, window, head, rows, dims, so_w, so_h, so_n, N)
         lse = tl.load(lse_ptr + (window * H + head) * N + rows, mask=rows < N, other=0.0)
         delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-        bias = _load_bias(bias_ptr, head, rows, keys, N)
-        q_region, k_region = _load_regions(regions_ptr, window, rows, keys, N, num_windows, HAS_REGIONS)
-        p = tl.exp(_scores(q, k, bias, q_region, k_region, keys < N, scale, HAS_REGIONS) - lse[:, None])
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-        if BIAS_GRAD:  # dS is the bias's gradient: summed over the windows by atomic adds, as FlexAttention does
-            valid = (rows[:, None] < N) & (keys[None, :] < N)
-            tl.atomic_add(dbias_ptr + head * N * N + rows[:, None] * N + keys[None, :], ds, mask=valid)
-        _store_rows(dq_ptr, tl.dot(ds.to(k.dtype), k) * scale, window, head, rows, dims, sdq_w, sdq_h, sdq_n, N)
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        q_region = _region_ids(regions_ptr, window, rows, N, num_windows, 0, HAS_REGIONS)
+        dq, dk, dv = _key_tile_grads(q, do, delta, lse, rows, keys, q_region, k_region, k, v, dk, dv, bias_ptr,
+                                     dbias_ptr, head, N, scale, HAS_REGIONS, BIAS_GRAD)
+        if N_TAIL > 0:
+            dq_tail, dk_tail, dv_tail = _key_tile_grads(q, do, delta, lse, rows, tail, q_region, tail_region, k_tail,
+                                                        v_tail, dk_tail, dv_tail, bias_ptr, dbias_ptr, head, N, scale,
+                                                        HAS_REGIONS, BIAS_GRAD)
+            dq += dq_tail
+        _store_rows(dq_ptr, dq * scale, window, head, rows, dims, sdq_w, sdq_h, sdq_n, N)
     _store_rows(dk_ptr, dk * scale, window, head, keys, dims, sdk_w, sdk_h, sdk_n, N)
     _store_rows(dv_ptr, dv, window, head, keys, dims, sdv_w, sdv_h, sdv_n, N)
+    if N_TAIL > 0:
+        _store_rows(dk_ptr, dk_tail * scale, window, head, tail, dims, sdk_w, sdk_h, sdk_n, N)
+        _store_rows(dv_ptr, dv_tail, window, head, tail, dims, sdv_w, sdv_h, sdv_n, N)
 
 
 def tuned_tiles() -> dict[str, str]:
@@ -187,13 +219,22 @@ def _unit_stride_d(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
 
 
+def _key_tiles(tokens: int) -> dict[str, int]:
+    """The two key tiles a program holds: N_MAIN, the largest power of two <= N (at least 16), and N_TAIL, the
+    power of two >= 16 covering the rest, 0 if none. 144 = 128 + 16 keys, no padding (a power of two would pad it
+    to 256); 49 -> 32 + 32; 324 -> 256 + 128."""
+    main = max(16, 1 << (tokens.bit_length() - 1))
+    rest = tokens - main
+    return {"N_MAIN": main, "N_TAIL": max(16, triton.next_power_of_2(rest)) if rest > 0 else 0}
+
+
 def _static_args(q: torch.Tensor, num_windows: int, scale: float, has_regions: bool) -> dict:
     """Shape arguments shared by the three kernels."""
     windows_batch, heads, tokens, head_dim = q.shape
     if head_dim < 16 or head_dim & (head_dim - 1):
         raise ValueError(f"the window kernels need a head dim that is a power of two >= 16, not {head_dim}")
     return {"W": windows_batch, "H": heads, "N": tokens, "num_windows": num_windows, "scale": scale,
-            "D": head_dim, "N_PAD": max(16, triton.next_power_of_2(tokens)), "HAS_REGIONS": has_regions}
+            "D": head_dim, **_key_tiles(tokens), "HAS_REGIONS": has_regions}
 
 
 def _regions_args(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, int]:
