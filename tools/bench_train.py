@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -99,7 +98,7 @@ class Measurement:
     synced_ms: float
     peak_gib: float
     mfu: float
-    speedup: float = 1.0
+    speedup: float | None = None  # against the official run of the same model and mode; None without one
 
 
 def step_ms(step, warmup: int, steps: int) -> tuple[float, float]:
@@ -234,7 +233,7 @@ def add_speedups(results: list[Measurement]) -> None:
     for r in results:
         base = next((b for b in results if b.model == r.model and b.mode == r.mode and b.variant == BASELINE.name),
                     None)
-        r.speedup = r.clips_per_s / base.clips_per_s if base else float("nan")
+        r.speedup = r.clips_per_s / base.clips_per_s if base else None
 
 
 def print_table(results: list[Measurement]) -> None:
@@ -242,7 +241,7 @@ def print_table(results: list[Measurement]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r.model} | {r.variant} | {r.mode} | {r.clips_per_s:.1f} | {r.ms_per_step:.1f} | {r.synced_ms:.1f} | "
-              f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {'-' if math.isnan(r.speedup) else f'{r.speedup:.2f}x'} |")
+              f"{r.peak_gib:.1f} | {100 * r.mfu:.1f}% | {'-' if r.speedup is None else f'{r.speedup:.2f}x'} |")
 
 
 def cnn_pair(args) -> dict[str, float]:
