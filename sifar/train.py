@@ -42,7 +42,7 @@ from sifar.io import write_json
 from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
-from sifar.models.float8 import check_float8, convert_to_float8
+from sifar.models.float8 import FP8_NON_FINITE_ADVICE, check_float8, convert_to_float8
 from sifar.models.settings import build_model, resolve_clip
 from sifar.precision import allow_tf32, autocast_for, describe_precision, grad_scaler
 from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
@@ -176,8 +176,10 @@ class LaggedLosses:
     training before anything after it is saved: the trainer resolves the pending step before each checkpoint.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, advice: str = "") -> None:
+        """``advice``: said after the error on a non-finite loss (what to try instead)."""
         self._pending: tuple[torch.Tensor, torch.cuda.Event | None, dict[str, Any]] | None = None
+        self._advice = advice
 
     def push(self, losses: list[torch.Tensor], record: dict[str, Any]) -> dict[str, Any] | None:
         """Queue one step's micro-batch losses and its log record; the previous step's record, resolved."""
@@ -205,7 +207,7 @@ class LaggedLosses:
         for loss in losses:
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"loss is {loss} at epoch {record['epoch']}, step {record['step']}; "
-                                         f"stopping with the last good checkpoint kept")
+                                         f"stopping with the last good checkpoint kept{self._advice}")
         return {**record, "loss": losses[-1]}
 
 
@@ -251,7 +253,7 @@ def train_one_epoch(parts: TrainingParts, state: TrainState) -> bool:
     timer = StepTimer()
     batches = tqdm(total=len(loader), initial=0, disable=not dist_info.is_main, desc=f"epoch {state.epoch}",
                    dynamic_ncols=True)
-    losses = LaggedLosses()
+    losses = LaggedLosses(FP8_NON_FINITE_ADVICE if config.precision == "fp8" else "")
     step_losses: list[torch.Tensor] = []
 
     def report(record: dict[str, Any] | None) -> None:

@@ -29,6 +29,7 @@ from sifar.data.sharding import ShardJob, shard_dataset
 from sifar.data.synth import SynthConfig, make_dataset
 from sifar.data.transforms import normalize
 from sifar.predict import PredictSettings, Predictor, video_views
+from sifar.models.float8 import FP8_NON_FINITE_ADVICE
 from sifar.train import LaggedLosses, NonFiniteLossError
 from sifar.config_fields import ConfigError
 from sifar.train_config import TrainConfig
@@ -419,6 +420,13 @@ def test_lagged_losses_report_each_step_one_step_later_and_stop_at_a_non_finite_
     push(3, float("nan"), 1.0, epoch=1)
     with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1, step 3"):
         push(4, 1.0)
+
+
+def test_a_non_finite_loss_of_an_fp8_run_says_what_to_try():
+    losses = LaggedLosses(FP8_NON_FINITE_ADVICE)
+    losses.push([torch.tensor(float("inf"))], {"step": 7, "epoch": 0})
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf at epoch 0, step 7; .*--precision bf16"):
+        losses.resolve()
 
 
 def test_resume_with_other_settings_is_refused(data, tmp_path):
