@@ -117,7 +117,7 @@ def test_a_resident_split_on_the_gpu_gives_the_cpu_batches(tmp_path):
 
 
 @pytest.mark.xfail(strict=False, reason="issue 30, session 19, H100 (torch 2.11, torchao 0.18): fp8 gave NaN gradients "
-                   "at the first step (compiled, 3 runs of 3; eager 1 run of 4) where bf16 trains; cause not found "
+                   "at the first step (compiled, 3 runs of 3; eager 1 run of 5) where bf16 trains; cause not found "
                    "(docs/PERFORMANCE.md, fp8). Passes again once fp8 is fixed")
 def test_compiled_fp8_training_follows_bf16_on_a_fixed_batch():
     """--precision fp8 on a float8 GPU (torchao's scaled matmuls, compiled as sifar-train compiles): fitting one
