@@ -7,7 +7,9 @@ The gradients reach the relative-position bias table through the same gather in 
 window_attention_qkv (gradient written straight into the qkv layout); ``flex-fwd-kernel-bwd`` the same with
 FlexAttention's forward (``flex_forward=True``). Session 18's first timing also had a ``kernel`` row, the kernels
 on q, k, v views, since dropped (docs/window_attention.json). The forward is timed with autograd on, as in
-training; the first calls (FlexAttention's compile, the kernels' autotuning) fall in the warmup.
+training; the first calls (FlexAttention's compile, the kernels' autotuning) fall in the warmup. Each is timed
+twice: wall clock between CUDA events (the host's launches included) and the GPU kernels' durations from the
+profiler (:func:`kernel_ms`); the speedups and the totals over all the model's blocks use the GPU times.
 
     python -m tools.bench_window_attention --model SIFAR-B-12 --batch 32 --json window_attention.json
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,16 +34,29 @@ IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"
 
 
-def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock]]:
-    """The first unshifted and first shifted block of each stage (the others repeat their shapes)."""
-    seen, blocks = set(), []
+def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock, int]]:
+    """The first unshifted and first shifted block of each stage (the others repeat their shapes), each with the
+    number of the model's blocks of its shape."""
+    first: dict[str, SwinTransformerBlock] = {}
+    counts: Counter[str] = Counter()
     for name, block in model.named_modules():
         if isinstance(block, SwinTransformerBlock):
             stage, shifted = name.split(".blocks.")[0], block.attn_mask is not None
-            if (stage, shifted) not in seen:
-                seen.add((stage, shifted))
-                blocks.append((f"stage{stage.split('.')[-1]}{'-shifted' if shifted else ''}", block))
-    return blocks
+            label = f"stage{stage.split('.')[-1]}{'-shifted' if shifted else ''}"
+            first.setdefault(label, block)
+            counts[label] += 1
+    return [(label, block, counts[label]) for label, block in first.items()]
+
+
+def model_totals(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Each implementation's GPU ms over all the model's blocks (a row's times its ``blocks``): the attention's
+    share of one step, which the equal-weight sum of the rows is not (SIFAR-B's 18 blocks of stage 2)."""
+    totals: dict[str, dict[str, float]] = {}
+    for row in rows:
+        total = totals.setdefault(row["impl"], {"fwd_gpu_ms": 0.0, "fwd_bwd_gpu_ms": 0.0})
+        for key in total:
+            total[key] += row["blocks"] * row[key]
+    return totals
 
 
 def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
@@ -72,6 +88,20 @@ def cuda_ms(fn: Callable[[], object], warmup: int, reps: int) -> float:
     return start.elapsed_time(end) / reps
 
 
+def kernel_ms(fn: Callable[[], object], reps: int) -> float:
+    """Mean milliseconds of the GPU kernels ``fn`` launches, their durations summed as the profiler's "Self CUDA
+    time total" sums them. Wall-clock timing of calls of under a millisecond also times the host's launches
+    (FlexAttention's compiled call wraps each in guards): the two agreed to 1% at stage 0, but at stages 1-3 one
+    FlexAttention row moved by up to 2x between two machines (session 19)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    device_events = [e for e in prof.key_averages()
+                     if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
+    return sum(e.self_device_time_total for e in device_events) / reps / 1000.0
+
+
 def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: torch.Tensor, args) -> dict:
     """Forward and forward+backward times of one implementation, and its output and gradients."""
     attn, table = block.attn, block.attn.relative_position_bias_table
@@ -83,10 +113,11 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
 
     forward_ms = cuda_ms(step, args.warmup, args.reps)  # with autograd on, as in training: no extra compile
     train_ms = cuda_ms(forward_backward, args.warmup, args.reps)
+    forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), kernel_ms(forward_backward, args.reps)
     out = step()
     qkv.grad = table.grad = None
     out.backward(grad)
-    return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms,
+    return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms, "fwd_gpu_ms": forward_gpu_ms, "fwd_bwd_gpu_ms": train_gpu_ms,
             "tensors": {"out": out.detach().float(), "dqkv": qkv.grad.float(), "dtable": table.grad.float()}}
 
 
@@ -118,8 +149,9 @@ def bench_block(label: str, block: SwinTransformerBlock, args) -> list[dict]:
 
 def print_row(row: dict, flex: dict) -> None:
     errors = " ".join(f"{name} {e['max_abs']:.1e}/{e['rel_norm']:.1e}" for name, e in row["vs_flex"].items())
-    print(f"{row['block']:<16}{row['W']:>6}{row['H']:>4}{row['N']:>5}  {row['impl']:<11}{row['fwd_ms']:>8.3f}"
-          f"{row['fwd_bwd_ms']:>10.3f}{flex['fwd_bwd_ms'] / row['fwd_bwd_ms']:>8.2f}x  {errors}", flush=True)
+    print(f"{row['block']:<16}{row['W']:>6}{row['H']:>4}{row['N']:>5}  {row['impl']:<20}{row['fwd_ms']:>8.3f}"
+          f"{row['fwd_bwd_ms']:>9.3f}{row['fwd_gpu_ms']:>9.3f}{row['fwd_bwd_gpu_ms']:>9.3f}"
+          f"{flex['fwd_bwd_gpu_ms'] / row['fwd_bwd_gpu_ms']:>8.2f}x  {errors}", flush=True)
 
 
 def main() -> None:
@@ -137,18 +169,23 @@ def main() -> None:
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
     print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}; max abs / relative norm vs flex")
-    print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<11}{'fwd ms':>8}{'f+b ms':>10}{'speedup':>9}  errors")
+    print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<20}{'fwd ms':>8}{'f+b ms':>9}{'fwd GPU':>9}{'f+b GPU':>9}"
+          f"{'speedup':>9}  errors (speedup: f+b GPU ms, FlexAttention's over the row's)")
     rows = []
-    for label, block in stage_blocks(model):
+    for label, block, count in stage_blocks(model):
         if args.blocks and label not in args.blocks.split(","):
             continue
-        block_rows = bench_block(label, block, args)
+        block_rows = [{**row, "blocks": count} for row in bench_block(label, block, args)]
         for row in block_rows:
             print_row(row, block_rows[0])
         rows += block_rows
+    totals = model_totals(rows)
+    for impl, total in totals.items():
+        print(f"all {args.model}'s blocks, {impl}: forward {total['fwd_gpu_ms']:.2f} GPU ms, forward + backward "
+              f"{total['fwd_bwd_gpu_ms']:.2f} ({totals['flex']['fwd_bwd_gpu_ms'] / total['fwd_bwd_gpu_ms']:.2f}x)")
     if args.json:
         write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "model": args.model,
-                                     "batch": args.batch, "rows": rows})
+                                     "batch": args.batch, "rows": rows, "model_totals": totals})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""The window-attention benchmark's bookkeeping on the CPU: which blocks stand for the model, and how many each."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("triton", reason="the benchmark times Triton kernels")
+
+from sifar.models import create_model  # noqa: E402
+from tools.bench_window_attention import model_totals, stage_blocks  # noqa: E402
+
+
+def test_stage_blocks_stand_for_every_block_of_sifar_b():
+    blocks = stage_blocks(create_model("SIFAR-B-12", num_classes=10))
+    counts = {label: count for label, _block, count in blocks}
+    # Swin-B's depths 2, 2, 18, 2; the last stage's window covers its whole map, so it is never shifted
+    assert counts == {"stage0": 1, "stage0-shifted": 1, "stage1": 1, "stage1-shifted": 1, "stage2": 9,
+                      "stage2-shifted": 9, "stage3": 2}
+    assert all((block.attn_mask is not None) == label.endswith("shifted") for label, block, _count in blocks)
+
+
+def test_model_totals_weigh_each_row_by_its_blocks():
+    rows = [{"impl": "flex", "blocks": 9, "fwd_gpu_ms": 1.0, "fwd_bwd_gpu_ms": 2.0},
+            {"impl": "flex", "blocks": 1, "fwd_gpu_ms": 0.5, "fwd_bwd_gpu_ms": 4.0},
+            {"impl": "kernel-qkv", "blocks": 9, "fwd_gpu_ms": 0.5, "fwd_bwd_gpu_ms": 3.0}]
+    assert model_totals(rows) == {"flex": {"fwd_gpu_ms": 9.5, "fwd_bwd_gpu_ms": 22.0},
+                                  "kernel-qkv": {"fwd_gpu_ms": 4.5, "fwd_bwd_gpu_ms": 27.0}}
