@@ -3,7 +3,8 @@
     python -m tools.bench_predict [--video FILE] [--seconds 60] [--size 1280x720] [--gop 250] [--rounds 3]
 
 Without ``--video`` it encodes ``--seconds`` of ffmpeg's moving test pattern at ``--size`` and 30 fps
-(H.264, a keyframe every ``--gop`` frames at most: 250 is x264's default, streaming sites use about 2 s). Each way runs in a fresh Python process, ``--rounds`` times alternately; the table gives the
+(H.264, a keyframe every ``--gop`` frames at most: 250 is x264's default, streaming sites use about 2 s).
+Each way runs in a fresh Python process, ``--rounds`` times alternately; the table gives the
 median wall time and how far the process's peak resident memory rose above what it held before reading
 (Linux: the peak is reset through /proc/self/clear_refs after the imports; ffmpeg's own memory is not in it:
 a forked child's peak counts its parent's pages):

@@ -64,7 +64,8 @@ class FramePooledHead(nn.Module):
 
     def __init__(self, channels: int, hidden: int, num_classes: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(9 * channels, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(9 * channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(nn.functional.adaptive_avg_pool2d(x, 3))
@@ -141,7 +142,8 @@ def held_out(model: nn.Module, clips, labels, frame_size: int, device: torch.dev
 
 def run(spec: dict, data, classes: list[str], workers: int, device: torch.device) -> dict:
     (train_clips, train_labels), (val_clips, val_labels) = data
-    seed, frame_size, batch, steps = spec.get("seed", 0), spec.get("frame_size", 24), spec.get("batch", 32), spec["steps"]
+    seed, frame_size, batch = spec.get("seed", 0), spec.get("frame_size", 24), spec.get("batch", 32)
+    steps = spec["steps"]
     torch.manual_seed(seed)
     model = build(spec, len(classes)).to(device).to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, "adamw", lr=spec["lr"], weight_decay=spec.get("weight_decay", 0.05))
@@ -164,7 +166,8 @@ def run(spec: dict, data, classes: list[str], workers: int, device: torch.device
             predictions = held_out(model, val_clips, val_labels, frame_size, device)
             curve[step] = [round(100 * float((predictions == val_labels).float().mean()), 1),
                            round(float(np.mean(losses[-50:])), 3)]
-    per_class = {c: round(100 * float((predictions[val_labels == i] == i).float().mean())) for i, c in enumerate(classes)}
+    per_class = {c: round(100 * float((predictions[val_labels == i] == i).float().mean()))
+                 for i, c in enumerate(classes)}
     return {**spec, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "curve": curve,
             "top1": curve[steps][0], "per_class": per_class, "seconds": round(time.perf_counter() - began, 1)}
 

@@ -77,8 +77,8 @@ def _chroma_blocks(chroma: np.ndarray) -> np.ndarray:
     even = chroma[..., : height // 2 * 2, : width // 2 * 2, :]
     blocks = even.reshape(*even.shape[:-3], height // 2, 2, width // 2, 2, 2).mean(axis=(-4, -2))
     full = np.repeat(np.repeat(blocks, 2, axis=-3), 2, axis=-2)
-    return np.pad(full, [(0, 0)] * (full.ndim - 3) + [(0, height - full.shape[-3]), (0, width - full.shape[-2]), (0, 0)],
-                  mode="edge")
+    padding = [(0, 0)] * (full.ndim - 3) + [(0, height - full.shape[-3]), (0, width - full.shape[-2]), (0, 0)]
+    return np.pad(full, padding, mode="edge")
 
 
 def object_difference(frames: np.ndarray, background: np.ndarray) -> np.ndarray:

@@ -55,7 +55,8 @@ class PositionalCNN(nn.Module):
                              f"model's stride {stride}: choose a frame size that a multiple of {stride} fits")
         stages, channels = [], 3
         for i, width in enumerate(widths):
-            stages.append(nn.Sequential(*conv_bn_relu(channels, width, 1 if i == 0 else 2), *conv_bn_relu(width, width)))
+            first_stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(*conv_bn_relu(channels, width, first_stride), *conv_bn_relu(width, width)))
             channels = width
         stages.append(large_kernel_mixer(channels, kernel_size))
         self.stages = nn.Sequential(*stages)
