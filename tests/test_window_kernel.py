@@ -172,3 +172,18 @@ def test_a_model_swapped_to_the_kernels_computes_as_before_in_one_compiled_graph
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, atol=2e-4, rtol=1e-3, msg=key)
+
+
+def test_use_window_kernel_swaps_the_windows_up_to_max_tokens():
+    from sifar.models import create_model
+    from sifar.models.window_attention import SifarWindowAttention
+    from tools.window_kernel import KernelWindowAttention, use_window_kernel
+
+    model = create_model("SIFAR-B-12", num_classes=10)
+    assert use_window_kernel(model, max_tokens=144) == 22  # stages 1-3's 12x12 windows, not stage 4's 18x18
+    attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)]
+    assert {type(m).__name__: m.window_area for m in attentions if m.window_area == 324} == {
+        "SifarWindowAttention": 324}
+    assert sum(isinstance(m, KernelWindowAttention) for m in attentions) == 22
+    assert use_window_kernel(model) == 24  # all (the 22 again, unchanged)
+

@@ -57,6 +57,7 @@ class Variant:
     compile_options: dict | None = None  # None: as sifar-train / sifar-eval --compile run (compile_model)
     fp8: bool = False  # linear layers in float8 (sifar-train --precision fp8), the rest bf16
     window_kernel: bool = False  # window attention on tools/window_kernel.py's Triton kernels (a candidate)
+    window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -83,6 +84,10 @@ VARIANTS = (
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
     # the candidate Triton window-attention kernels in place of FlexAttention (tools/window_kernel.py)
     Variant("kernel-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, window_kernel=True),
+    # the kernels for 12x12 windows only: SIFAR-B-12's last stage (18x18 = 324 tokens, where their backward took
+    # 2.3x FlexAttention's in session 19) keeps FlexAttention
+    Variant("kernel144-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            window_kernel=True, window_kernel_max_tokens=144),
 )
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
@@ -133,7 +138,7 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     if variant.fp8:
         convert_to_float8(model, torch.device("cuda"))
     if variant.window_kernel:
-        use_window_kernel(model)
+        use_window_kernel(model, variant.window_kernel_max_tokens)
     return model
 
 

@@ -379,11 +379,13 @@ class KernelWindowAttention(SifarWindowAttention):
         return self.proj_drop(self.proj(window_attention_qkv(qkv, bias, regions, self.scale, self.num_heads)))
 
 
-def use_window_kernel(model: torch.nn.Module) -> int:
-    """Make every window attention of a Swin SIFAR ``model`` (``create_model`` made them SifarWindowAttention)
-    compute with these kernels, in place; the number changed. A benchmark's switch, not the package's: the
-    class of each module is swapped, its parameters and buffers stay."""
-    attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)]
+def use_window_kernel(model: torch.nn.Module, max_tokens: int | None = None) -> int:
+    """Make the window attentions of a Swin SIFAR ``model`` (``create_model`` made them SifarWindowAttention)
+    compute with these kernels, in place: all, or those whose windows hold at most ``max_tokens`` tokens (the
+    others keep FlexAttention); the number changed. A benchmark's switch, not the package's: the class of each
+    module is swapped, its parameters and buffers stay."""
+    attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)
+                  and (max_tokens is None or m.window_area <= max_tokens)]
     for attention in attentions:
         attention.__class__ = KernelWindowAttention
     return len(attentions)
