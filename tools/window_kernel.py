@@ -1,16 +1,16 @@
 """Swin window attention (relative-position bias, shifted-window mask) as hand-written Triton kernels.
 
-Status (issue 30): a candidate, not wired into any model. Correct on an H100 (FlexAttention's results to 1e-3 in
-bf16) and slower than FlexAttention at SIFAR-B-12's training shapes in both versions timed so far
-(docs/PERFORMANCE.md, "Round two"): keys padded to a power of two, then one program per window and head (session
-19: 0.63x of FlexAttention's forward + backward on an idle H100). This version holds the keys in two tiles (below)
-and is checked under Triton's interpreter. It lives with the tools until it beats FlexAttention and
-``set_attention`` can offer it.
+Status (issue 30): a candidate, not wired into any model; correct on an H100 (FlexAttention's results to 1e-3 in
+bf16), not faster (docs/PERFORMANCE.md, "Round two"). Three versions timed at SIFAR-B-12's training shapes, forward
++ backward summed over one block of each kind against FlexAttention's: session 18's first (a shared GPU, 0.87x);
+one program per window and head with the keys padded to a power of two (session 19, idle card, 0.63x); this one,
+the keys in two tiles (session 19, 0.92x; the whole compiled inference step 0.986x). It lives with the tools until
+it beats FlexAttention and ``set_attention`` can offer it.
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
 (12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
 times. Windows are small: a program here owns one window and head, loads its keys and values once and keeps them
-in registers while it walks the query rows in tiles of 16, with the shift mask from a region id per token. The
+in registers while it walks the query rows in tiles, with the shift mask from a region id per token. The
 (q, k, v) layout is read through strides, so the qkv linear's output is never copied, and
 :func:`window_attention_qkv` writes the gradients straight into the qkv layout.
 
@@ -26,8 +26,8 @@ Kernels (one program per window and head; all N keys of the window in two tiles,
 
 Keys are held in two power-of-two tiles, N_MAIN + N_TAIL (144 = 128 + 16), since Triton's tiles are powers of
 two: padding 144 keys to 256 (session 19's timed version) computed 1.8x the scores, as FlexAttention's 64-token
-tiles do (192 x 192 for 144 x 144); the two tiles compute 144 x 144 at N=144. Query rows are tiled by 16
-(144 = 9 x 16) or 32.
+tiles do (192 x 192 for 144 x 144); the two tiles compute 144 x 144 at N=144. Query rows are tiled by 16, 32 or 64
+(the autotuner's choice; 16 divides 144).
 
 Saved for the backward: q, k, v (or qkv), the output and the logsumexp. Matrix products take bf16/fp16 inputs
 with fp32 accumulation (fp32 inputs: Triton's default TF32 on GPU). ``TRITON_INTERPRET=1`` runs the same kernels
