@@ -14,7 +14,7 @@ from torch import nn
 
 from sifar.checkpoint import load_trained
 from sifar.models import create_model
-from sifar.models.float8 import convert_to_float8, float8_layers
+from sifar.models.float8 import FP8_RECIPES, convert_to_float8, float8_layers
 from sifar.precision import autocast_for, describe_precision, grad_scaler
 
 from test_train import TINY, data, run_train, step_losses  # noqa: F401 - data: the shards fixture
@@ -37,11 +37,14 @@ def test_every_linear_layer_of_sixteen_multiples_is_chosen_but_the_classifier():
                            if name != "backbone.head.fc" and m.in_features % 16 == 0 and m.out_features % 16 == 0}
 
 
-def test_a_converted_model_keeps_its_state_dict_computes_as_bf16_does_and_its_gradients_flow():
+@pytest.mark.parametrize("recipe", FP8_RECIPES)
+def test_a_converted_model_keeps_its_state_dict_computes_as_bf16_does_and_its_gradients_flow(recipe):
     plain, converted = nano(), nano()
     before = {k: v.clone() for k, v in converted.state_dict().items()}
-    names = convert_to_float8(converted, CPU)
+    names = convert_to_float8(converted, CPU, recipe)
     assert all(type(converted.get_submodule(name)).__name__ == "Float8Linear" for name in names)
+    granularity = {converted.get_submodule(name).config.cast_config_input.scaling_granularity.name for name in names}
+    assert granularity == {"tensorwise": {"TENSORWISE"}, "rowwise": {"AXISWISE"}}[recipe]
     after = converted.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     frames = torch.randn(4, 8, 3, 32, 32)
@@ -59,6 +62,11 @@ def test_a_converted_model_keeps_its_state_dict_computes_as_bf16_does_and_its_gr
     assert error(logits) < 2 * error(bf16), f"fp8 logits {error(logits):.3f} from fp32's, bf16 {error(bf16):.3f}"
     logits.float().logsumexp(-1).sum().backward()
     assert all(converted.get_submodule(name).weight.grad.abs().sum() > 0 for name in names)
+
+
+def test_an_unknown_fp8_recipe_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown fp8 recipe 'blockwise': one of tensorwise, rowwise"):
+        convert_to_float8(nano(), CPU, "blockwise")
 
 
 def test_fp8_is_bf16_autocast_around_its_linear_layers_and_needs_no_loss_scaler():

@@ -23,8 +23,9 @@ def run_probe(tmp_path, *args: str) -> dict:
     return json.loads((tmp_path / "probe.json").read_text())["ways"]["eager"]
 
 
-def test_a_healthy_fp8_run_reports_no_non_finite_value(tmp_path):
-    records = run_probe(tmp_path, "--steps", "2")
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+def test_a_healthy_fp8_run_reports_no_non_finite_value(tmp_path, recipe):
+    records = run_probe(tmp_path, "--steps", "2", "--recipe", recipe)
     assert [r["step"] for r in records] == [1, 2]
     for record in records:
         assert record["logits_finite"] and record["non_finite_grads"] == record["non_finite_weights"] == []

@@ -9,6 +9,7 @@ hooks on every leaf module with parameters record the first one (in backward ord
 finite and whose input gradients are not.
 
     python -m tools.fp8_probe --ways eager,compile --steps 4 --json fp8_probe.json
+    python -m tools.fp8_probe --ways compile --recipe rowwise --steps 4   # does per-row scaling avoid it?
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sifar.cli.options import comma_items
 from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.compile import compile_model
-from sifar.models.float8 import convert_to_float8
+from sifar.models.float8 import FP8_RECIPES, convert_to_float8
 from sifar.precision import autocast_for
 
 WAYS = ("eager", "compile", "compile-nopdl")
@@ -57,12 +58,12 @@ def stepper(way: str, model: nn.Module) -> nn.Module:
 
 
 def probe(way: str, model_name: str, frames: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
-          seed: int) -> list[dict]:
-    """One record a step of the fixed-batch loop, fp8, done ``way``."""
+          seed: int, recipe: str = "tensorwise") -> list[dict]:
+    """One record a step of the fixed-batch loop, fp8 with torchao's ``recipe``, done ``way``."""
     device = frames.device
     torch.manual_seed(seed)
     model = create_model(model_name, num_classes=CLASSES, drop_path_rate=0.0).to(device)
-    convert_to_float8(model, device)
+    convert_to_float8(model, device, recipe)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     births = watch_nan_birth(model) if way == "eager" else None
     step_model = stepper(way, model)
@@ -97,9 +98,11 @@ def probe(way: str, model_name: str, frames: torch.Tensor, labels: torch.Tensor,
 @click.option("--steps", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=2e-4, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--recipe", default="tensorwise", show_default=True, type=click.Choice(FP8_RECIPES),
+              help="torchao's float8 scaling: one scale per tensor (sifar-train's) or per row")
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the records here")
-def main(ways: str, model_name: str, clips: int, frame_size: int, steps: int, lr: float, seed: int,
+def main(ways: str, model_name: str, clips: int, frame_size: int, steps: int, lr: float, seed: int, recipe: str,
          device: str, json_path: str | None) -> None:
     chosen = comma_items(ways)
     unknown = [way for way in chosen if way not in WAYS]
@@ -109,8 +112,9 @@ def main(ways: str, model_name: str, clips: int, frame_size: int, steps: int, lr
     torch.manual_seed(seed)
     frames = torch.randn(clips, 8, 3, frame_size, frame_size, device=device)
     labels = torch.randint(0, CLASSES, (clips,), device=device)
-    report = {"model": model_name, "clips": clips, "frame_size": frame_size, "lr": lr, "device": device,
-              "ways": {way: probe(way, model_name, frames, labels, steps, lr, seed) for way in chosen}}
+    report = {"model": model_name, "clips": clips, "frame_size": frame_size, "lr": lr, "recipe": recipe,
+              "device": device,
+              "ways": {way: probe(way, model_name, frames, labels, steps, lr, seed, recipe) for way in chosen}}
     if json_path:
         write_json(json_path, report)
 

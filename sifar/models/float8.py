@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 FP8_MIN_CAPABILITY = (8, 9)  # float8 tensor cores: Ada and Hopper and later
+FP8_RECIPES = ("tensorwise", "rowwise")  # torchao's scaling recipes (Float8LinearConfig.from_recipe_name)
 # Said when an fp8 run's loss turns non-finite. On an H100 (torch 2.11, torchao 0.18) fp8 gave NaN gradients where
 # bf16 did not: tests/test_gpu.py's fixed-batch test, compiled 3 runs of 3 at the first step, eager 1 of 5
 # (docs/PERFORMANCE.md, "fp8"); the cause is not found. The temporal study's eager fp8 runs stayed finite.
@@ -33,28 +34,33 @@ def check_float8(device: torch.device) -> None:
     """ValueError, naming the reason, unless fp8 training can run on ``device``: torchao installed, and a GPU
     with float8 (any CPU runs it, slowly). The trainer asks before it reads any data."""
     _check_device(device)
-    _torchao_converter()
+    _torchao_float8()
 
 
-def convert_to_float8(model: nn.Module, device: torch.device) -> list[str]:
+def convert_to_float8(model: nn.Module, device: torch.device, recipe: str = "tensorwise") -> list[str]:
     """Swap :func:`float8_layers` for torchao's float8 linear layers in place (same parameters, same state dict
-    keys); return their names. Refused as :func:`check_float8` refuses, or for a model without such layers."""
+    keys); return their names. ``recipe``: torchao's scaling recipe, one of :data:`FP8_RECIPES` (tensorwise, its
+    default: one scale per tensor; rowwise: one per row, for the NaN probe). Refused as :func:`check_float8`
+    refuses, for an unknown recipe, or for a model without such layers."""
     _check_device(device)
-    convert_to_float8_training = _torchao_converter()
+    torchao_float8 = _torchao_float8()
+    if recipe not in FP8_RECIPES:
+        raise ValueError(f"unknown fp8 recipe {recipe!r}: one of {', '.join(FP8_RECIPES)}")
     chosen = set(float8_layers(model))
     if not chosen:
         raise ValueError(f"--precision fp8: {getattr(model, 'name', type(model).__name__)} has no linear layer "
                          "whose sizes are multiples of 16")
-    convert_to_float8_training(model, module_filter_fn=lambda _module, name: name in chosen)
+    torchao_float8.convert_to_float8_training(model, module_filter_fn=lambda _module, name: name in chosen,
+                                              config=torchao_float8.Float8LinearConfig.from_recipe_name(recipe))
     return sorted(chosen)
 
 
-def _torchao_converter():
+def _torchao_float8():
     try:
-        from torchao.float8 import convert_to_float8_training
+        import torchao.float8
     except ImportError as err:
         raise ValueError("--precision fp8 needs torchao: pip install 'sifar[fp8]'") from err
-    return convert_to_float8_training
+    return torchao.float8
 
 
 def _classifier(model: nn.Module) -> nn.Module | None:
