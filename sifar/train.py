@@ -206,8 +206,9 @@ class LaggedLosses:
         losses = values.tolist()
         for loss in losses:
             if not math.isfinite(loss):
+                advice = f"; {self._advice}" if self._advice else ""
                 raise NonFiniteLossError(f"loss is {loss} at epoch {record['epoch']}, step {record['step']}; "
-                                         f"stopping with the last good checkpoint kept{self._advice}")
+                                         f"stopping with the last good checkpoint kept{advice}")
         return {**record, "loss": losses[-1]}
 
 

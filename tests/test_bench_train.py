@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tools.bench_train import planned_runs
+from tools.bench_train import VARIANTS, planned_runs
 
 
 def plan(runs: str = "", models: str = "SIFAR-B-12", variants: str = "official,flex-bf16-compile",
@@ -48,3 +48,10 @@ def test_steady_train_speed_reads_the_trainers_metrics_after_the_skipped_steps(t
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
     clips_per_s, wait = steady_train_speed(metrics, batch=32, skip=2)
     assert clips_per_s == 32.0 and wait == 0.25
+
+
+def test_end_to_end_compares_only_variants_the_commands_run():
+    """The end-to-end commands run the library's defaults: not the benchmark's own tiles or compile options, fp8 or
+    the kernel candidate."""
+    assert {v.name for v in VARIANTS if v.as_the_commands_run} == {
+        "official", "sdpa-bf16", "sdpa-bf16-compile", "flex-bf16-compile"}

@@ -59,6 +59,13 @@ class Variant:
     window_kernel: bool = False  # window attention on tools/window_kernel.py's Triton kernels (a candidate)
     window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
 
+    @property
+    def as_the_commands_run(self) -> bool:
+        """Whether ``sifar-train`` / ``sifar-eval`` at their defaults run as this variant does (none of the
+        benchmark's own tiles or compile options, no fp8, no kernel candidate): the end-to-end rows compare these."""
+        return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
+                and not self.window_kernel)
+
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
 FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
@@ -106,9 +113,9 @@ class Measurement:
     speedup: float | None = None  # against the official run of the same model and mode; None without one
 
 
-def step_ms(step, warmup: int, steps: int) -> tuple[float, float]:
-    """(ms a step over ``steps`` steps queued back to back, median ms of single steps each followed by a host
-    sync), after ``warmup`` untimed steps (compilation happens there)."""
+def back_to_back_ms(step, warmup: int, steps: int) -> float:
+    """Milliseconds a step over ``steps`` steps queued back to back (timed between CUDA events), after ``warmup``
+    untimed steps (compilation and autotuning happen there); peak memory is counted from the timed steps."""
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
@@ -119,7 +126,14 @@ def step_ms(step, warmup: int, steps: int) -> tuple[float, float]:
         step()
     end.record()
     end.synchronize()
-    back_to_back = start.elapsed_time(end) / steps
+    return start.elapsed_time(end) / steps
+
+
+def step_ms(step, warmup: int, steps: int) -> tuple[float, float]:
+    """(ms a step queued back to back (:func:`back_to_back_ms`), median ms of single steps each followed by a host
+    sync)."""
+    back_to_back = back_to_back_ms(step, warmup, steps)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(steps):
         start.record()
@@ -393,9 +407,7 @@ def main() -> None:
     e2e = []
     if args.end_to_end:
         # the commands run the library's defaults, so only variants with the default kernel options compare
-        defaults = {v.name: v for v in VARIANTS
-                    if v.flex_kernel_options is None and v.compile_options is None and not v.fp8
-                    and not v.window_kernel}
+        defaults = {v.name: v for v in VARIANTS if v.as_the_commands_run}
         trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in defaults]
         fastest = max(trained, key=lambda r: r.clips_per_s)
         fast = defaults[fastest.variant]

@@ -28,7 +28,8 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import SifarWindowAttention
-from tools.window_kernel import tuned_tiles, window_attention_qkv
+from tools.bench_train import back_to_back_ms
+from tools.window_kernel import merge_heads, split_heads, tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"
@@ -61,7 +62,6 @@ def model_totals(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
     """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``."""
-    windows, tokens, _ = qkv.shape
     heads = attn.num_heads
     regions = None if mask is None else attn.shift_regions
 
@@ -69,23 +69,9 @@ def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mas
         if impl != "flex":
             return window_attention_qkv(qkv, attn.score_bias(qkv.dtype), regions, attn.scale, heads,
                                         flex_forward=impl == "flex-fwd-kernel-bwd")
-        q, k, v = qkv.reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        return attn._flex(q, k, v, mask).transpose(1, 2).reshape(windows, tokens, -1)
+        return merge_heads(attn._flex(*split_heads(qkv, heads), mask))
 
     return step
-
-
-def cuda_ms(fn: Callable[[], object], warmup: int, reps: int) -> float:
-    """Mean milliseconds of ``fn`` over ``reps`` runs, timed with CUDA events after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def kernel_ms(fn: Callable[[], object], reps: int) -> float:
@@ -111,8 +97,8 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
         qkv.grad = table.grad = None
         step().backward(grad)
 
-    forward_ms = cuda_ms(step, args.warmup, args.reps)  # with autograd on, as in training: no extra compile
-    train_ms = cuda_ms(forward_backward, args.warmup, args.reps)
+    forward_ms = back_to_back_ms(step, args.warmup, args.reps)  # with autograd on, as in training
+    train_ms = back_to_back_ms(forward_backward, args.warmup, args.reps)
     forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), kernel_ms(forward_backward, args.reps)
     out = step()
     qkv.grad = table.grad = None

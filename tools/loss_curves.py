@@ -64,7 +64,8 @@ class CurveComparison:
 
 def t_quantile_975(degrees: int) -> float:
     """Student's t 97.5% quantile (Cornish-Fisher expansion around the normal's; within 0.5% of the tables from
-    3 degrees of freedom on, 1% at 2): the half-width in SE of a two-sided 95% interval."""
+    3 degrees of freedom on, 1% at 2): the half-width in SE of a two-sided 95% interval. Written out because
+    SciPy (``scipy.stats.t.ppf``) is not a dependency and torch's StudentT has no inverse CDF."""
     z = 1.959964
     terms = ((z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96, (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
              (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160)

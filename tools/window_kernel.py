@@ -281,7 +281,7 @@ def _qkv_forward(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tensor | 
     bias, regions = _prepare(bias, regions)
     windows_batch, tokens, channels = qkv.shape
     out = torch.empty((windows_batch, tokens, channels // 3), device=qkv.device, dtype=qkv.dtype)
-    lse = _forward(*_split_heads(_unit_stride_d(qkv), num_heads), _heads_view(out, num_heads), bias, regions, scale)
+    lse = _forward(*split_heads(_unit_stride_d(qkv), num_heads), _heads_view(out, num_heads), bias, regions, scale)
     return out, lse
 
 
@@ -291,13 +291,12 @@ def _qkv_flex_forward(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.Tens
     """:func:`_qkv_forward` by FlexAttention as ``window_attention.py`` calls it (its output and logsumexp), so
     that the kernels' backward can be measured after the model's own forward."""
     bias, regions = _prepare(bias, regions)
-    q, k, v = _split_heads(qkv, num_heads)
+    q, k, v = split_heads(qkv, num_heads)
     attend = compiled_flex_attention() if qkv.is_cuda else flex_attention
     # detached: FlexAttention on the CPU refuses inputs that require gradients (its backward is not used here)
     out, lse = attend(q.detach(), k.detach(), v.detach(), score_mod=window_score_mod(bias.detach(), regions),
                       scale=scale, kernel_options=FLEX_KERNEL_OPTIONS if qkv.is_cuda else None, return_lse=True)
-    windows_batch, tokens, channels = qkv.shape
-    return out.transpose(1, 2).reshape(windows_batch, tokens, channels // 3), lse.contiguous()
+    return merge_heads(out), lse.contiguous()
 
 
 @_qkv_forward.register_fake
@@ -316,8 +315,8 @@ def _qkv_backward(qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, grad_
     bias, regions = _prepare(bias, regions)
     qkv = _unit_stride_d(qkv)
     grad_qkv = torch.empty_like(qkv)
-    dbias = _backward(*_split_heads(qkv, num_heads), _heads_view(out, num_heads), lse,
-                      _heads_view(grad_out.contiguous(), num_heads), _split_heads(grad_qkv, num_heads),
+    dbias = _backward(*split_heads(qkv, num_heads), _heads_view(out, num_heads), lse,
+                      _heads_view(grad_out.contiguous(), num_heads), split_heads(grad_qkv, num_heads),
                       bias, regions, scale, bias_grad)
     return grad_qkv, dbias if bias_grad else bias.new_empty(0)
 
@@ -344,10 +343,16 @@ for _op in (_qkv_forward, _qkv_flex_forward):  # both saved what the one backwar
     _op.register_autograd(_qkv_gradients, setup_context=_qkv_setup_context)
 
 
-def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W, H, N, D) views q, k, v of a (W, N, 3*H*D) tensor, as timm's WindowAttention splits it."""
     windows_batch, tokens, channels = qkv.shape
     return qkv.view(windows_batch, tokens, 3, num_heads, channels // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """The (W, N, H*D) tensor of a (W, H, N, D) one, as the output projection reads it."""
+    windows_batch, _, tokens, _ = x.shape
+    return x.transpose(1, 2).reshape(windows_batch, tokens, -1)
 
 
 def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
