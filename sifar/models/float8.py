@@ -19,7 +19,7 @@ FP8_RECIPES = ("tensorwise", "rowwise")  # torchao's scaling recipes (Float8Line
 # bf16 did not: tests/test_gpu.py's fixed-batch test, compiled 3 runs of 3 at the first step, eager 1 of 5
 # (docs/PERFORMANCE.md, "fp8"); the cause is not found. The temporal study's eager fp8 runs stayed finite.
 FP8_NON_FINITE_ADVICE = ("--precision fp8 is experimental and has given NaN gradients where bf16 did not, "
-                         "compiled above all (docs/PERFORMANCE.md): resume with --precision bf16 or without --compile")
+                         "compiled or not (docs/PERFORMANCE.md, fp8): resume with --precision bf16")
 
 
 def float8_layers(model: nn.Module) -> list[str]:
