@@ -10,8 +10,8 @@ import pytest
 
 from tools.temporal_report import comparison, model_seed_sd, pooled_seed_sd, results_rows, rows_of, write_report
 from tools.temporal_rows import ROWS_BY_NAME
-from tools.temporal_study import (GPU_SETTINGS, Job, RunOptions, main, parse_job, planned_jobs, seed_list,
-                                  selected_rows, train_config)
+from tools.temporal_study import (GPU_SETTINGS, Job, RunOptions, epoch_throughput, main, parse_job, planned_jobs,
+                                  seed_list, selected_rows, train_config)
 
 
 def test_runs_are_planned_seed_major_and_rows_keep_their_seed_limit():
@@ -28,6 +28,15 @@ def test_a_longer_schedule_row_trains_more_epochs_after_the_same_warmup(tmp_path
                   for name in ("sifar_3x3", "sifar_3x3_long"))
     assert long.epochs == 2 * base.epochs == 2 * GPU_SETTINGS.epochs
     assert (long.warmup_epochs, long.lr, long.min_lr) == (base.warmup_epochs, base.lr, base.min_lr)
+
+
+def test_throughput_is_the_median_over_epochs_of_each_epochs_last_step(tmp_path):
+    steps = [(0, 90.0, 0.2), (0, 100.0, 0.1), (1, 120.0, 0.3), (2, 50.0, 0.0), (3, 130.0, 0.5)]
+    lines = [json.dumps({"kind": "step", "epoch": e, "clips_per_s": c, "data_wait": w, "loss": 1.0 - i / 10})
+             for i, (e, c, w) in enumerate(steps)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join([*lines, json.dumps({"kind": "eval", "top1": 0.5})]) + "\n")
+    # the epochs' last steps: 100, 120, 50, 130 clips/s -> 110 (the middle two averaged); waits 0.1, 0.3, 0, 0.5
+    assert epoch_throughput(tmp_path) == {"epoch_clips_per_s": 110.0, "data_wait": 0.2, "final_loss": 0.6}
 
 
 @pytest.mark.parametrize("text", ["resnet", "nope@1", "resnet@x"])

@@ -36,6 +36,7 @@ import json
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -210,8 +211,7 @@ def epoch_throughput(output: Path) -> dict[str, float]:
     last_of_epoch = list({r["epoch"]: r for r in steps}.values())  # each epoch's last step: its average
 
     def median(key: str) -> float:
-        values = sorted(r[key] for r in last_of_epoch)
-        return values[len(values) // 2]
+        return statistics.median(r[key] for r in last_of_epoch)
 
     return {"epoch_clips_per_s": round(median("clips_per_s"), 1), "data_wait": round(median("data_wait"), 3),
             "final_loss": round(steps[-1]["loss"], 4)}
