@@ -123,13 +123,15 @@ def probe(way: str, model_name: str, frames: torch.Tensor, labels: torch.Tensor,
             loss = nn.functional.cross_entropy(logits, labels)
         loss.backward()
         grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        record = {"step": step, "loss": loss.item(), "logits_finite": _finite([logits]),
+                  "non_finite_grads": [name for name, grad in grads.items() if not _finite([grad])],
+                  "of": len(grads), "born_in": births.born_in if births else None,
+                  # before the update: the replay runs the module with the weights it had
+                  "replay": births.replay(lambda: autocast_for(device, "fp8")) if births else None}
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        records.append({"step": step, "loss": loss.item(), "logits_finite": _finite([logits]),
-                        "non_finite_grads": [name for name, grad in grads.items() if not _finite([grad])],
-                        "of": len(grads), "born_in": births.born_in if births else None,
-                        "replay": births.replay(lambda: autocast_for(device, "fp8")) if births else None,
-                        "non_finite_weights": [name for name, p in model.named_parameters() if not _finite([p])]})
+        record["non_finite_weights"] = [name for name, p in model.named_parameters() if not _finite([p])]
+        records.append(record)
         print(f"{way} step {step}: loss {records[-1]['loss']:.4f}, {len(records[-1]['non_finite_grads'])} of "
               f"{len(grads)} gradients not finite" + (f", born in {births.born_in}" if births else "")
               + (f", replayed alone: {records[-1]['replay']}" if records[-1]["replay"] else ""),
