@@ -7,11 +7,12 @@ are not finite, whether the logits were (a NaN born in the forward), and whether
 (the way stops there). In the eager way it also names the module where a NaN of the backward is born: backward
 hooks on every module holding parameters record the first one (in backward order, so the innermost) whose output
 gradients are finite and whose input gradients are not. A NaN born between a module's children (in a window
-attention's FlexAttention call, between its ``qkv`` and ``proj``) names that module; session 20's leaf-only hooks
-named nothing there. The birth is then replayed: the module alone, on copies of the inputs and output gradients it
-had, forward and backward again. A NaN that comes back is the module's arithmetic on those values; one that does not
-depends on more than its inputs (on the H100, FlexAttention's backward at stage 3 of SIFAR-T-6-96 did not come back:
-docs/PERFORMANCE.md, "fp8").
+attention's FlexAttention call, between its ``qkv`` and ``proj``) names that module, where the first version's
+hooks, on leaf modules only, named nothing. The birth is then replayed before the update: the module alone, on
+copies of the inputs and output gradients it had, forward and backward again. A NaN that comes back is the
+module's arithmetic on those values; one that does not depends on more than its inputs (on the H100, session 20's
+replay of the FlexAttention call at stage 3 of SIFAR-T-6-96 on its own tensors was finite: docs/PERFORMANCE.md,
+"fp8").
 
     python -m tools.fp8_probe --ways eager,compile --steps 4 --json fp8_probe.json
     python -m tools.fp8_probe --ways compile --recipe rowwise --steps 4   # does per-row scaling avoid it?
