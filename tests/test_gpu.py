@@ -88,10 +88,9 @@ def _gradients(reference, fast, run_fast, bf16: bool = False) -> list[tuple[str,
 def test_flex_attention_reads_no_bias_past_its_end(tokens, heads, windows):
     """Windows of 81, 144 and 324 tokens fill no whole tile of FlexAttention's (64 or 16 rows here): the bias
     is a view at the head of a NaN buffer, so a read past it in the forward or the backward would bring NaN in.
-    (Session 20's probe of the fp8 NaN ran this check on the H100, torch 2.11: no read past it.)"""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, window_score_mod
+    The model's own compiled FlexAttention (its recompile limit raised, so each shape gets its kernels). Session
+    20's probe of the fp8 NaN ran this check on the H100, torch 2.11: no read past it."""
+    from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, compiled_flex_attention, window_score_mod
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(windows, heads, tokens, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -100,8 +99,7 @@ def test_flex_attention_reads_no_bias_past_its_end(tokens, heads, windows):
     buffer = torch.full((size + (1 << 20),), float("nan"), device="cuda", dtype=torch.bfloat16)
     buffer[:size] = torch.randn(size, device="cuda")
     bias = buffer[:size].view(heads, tokens, tokens).requires_grad_(True)
-    out = torch.compile(flex_attention, dynamic=False)(q, k, v, score_mod=window_score_mod(bias, None),
-                                                       kernel_options=FLEX_KERNEL_OPTIONS)
+    out = compiled_flex_attention()(q, k, v, score_mod=window_score_mod(bias, None), kernel_options=FLEX_KERNEL_OPTIONS)
     out.float().square().mean().backward()
     for name, tensor in (("out", out), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad), ("dbias", bias.grad)):
         assert torch.isfinite(tensor).all(), name
