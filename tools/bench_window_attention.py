@@ -27,9 +27,9 @@ from timm.models.swin_transformer import SwinTransformerBlock
 
 from sifar.io import write_json
 from sifar.models import create_model
-from sifar.models.window_attention import SifarWindowAttention
+from sifar.models.window_attention import SifarWindowAttention, merge_heads, split_heads
 from tools.bench_train import back_to_back_ms
-from tools.window_kernel import merge_heads, split_heads, tuned_tiles, window_attention_qkv
+from tools.window_kernel import tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"

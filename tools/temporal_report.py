@@ -19,6 +19,7 @@ import click
 
 from sifar.io import atomic_write, write_json
 
+from tools.loss_curves import pooled_sd
 from tools.temporal_rows import ROW_NAMES, ROWS, RowSpec
 
 SECTION_BEGIN = "<!-- temporal-study:begin (written by tools/temporal_study.py) -->"
@@ -75,10 +76,7 @@ def pooled_seed_sd(rows: Iterable[RowRuns]) -> float | None:
     """The top-1 standard deviation between seeds, pooled over the rows run with two or more (None: none was):
     three seeds estimate a row's own spread poorly, and rows run with one seed have none."""
     groups = [row.values("top1") for row in rows if len(row.runs) > 1]
-    degrees = sum(len(values) - 1 for values in groups)
-    if not degrees:
-        return None
-    return math.sqrt(sum(statistics.variance(values) * (len(values) - 1) for values in groups) / degrees)
+    return pooled_sd(groups)[0] if groups else None
 
 
 def model_seed_sd(rows: dict[str, RowRuns], model: str) -> float | None:

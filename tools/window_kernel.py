@@ -4,8 +4,10 @@ Status (issue 30): a candidate, not wired into any model; correct on an H100 (Fl
 bf16), not faster (docs/PERFORMANCE.md, "Round two"). Three versions timed at SIFAR-B-12's training shapes, forward
 + backward summed over one block of each kind against FlexAttention's: session 18's first (a shared GPU, 0.87x);
 one program per window and head with the keys padded to a power of two (session 19, idle card, 0.63x); this one,
-the keys in two tiles (session 19, 0.92x; the whole compiled inference step 0.986x). It lives with the tools until
-it beats FlexAttention and ``set_attention`` can offer it.
+the keys in two tiles (session 19, 0.92x by the wall clock). Session 20 timed this one by the GPU's kernel times
+over all of the model's blocks, 0.84x, and in the whole compiled step: training 0.81x (0.86x on the 144-token
+windows only), inference 0.994x. Not adopted; the route is closed unless the backward splits the keys over programs
+and Inductor can fuse around the custom ops. It stays with the tools, with its tests and benchmark.
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
 (12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
@@ -44,8 +46,8 @@ import triton.language as tl
 
 from torch.nn.attention.flex_attention import flex_attention
 
-from sifar.models.window_attention import (FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE,
-                                           SifarWindowAttention, compiled_flex_attention, window_score_mod)
+from sifar.models.window_attention import (FLEX_KERNEL_OPTIONS, SHIFT_MASK_VALUE, SifarWindowAttention,
+                                           compiled_flex_attention, merge_heads, split_heads, window_score_mod)
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 SHIFT_MASK = tl.constexpr(SHIFT_MASK_VALUE)  # jit functions read globals only as constexpr
@@ -341,18 +343,6 @@ def _qkv_gradients(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor) -> tupl
 
 for _op in (_qkv_forward, _qkv_flex_forward):  # both saved what the one backward reads
     _op.register_autograd(_qkv_gradients, setup_context=_qkv_setup_context)
-
-
-def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W, H, N, D) views q, k, v of a (W, N, 3*H*D) tensor, as timm's WindowAttention splits it."""
-    windows_batch, tokens, channels = qkv.shape
-    return qkv.view(windows_batch, tokens, 3, num_heads, channels // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """The (W, N, H*D) tensor of a (W, H, N, D) one, as the output projection reads it."""
-    windows_batch, _, tokens, _ = x.shape
-    return x.transpose(1, 2).reshape(windows_batch, tokens, -1)
 
 
 def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:

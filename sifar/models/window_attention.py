@@ -105,6 +105,19 @@ def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None):
     return shifted_score_mod
 
 
+def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W, H, N, D) views q, k, v of the (W, N, 3*H*D) qkv activations, as timm's WindowAttention splits them
+    (views, never copies: a kernel may write gradients into them)."""
+    windows_batch, tokens, channels = qkv.shape
+    return qkv.view(windows_batch, tokens, 3, num_heads, channels // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """The (W, N, H*D) tensor of a (W, H, N, D) one, as the output projection reads it."""
+    windows_batch, _, tokens, _ = x.shape
+    return x.transpose(1, 2).reshape(windows_batch, tokens, -1)
+
+
 class SifarWindowAttention(WindowAttention):
     """timm's WindowAttention (same parameters, same checkpoints) with a choice of attention kernel."""
 
@@ -116,10 +129,8 @@ class SifarWindowAttention(WindowAttention):
         impl = ("flex" if x.is_cuda else "sdpa") if self.impl == "auto" else self.impl
         if impl != "flex":
             return super().forward(x, mask)
-        windows_batch, tokens, _ = x.shape
-        q, k, v = self.qkv(x).reshape(windows_batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = self._flex(q, k, v, mask)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(windows_batch, tokens, -1)))
+        out = self._flex(*split_heads(self.qkv(x), self.num_heads), mask)
+        return self.proj_drop(self.proj(merge_heads(out)))
 
     def score_bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The (heads, N, N) relative-position bias, gathered from the table outside any attention kernel (its
