@@ -66,6 +66,45 @@ def test_bf16_compiled_training_gradients_stay_close_to_fp32():
     _assert_close_in_norm(got, expected, 3e-2, "bf16 gradients")
 
 
+def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():
+    """Inference's MLP GELU in cuBLASLt's GEMM epilogue (tanh GELU, sifar.models.mlp): bf16 logits stay as close to
+    the fp32 exact-GELU model's as bf16 logits with GELU as a pass of its own, and no GELU kernel of its own runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sifar.models.mlp import set_gelu_epilogue
+
+    reference, fast = _model_pair("flex")
+    frames = torch.randn(4, 8, 3, 96, 96, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    logits = {}
+    with torch.no_grad():
+        expected = reference.eval()(frames)  # fp32: the epilogue stays off
+        for enabled in (True, False):
+            set_gelu_epilogue(fast, enabled)
+            with torch.autocast("cuda", dtype=torch.bfloat16), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                logits[enabled] = fast.eval()(frames).float()
+            gelu_passes = [e.name for e in prof.events() if "GeluCUDAKernel" in e.name]
+            assert bool(gelu_passes) != enabled, gelu_passes
+    errors = {enabled: ((got - expected).norm() / expected.norm()).item() for enabled, got in logits.items()}
+    assert errors[True] <= 2e-2 and errors[True] <= 1.5 * errors[False], errors
+
+
+@pytest.mark.parametrize("training, grad, dtype, enabled, applies", [
+    (False, False, torch.bfloat16, True, True), (False, False, torch.float16, True, True),
+    (True, False, torch.bfloat16, True, False), (False, True, torch.bfloat16, True, False),
+    (False, False, torch.float32, True, False), (False, False, torch.bfloat16, False, False)])
+def test_the_gelu_epilogue_applies_only_to_half_precision_inference(training, grad, dtype, enabled, applies):
+    from sifar.models.mlp import GeluEpilogueMlp
+
+    mlp = GeluEpilogueMlp(8, 32).cuda().train(training)
+    mlp.gelu_epilogue = enabled
+    with torch.set_grad_enabled(grad):
+        assert mlp.epilogue_applies(torch.randn(2, 8, device="cuda", dtype=dtype)) == applies
+    inference = enabled and not training and not grad
+    with torch.set_grad_enabled(grad), torch.autocast("cuda", dtype=torch.bfloat16):  # autocast's dtype decides
+        assert mlp.epilogue_applies(torch.randn(2, 8, device="cuda")) == inference
+
+
 def _assert_close_in_norm(got: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str) -> None:
     """``|got - expected| <= tolerance * |expected|`` (Euclidean norms), the measure for bf16 against fp32."""
     error = (got - expected).norm() / expected.norm()

@@ -37,6 +37,7 @@ from sifar.models import compile_model, create_model, get_config
 from sifar.models.compile import TRAINING_COMPILE_OPTIONS
 from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
+from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.window_attention import set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
@@ -58,13 +59,14 @@ class Variant:
     fp8: bool = False  # linear layers in float8 (sifar-train --precision fp8), the rest bf16
     window_kernel: bool = False  # window attention on tools/window_kernel.py's Triton kernels (a candidate)
     window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
+    gelu_epilogue: bool = True  # inference's MLP GELU in cuBLASLt's GEMM epilogue (sifar.models.mlp), as the commands run
 
     @property
     def as_the_commands_run(self) -> bool:
         """Whether ``sifar-train`` / ``sifar-eval`` at their defaults run as this variant does (none of the
         benchmark's own tiles or compile options, no fp8, no kernel candidate): the end-to-end rows compare these."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel)
+                and not self.window_kernel and self.gelu_epilogue)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -87,6 +89,9 @@ VARIANTS = (
     # Inductor's own Triton GEMMs where they beat cuBLAS, with bias and GELU fused into their epilogues
     Variant("flex-bf16-compile-autotune", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}),
+    # inference's MLP GELU as a pass of its own (exact GELU), to measure what the GEMM epilogue moves
+    Variant("flex-bf16-compile-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            gelu_epilogue=False),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
     # the candidate Triton window-attention kernels in place of FlexAttention (tools/window_kernel.py)
@@ -153,6 +158,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         convert_to_float8(model, torch.device("cuda"))
     if variant.window_kernel:
         use_window_kernel(model, variant.window_kernel_max_tokens)
+    if not variant.gelu_epilogue:
+        set_gelu_epilogue(model, enabled=False)
     return model
 
 

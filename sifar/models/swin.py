@@ -17,6 +17,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from sifar.layout import Layout, frame_cell_map
+from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.registry import ModelConfig, register_config, register_family
 from sifar.models.window_attention import AttentionImpl, set_attention
 
@@ -118,6 +119,7 @@ def build_swin(config: ModelConfig, num_classes: int, grid: Layout, frame_size: 
         **arch,
     )
     set_attention(model, attention)
+    set_gelu_epilogue(model)
     return model
 
 
