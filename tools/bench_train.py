@@ -92,6 +92,10 @@ VARIANTS = (
     # inference's MLP GELU as a pass of its own (exact GELU), to measure what the GEMM epilogue moves
     Variant("flex-bf16-compile-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
             gelu_epilogue=False),
+    # Inductor's Triton GEMMs with the exact GELU in their epilogue, against cuBLASLt's tanh GELU (inference)
+    Variant("flex-bf16-compile-autotune-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True},
+            gelu_epilogue=False),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
     # the candidate Triton window-attention kernels in place of FlexAttention (tools/window_kernel.py)
