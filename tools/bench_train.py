@@ -59,7 +59,7 @@ class Variant:
     fp8: bool = False  # linear layers in float8 (sifar-train --precision fp8), the rest bf16
     window_kernel: bool = False  # window attention on tools/window_kernel.py's Triton kernels (a candidate)
     window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
-    gelu_epilogue: bool = True  # inference's MLP GELU in cuBLASLt's GEMM epilogue (sifar.models.mlp), as the commands run
+    gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
 
     @property
     def as_the_commands_run(self) -> bool:
