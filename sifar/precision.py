@@ -18,6 +18,16 @@ PRECISION_HELP = ("auto: bf16 autocast on GPUs that support it, else fp16 (train
 TRAIN_PRECISION_HELP = PRECISION_HELP + (" fp8: linear layers in float8 through torchao (pip install 'sifar[fp8]'; "
                                          "GPUs of compute capability 8.9+), the rest under bf16 autocast.")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}  # fp8: what is not a linear layer
+AUTOCAST_DEVICES = ("cuda", "cpu")  # torch.amp.is_autocast_available would break a compiled graph
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype an autocast op such as a linear layer computes ``x`` in: autocast's on ``x``'s device when it is on
+    there, else ``x``'s own."""
+    device = x.device.type
+    if device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
 
 def resolve_precision(device: torch.device, precision: str, bf16_supported: bool | None = None) -> ResolvedPrecision:

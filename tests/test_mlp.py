@@ -8,7 +8,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from sifar.models import create_model
-from sifar.models.mlp import GeluEpilogueMlp, compute_dtype, linear_gelu, set_gelu_epilogue
+from sifar.models.mlp import GeluEpilogueMlp, linear_gelu, set_gelu_epilogue
 
 
 @pytest.mark.parametrize("shape", [(7, 16), (2, 3, 5, 16)])
@@ -21,13 +21,6 @@ def test_linear_gelu_is_the_linear_layer_then_gelu(shape):
             fused, plain = linear_gelu(x, linear), nn.functional.gelu(linear(x))
     assert fused.dtype == plain.dtype == torch.bfloat16 and fused.shape == (*shape[:-1], 24)
     torch.testing.assert_close(fused, plain)
-
-
-def test_compute_dtype_is_autocasts_when_it_is_on():
-    x = torch.randn(2, 3)
-    assert compute_dtype(x) == torch.float32 and compute_dtype(x.half()) == torch.float16
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert compute_dtype(x) == torch.bfloat16
 
 
 def test_every_swin_block_gets_the_epilogue_mlp_with_its_own_parameters_and_checkpoint_keys():

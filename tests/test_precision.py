@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sifar.precision import autocast_for, describe_precision, grad_scaler, resolve_precision
+from sifar.precision import autocast_for, compute_dtype, describe_precision, grad_scaler, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -37,3 +37,11 @@ def test_only_fp16_scales_the_loss():
 def test_the_start_line_says_what_auto_chose_and_why():
     assert describe_precision(CPU, "auto") == "precision: fp32 (auto: not on a GPU)"
     assert describe_precision(CPU, "fp16") == "precision: fp16 autocast with a gradient scaler"
+
+
+def test_compute_dtype_is_autocasts_when_it_is_on_and_the_tensors_otherwise():
+    x = torch.randn(2, 3)
+    assert compute_dtype(x) == torch.float32 and compute_dtype(x.half()) == torch.float16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compute_dtype(x) == torch.bfloat16
+        assert compute_dtype(x.to("meta")) == torch.float32  # no autocast for meta tensors

@@ -18,16 +18,10 @@ from timm.layers import Mlp
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
+from sifar.precision import compute_dtype
+
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 MLP_LAYERS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a linear layer computes ``x`` in: autocast's on ``x``'s device when it is on, else ``x``'s."""
-    device = x.device.type
-    if device in ("cuda", "cpu") and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
 
 
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:

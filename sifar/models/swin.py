@@ -20,9 +20,9 @@ from sifar.layout import Layout, frame_cell_map
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.registry import ModelConfig, register_config, register_family
 from sifar.models.window_attention import AttentionImpl, set_attention
+from sifar.precision import compute_dtype
 
 PATCH_SIZE = 4
-AUTOCAST_DEVICES = ("cuda", "cpu")  # torch.amp.is_autocast_available would break the compiled graph
 STAGE_STRIDE = 32  # patch 4, then three 2x merges
 
 WIDTHS: dict[str, dict[str, Any]] = {
@@ -84,10 +84,7 @@ def _in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
     linear layer). Stage 1 is the largest feature map: in bf16 a SIFAR-B-12 training step on an H100 ran
     2% faster with 0.6 GiB less memory (docs/PERFORMANCE.md).
     """
-    device = x.device.type
-    if device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
-        return x.to(torch.get_autocast_dtype(device))
-    return x
+    return x.to(compute_dtype(x))
 
 
 def stage_window_sizes(windows: Sequence[int], super_size: tuple[int, int], global_last: bool
