@@ -103,6 +103,8 @@ def test_the_gelu_epilogue_applies_only_to_half_precision_inference(training, gr
     inference = enabled and not training and not grad
     with torch.set_grad_enabled(grad), torch.autocast("cuda", dtype=torch.bfloat16):  # autocast's dtype decides
         assert mlp.epilogue_applies(torch.randn(2, 8, device="cuda")) == inference
+        mlp.fc1 = type("Float8LinearLike", (torch.nn.Linear,), {})(8, 32, device="cuda")  # keeps its own forward
+        assert not mlp.epilogue_applies(torch.randn(2, 8, device="cuda"))
 
 
 def _assert_close_in_norm(got: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str) -> None:

@@ -45,8 +45,10 @@ class GeluEpilogueMlp(Mlp):
         return self.drop2(self.fc2(self.norm(self.drop1(linear_gelu(x, self.fc1)))))
 
     def epilogue_applies(self, x: torch.Tensor) -> bool:
-        return (self.gelu_epilogue and x.is_cuda and not self.training and not torch.is_grad_enabled()
-                and compute_dtype(x) in HALF_DTYPES)
+        """Whether this call takes the fused GEMM. A subclass of ``nn.Linear`` in ``fc1`` (torchao's
+        ``Float8Linear`` in an fp8 run's validation) keeps its own forward."""
+        return (self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda and not self.training
+                and not torch.is_grad_enabled() and compute_dtype(x) in HALF_DTYPES)
 
 
 def gelu_epilogue_mlp(mlp: Mlp) -> GeluEpilogueMlp:
