@@ -64,13 +64,16 @@ class Variant:
     @property
     def as_the_commands_run(self) -> bool:
         """Whether ``sifar-train`` / ``sifar-eval`` at their defaults run as this variant does (none of the
-        benchmark's own tiles or compile options, no fp8, no kernel candidate): the end-to-end rows compare these."""
+        benchmark's own tiles or compile options, no fp8, no kernel candidate, inference's GELU epilogue on): the
+        end-to-end rows compare these."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
                 and not self.window_kernel and self.gelu_epilogue)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
 FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
+# Inductor's own Triton GEMMs where they beat cuBLAS, with bias and GELU fused into their epilogues
+AUTOTUNE_COMPILE_OPTIONS = {**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}
 BASELINE = Variant("official", attention="eager", bf16=False, compile=False, fused_adamw=False)
 VARIANTS = (
     BASELINE,
@@ -86,15 +89,15 @@ VARIANTS = (
     # the forward and backward replayed as CUDA graphs (no launch gaps; the optimizer step stays outside)
     Variant("flex-bf16-compile-cudagraphs", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={**TRAINING_COMPILE_OPTIONS, "triton.cudagraphs": True}),
-    # Inductor's own Triton GEMMs where they beat cuBLAS, with bias and GELU fused into their epilogues
+    # Inductor's own Triton GEMMs (AUTOTUNE_COMPILE_OPTIONS)
     Variant("flex-bf16-compile-autotune", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}),
+            compile_options=AUTOTUNE_COMPILE_OPTIONS),
     # inference's MLP GELU as a pass of its own (exact GELU), to measure what the GEMM epilogue moves
     Variant("flex-bf16-compile-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
             gelu_epilogue=False),
     # Inductor's Triton GEMMs with the exact GELU in their epilogue, against cuBLASLt's tanh GELU (inference)
     Variant("flex-bf16-compile-autotune-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            compile_options={**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True},
+            compile_options=AUTOTUNE_COMPILE_OPTIONS,
             gelu_epilogue=False),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),

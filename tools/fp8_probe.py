@@ -133,11 +133,10 @@ def probe(way: str, model_name: str, frames: torch.Tensor, labels: torch.Tensor,
         optimizer.zero_grad(set_to_none=True)
         record["non_finite_weights"] = [name for name, p in model.named_parameters() if not _finite([p])]
         records.append(record)
-        print(f"{way} step {step}: loss {records[-1]['loss']:.4f}, {len(records[-1]['non_finite_grads'])} of "
-              f"{len(grads)} gradients not finite" + (f", born in {births.born_in}" if births else "")
-              + (f", replayed alone: {records[-1]['replay']}" if records[-1]["replay"] else ""),
-              flush=True)
-        if records[-1]["non_finite_weights"]:
+        print(f"{way} step {step}: loss {record['loss']:.4f}, {len(record['non_finite_grads'])} of {len(grads)} "
+              f"gradients not finite" + (f", born in {record['born_in']}" if births else "")
+              + (f", replayed alone: {record['replay']}" if record["replay"] else ""), flush=True)
+        if record["non_finite_weights"]:
             break
     if way != "eager":
         torch._dynamo.reset()

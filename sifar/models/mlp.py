@@ -47,7 +47,7 @@ class GeluEpilogueMlp(Mlp):
     def epilogue_applies(self, x: torch.Tensor) -> bool:
         """Whether this call takes the fused GEMM. A subclass of ``nn.Linear`` in ``fc1`` (torchao's
         ``Float8Linear`` in an fp8 run's validation) keeps its own forward."""
-        return (self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda and not self.training
+        return (not self.training and self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda
                 and not torch.is_grad_enabled() and compute_dtype(x) in HALF_DTYPES)
 
 
