@@ -16,6 +16,7 @@ All compute the same function; tests check they agree.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -32,8 +33,10 @@ ATTENTION_HELP = ("Swin window attention: auto (flex on GPU, sdpa on CPU), flex 
 # FlexAttention tiles smaller than its defaults (128): a 144-token window (12x12) pads to 192 tokens in tiles
 # of 64, not 256, and not at all in the backward's tiles of 16 along the query (dK/dV) and key (dQ) axes
 # (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with tiles of 64/64/32/64/64/32, 305 with
-# these; tools/bench_train.py measures both, docs/PERFORMANCE.md).
-FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
+# 64/64/16/64/64/16). The forward's keys in tiles of 32 (160 of a 144-token window, not 192): its kernels over
+# all of SIFAR-B-12's blocks take 15.8 GPU ms an inference step against 17.2 with 64 (tools/bench_flex_tiles.py,
+# session 22; tools/bench_train.py measures the whole step with both, docs/PERFORMANCE.md).
+FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
 # The bias reaches FlexAttention in the scores' dtype (bf16 under autocast, as SDPA adds its mask): the kernels
 # then read 2 bytes of it per score instead of 4 (H100, SIFAR-B-12 training: 329.5 -> 350.8 clips/s in one run,
 # docs/PERFORMANCE.md). Its gradient is still summed in fp32 by FlexAttention and rounded to bf16 once, as every
@@ -41,6 +44,7 @@ FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 16, "BLOCK_N1":
 # earlier versions fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
 BIAS_IN_SCORE_DTYPE = torch_at_least(2, 11)
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
+LOG2E = 1.0 / math.log(2.0)  # scores in base 2: what FlexAttention's PRESCALE_QK hands score_mod
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
 # of 8 is spent by one Swin's training shapes alone; past it, FlexAttention silently falls back to its unfused
@@ -89,9 +93,14 @@ def window_regions(mask: torch.Tensor) -> torch.Tensor:
     return (mask == 0).to(torch.int32).argmax(-1).to(torch.int32)
 
 
-def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None):
+def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None, units: float = 1.0):
     """FlexAttention's ``score_mod`` adding the (heads, N, N) ``bias`` and, given the (windows, N) ``regions`` of
-    a shifted block (:func:`window_regions`), the shift mask between tokens of different regions."""
+    a shifted block (:func:`window_regions`), the shift mask between tokens of different regions.
+
+    ``units`` is what a score is measured in: 1 for natural units, :data:`LOG2E` when FlexAttention prescales q
+    (``PRESCALE_QK``) and so hands ``score_mod`` scores already in base 2; ``bias`` must then come in the same
+    units (:meth:`SifarWindowAttention.score_bias`)."""
+    mask_value = SHIFT_MASK_VALUE * units
     if regions is None:
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + bias[h, q_idx, kv_idx]
@@ -101,7 +110,7 @@ def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None):
     def shifted_score_mod(score, b, h, q_idx, kv_idx):
         window = b % num_windows  # windows are the fast axis of timm's (batch * windows) dimension
         same = regions[window, q_idx] == regions[window, kv_idx]
-        return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, SHIFT_MASK_VALUE)
+        return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, mask_value)
     return shifted_score_mod
 
 
@@ -132,18 +141,23 @@ class SifarWindowAttention(WindowAttention):
         out = self._flex(*split_heads(self.qkv(x), self.num_heads), mask)
         return self.proj_drop(self.proj(merge_heads(out)))
 
-    def score_bias(self, dtype: torch.dtype) -> torch.Tensor:
+    def score_bias(self, dtype: torch.dtype, units: float = 1.0) -> torch.Tensor:
         """The (heads, N, N) relative-position bias, gathered from the table outside any attention kernel (its
         gradient then lands on N*N*heads distinct addresses instead of being scattered by every score into the
-        small table), in the scores' ``dtype`` (see BIAS_IN_SCORE_DTYPE)."""
+        small table), in the scores' ``dtype`` (see BIAS_IN_SCORE_DTYPE) and ``units`` (see
+        :func:`window_score_mod`)."""
         bias = self._get_rel_pos_bias()[0]
+        if units != 1.0:
+            bias = bias * units
         return bias.to(dtype) if BIAS_IN_SCORE_DTYPE else bias
 
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        bias = self.score_bias(q.dtype)
+        # only FlexAttention's Triton kernels prescale; its CPU and unfused paths take scores in natural units
+        units = LOG2E if q.is_cuda and (self.flex_kernel_options or {}).get("PRESCALE_QK") else 1.0
+        bias = self.score_bias(q.dtype, units)
         if torch.compiler.is_compiling():
             bias = materialize(bias)
-        score_mod = window_score_mod(bias, None if mask is None else self.shift_regions)
+        score_mod = window_score_mod(bias, None if mask is None else self.shift_regions, units)
         attend = flex_attention
         if q.is_cuda and not torch.compiler.is_compiling():
             attend = compiled_flex_attention()
