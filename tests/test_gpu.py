@@ -178,11 +178,11 @@ def test_a_resident_split_on_the_gpu_gives_the_cpu_batches(tmp_path):
         assert (on_gpu.frames.cpu().int() - on_cpu.frames.int()).abs().max() <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30, sessions 19-21, H100 (torch 2.11, torchao 0.18): fp8 gave NaN "
+@pytest.mark.xfail(strict=True, reason="issue 30, sessions 19-22, H100 (torch 2.11, torchao 0.18): fp8 gave NaN "
                    "gradients by the fourth step (compiled in every run; eager in 10 runs of 14), born in "
-                   "FlexAttention's backward at stage 3, only when the bias takes a gradient there (finite with it "
-                   "detached, and with SDPA); cause not found (docs/PERFORMANCE.md, fp8). Strict: a pass fails the "
-                   "suite, to say the marker can go")
+                   "FlexAttention's backward at stage 3, whose 81-token windows fill no whole tile (finite with "
+                   "the bias detached, with SDPA, and in one loop with those windows padded to whole tiles); cause "
+                   "not proven (docs/PERFORMANCE.md, fp8). Strict: a pass fails the suite, to say the marker can go")
 def test_compiled_fp8_training_follows_bf16_on_a_fixed_batch():
     """--precision fp8 on a float8 GPU (torchao's scaled matmuls, compiled as sifar-train compiles): fitting one
     batch, the loss falls as bf16's does and ends within a tenth of the start of it."""

@@ -74,8 +74,6 @@ class Variant:
 FLEX_TILES_64 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32}
 # the forward's keys in tiles of 64 again, as sessions 4-21 ran it
 FLEX_FORWARD_64 = {**FLEX_KERNEL_OPTIONS, "BLOCK_N": 64}
-# q prescaled by 1/sqrt(d) * log2(e) in FlexAttention's kernels (the bias and shift mask in base 2)
-FLEX_PRESCALED = {**FLEX_KERNEL_OPTIONS, "PRESCALE_QK": True}
 # Inductor's own Triton GEMMs where they beat cuBLAS, with bias and GELU fused into their epilogues
 AUTOTUNE_COMPILE_OPTIONS = {**TRAINING_COMPILE_OPTIONS, "max_autotune_gemm": True, "epilogue_fusion": True}
 BASELINE = Variant("official", attention="eager", bf16=False, compile=False, fused_adamw=False)
@@ -89,8 +87,6 @@ VARIANTS = (
             flex_kernel_options=FLEX_TILES_64),
     Variant("flex-bf16-compile-fwd64", attention="flex", bf16=True, compile=True, fused_adamw=True,
             flex_kernel_options=FLEX_FORWARD_64),
-    Variant("flex-bf16-compile-prescale", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            flex_kernel_options=FLEX_PRESCALED),
     # training without Programmatic Dependent Launch, to measure what it moves (inference runs without it)
     Variant("flex-bf16-compile-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={}),

@@ -16,7 +16,6 @@ All compute the same function; tests check they agree.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, get_args
 
 import torch
@@ -44,7 +43,6 @@ FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_M1": 16, "BLOCK_N1":
 # earlier versions fail on a bf16 bias made inside a compiled model, so they keep the fp32 bias.
 BIAS_IN_SCORE_DTYPE = torch_at_least(2, 11)
 SHIFT_MASK_VALUE = -100.0  # the value timm and the official Swin put between tokens of different regions
-LOG2E = 1.0 / math.log(2.0)  # scores in base 2: what FlexAttention's PRESCALE_QK hands score_mod
 
 # Compiled kernels kept per process: one per (stage, shifted or not, batch size) signature. Dynamo's default
 # of 8 is spent by one Swin's training shapes alone; past it, FlexAttention silently falls back to its unfused
@@ -93,14 +91,9 @@ def window_regions(mask: torch.Tensor) -> torch.Tensor:
     return (mask == 0).to(torch.int32).argmax(-1).to(torch.int32)
 
 
-def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None, units: float = 1.0):
+def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None):
     """FlexAttention's ``score_mod`` adding the (heads, N, N) ``bias`` and, given the (windows, N) ``regions`` of
-    a shifted block (:func:`window_regions`), the shift mask between tokens of different regions.
-
-    ``units`` is what a score is measured in: 1 for natural units, :data:`LOG2E` when FlexAttention prescales q
-    (``PRESCALE_QK``) and so hands ``score_mod`` scores already in base 2; ``bias`` must then come in the same
-    units (:meth:`SifarWindowAttention.score_bias`)."""
-    mask_value = SHIFT_MASK_VALUE * units
+    a shifted block (:func:`window_regions`), the shift mask between tokens of different regions."""
     if regions is None:
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + bias[h, q_idx, kv_idx]
@@ -110,7 +103,7 @@ def window_score_mod(bias: torch.Tensor, regions: torch.Tensor | None, units: fl
     def shifted_score_mod(score, b, h, q_idx, kv_idx):
         window = b % num_windows  # windows are the fast axis of timm's (batch * windows) dimension
         same = regions[window, q_idx] == regions[window, kv_idx]
-        return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, mask_value)
+        return score + bias[h, q_idx, kv_idx] + torch.where(same, 0.0, SHIFT_MASK_VALUE)
     return shifted_score_mod
 
 
@@ -141,23 +134,18 @@ class SifarWindowAttention(WindowAttention):
         out = self._flex(*split_heads(self.qkv(x), self.num_heads), mask)
         return self.proj_drop(self.proj(merge_heads(out)))
 
-    def score_bias(self, dtype: torch.dtype, units: float = 1.0) -> torch.Tensor:
+    def score_bias(self, dtype: torch.dtype) -> torch.Tensor:
         """The (heads, N, N) relative-position bias, gathered from the table outside any attention kernel (its
         gradient then lands on N*N*heads distinct addresses instead of being scattered by every score into the
-        small table), in the scores' ``dtype`` (see BIAS_IN_SCORE_DTYPE) and ``units`` (see
-        :func:`window_score_mod`)."""
+        small table), in the scores' ``dtype`` (see BIAS_IN_SCORE_DTYPE)."""
         bias = self._get_rel_pos_bias()[0]
-        if units != 1.0:
-            bias = bias * units
         return bias.to(dtype) if BIAS_IN_SCORE_DTYPE else bias
 
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # only FlexAttention's Triton kernels prescale; its CPU and unfused paths take scores in natural units
-        units = LOG2E if q.is_cuda and (self.flex_kernel_options or {}).get("PRESCALE_QK") else 1.0
-        bias = self.score_bias(q.dtype, units)
+        bias = self.score_bias(q.dtype)
         if torch.compiler.is_compiling():
             bias = materialize(bias)
-        score_mod = window_score_mod(bias, None if mask is None else self.shift_regions, units)
+        score_mod = window_score_mod(bias, None if mask is None else self.shift_regions)
         attend = flex_attention
         if q.is_cuda and not torch.compiler.is_compiling():
             attend = compiled_flex_attention()
