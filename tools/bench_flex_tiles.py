@@ -13,8 +13,8 @@ regions) in one of two modes:
 
 Times are the GPU kernels' own durations from the profiler (``bench_window_attention.kernel_ms``), summed over all
 the model's blocks (a shape's time its number of blocks): the attention's share of one step. Each setting's output
-(and in ``train`` mode the gradients) is compared with the default's, so a setting that computes something else
-shows; a setting FlexAttention's template refuses is reported and skipped. Every setting compiles FlexAttention
+(and in ``train`` mode the gradients) is compared with the first setting's, so a setting that computes something
+else shows; a setting FlexAttention's template refuses is reported and skipped. Every setting compiles FlexAttention
 afresh for every shape.
 
     python -m tools.bench_flex_tiles --mode infer --json flex_tiles_infer.json
@@ -130,10 +130,10 @@ def sweep(model: torch.nn.Module, settings: dict[str, dict], batch: int, train: 
             tensors = result.pop("tensors")
             reference.setdefault(label, tensors)
             row = {"setting": name, "options": setting, "block": label, "blocks": count, **result,
-                   "vs_default": differences(tensors, reference[label])}
+                   "vs_first": differences(tensors, reference[label])}
             rows.append(row)
             total += count * row["gpu_ms"]
-            worst = max((d["rel_norm"] for d in row["vs_default"].values()), default=0.0)
+            worst = max((d["rel_norm"] for d in row["vs_first"].values()), default=0.0)
             print(f"  {name:<34}{label:<16}{row['gpu_ms']:>9.3f} ms  (relative difference {worst:.1e})", flush=True)
         print(f"{name:<34} all {args.model}'s blocks: {total:.2f} GPU ms", flush=True)
     return rows
