@@ -24,7 +24,6 @@ afresh for every shape.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -32,9 +31,10 @@ import torch
 
 from sifar.io import write_json
 from sifar.models import create_model
-from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, merge_heads, split_heads
+from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
 from sifar.torch_compat import raise_recompile_limit
-from tools.bench_window_attention import differences, kernel_ms, stage_blocks
+from tools.bench_window_attention import (attention_step, block_inputs, differences, kernel_ms, model_totals,
+                                          stage_blocks)
 
 DEVICE = "cuda"
 # Forward tiles (BLOCK_M queries x BLOCK_N keys), warps and pipeline stages. The first is FlexAttention's own
@@ -77,27 +77,19 @@ def time_setting(block, options: dict, batch: int, train: bool, args) -> dict:
     """GPU ms of one block's attention with ``options``, and its output (and gradients when ``train``)."""
     attn, table = block.attn, block.attn.relative_position_bias_table
     attn.flex_kernel_options = options
-    heads, channels = attn.num_heads, attn.qkv.out_features
-    rows, cols = (size // window for size, window in zip(block.input_resolution, block.window_size))
-    tokens = block.window_size[0] * block.window_size[1]
-    generator = torch.Generator(device=DEVICE).manual_seed(0)
-    qkv = torch.randn(batch * rows * cols, tokens, channels, device=DEVICE, generator=generator, dtype=torch.bfloat16)
-    grad = torch.randn(qkv.shape[0], tokens, channels // 3, device=DEVICE, generator=generator, dtype=qkv.dtype)
+    qkv, grad = block_inputs(block, batch, torch.bfloat16)
     qkv.requires_grad_(train)
-
-    def forward() -> torch.Tensor:
-        return merge_heads(attn._flex(*split_heads(qkv, heads), block.attn_mask))
+    forward = attention_step("flex", attn, qkv, block.attn_mask)
 
     def forward_backward() -> None:
         qkv.grad = table.grad = None
         forward().backward(grad)
 
-    if train:
-        step = forward_backward
-    else:
-        def step() -> None:
-            with torch.no_grad():
-                forward()
+    def forward_no_grad() -> None:
+        with torch.no_grad():
+            forward()
+
+    step = forward_backward if train else forward_no_grad
     for _ in range(args.warmup):
         step()
     milliseconds = kernel_ms(step, args.reps)
@@ -140,11 +132,8 @@ def sweep(model: torch.nn.Module, settings: dict[str, dict], batch: int, train: 
 
 
 def setting_totals(rows: list[dict]) -> dict[str, float]:
-    """Each setting's GPU ms over all the model's blocks."""
-    totals: dict[str, float] = {}
-    for row in rows:
-        totals[row["setting"]] = totals.get(row["setting"], 0.0) + row.get("blocks", 0) * row.get("gpu_ms", math.nan)
-    return totals
+    """Each setting's GPU ms over all the model's blocks (NaN for one that failed on a block)."""
+    return {name: total["gpu_ms"] for name, total in model_totals(rows, by="setting", metrics=("gpu_ms",)).items()}
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ profiler (:func:`kernel_ms`); the speedups and the totals over all the model's b
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -49,15 +50,29 @@ def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock
     return [(label, block, counts[label]) for label, block in first.items()]
 
 
-def model_totals(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Each implementation's GPU ms over all the model's blocks (a row's times its ``blocks``): the attention's
-    share of one step, which the equal-weight sum of the rows is not (SIFAR-B's 18 blocks of stage 2)."""
+def model_totals(rows: list[dict], by: str = "impl",
+                 metrics: tuple[str, ...] = ("fwd_gpu_ms", "fwd_bwd_gpu_ms")) -> dict[str, dict[str, float]]:
+    """Each ``by`` group's GPU ms over all the model's blocks (a row's times its ``blocks``): the attention's
+    share of one step, which the equal-weight sum of the rows is not (SIFAR-B's 18 blocks of stage 2). A row
+    without a metric (a failed measurement) makes its group's total NaN."""
     totals: dict[str, dict[str, float]] = {}
     for row in rows:
-        total = totals.setdefault(row["impl"], {"fwd_gpu_ms": 0.0, "fwd_bwd_gpu_ms": 0.0})
-        for key in total:
-            total[key] += row["blocks"] * row[key]
+        total = totals.setdefault(row[by], dict.fromkeys(metrics, 0.0))
+        for key in metrics:
+            total[key] += row.get("blocks", 0) * row.get(key, math.nan)
     return totals
+
+
+def block_inputs(block: SwinTransformerBlock, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (W, N, 3C) qkv activations of ``block``'s windows at ``batch`` super images, and a (W, N, C)
+    output gradient."""
+    channels = block.attn.qkv.out_features
+    tokens = block.window_size[0] * block.window_size[1]
+    rows, cols = (size // window for size, window in zip(block.input_resolution, block.window_size))
+    generator = torch.Generator(device=DEVICE).manual_seed(0)
+    qkv = torch.randn(batch * rows * cols, tokens, channels, device=DEVICE, generator=generator, dtype=dtype)
+    grad = torch.randn(qkv.shape[0], tokens, channels // 3, device=DEVICE, generator=generator, dtype=dtype)
+    return qkv, grad
 
 
 def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
@@ -116,14 +131,9 @@ def differences(got: dict, expected: dict) -> dict:
 
 def bench_block(label: str, block: SwinTransformerBlock, args) -> list[dict]:
     """Rows for one block shape: each implementation's times, the kernels' differences from FlexAttention."""
-    heads, channels = block.attn.num_heads, block.attn.qkv.out_features
-    tokens = block.window_size[0] * block.window_size[1]
-    rows, cols = (size // window for size, window in zip(block.input_resolution, block.window_size))
-    windows = args.batch * rows * cols
-    generator = torch.Generator(device=DEVICE).manual_seed(0)
-    qkv = torch.randn(windows, tokens, channels, device=DEVICE, generator=generator, dtype=args.dtype)
+    qkv, grad = block_inputs(block, args.batch, args.dtype)
     qkv.requires_grad_()
-    grad = torch.randn(windows, tokens, channels // 3, device=DEVICE, generator=generator, dtype=args.dtype)
+    (windows, tokens, _), heads = qkv.shape, block.attn.num_heads
     results = {impl: measure(impl, block, qkv, grad, args) for impl in IMPLS}
     tensors = {impl: result.pop("tensors") for impl, result in results.items()}
     tuned = tuned_tiles()

@@ -17,9 +17,8 @@ FP8_MIN_CAPABILITY = (8, 9)  # float8 tensor cores: Ada and Hopper and later
 FP8_RECIPES = ("tensorwise", "rowwise")  # torchao's scaling recipes (Float8LinearConfig.from_recipe_name)
 # Said when an fp8 run's loss turns non-finite. On an H100 (torch 2.11, torchao 0.18) fp8 gave NaN gradients where
 # bf16 did not: tests/test_gpu.py's fixed-batch loop, compiled in every run and eagerly in 10 of 14, born in
-# FlexAttention's backward at the last stage and only when the bias takes a gradient there (docs/PERFORMANCE.md,
-# "fp8"); the cause is not found. The temporal
-# study's eager fp8 runs (another model and schedule) stayed finite.
+# FlexAttention's backward at the last stage, whose windows fill no whole tile (docs/PERFORMANCE.md, "fp8"); the
+# cause is not found. The temporal study's eager fp8 runs (another model and schedule) stayed finite.
 FP8_NON_FINITE_ADVICE = ("--precision fp8 is experimental and has given NaN gradients where bf16 did not, "
                          "compiled or not (docs/PERFORMANCE.md, fp8): resume with --precision bf16")
 
