@@ -10,7 +10,10 @@ import pytest
 import torch.nn.attention.flex_attention as flex
 
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
-from tools.bench_flex_tiles import INFER_SETTINGS, MODES, TRAIN_SETTINGS, setting_totals
+from sifar.models import create_model
+from tools.bench_flex_tiles import (INFER_SETTINGS, MODES, TRAIN_SETTINGS, floor_ms, selected_blocks,
+                                     setting_totals)
+from tools.bench_window_attention import attention_floor_ms
 
 SPARSE_BLOCK = 128  # FlexAttention's default block-mask granularity: every tile must divide it
 
@@ -51,3 +54,13 @@ def test_an_unknown_setting_stops_naming_it_and_the_modes_settings():
                              "8 warps,9 warps"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "--settings: unknown ['9 warps']; train has" in result.stderr and "'8 warps'" in result.stderr
+
+
+def test_the_floor_covers_the_blocks_swept_each_times_its_number():
+    model = create_model("SIFAR-B-12", num_classes=10)
+    every, some = selected_blocks(model, None), selected_blocks(model, "stage2,stage3")
+    assert [label for label, _block, _count in some] == ["stage2", "stage3"]
+    stage2, stage3 = (block for _label, block, _count in some)
+    assert floor_ms(some, 32, True) == pytest.approx(9 * attention_floor_ms(stage2, 32, True)
+                                                     + 2 * attention_floor_ms(stage3, 32, True))
+    assert floor_ms(every, 96, False) > floor_ms(some, 96, False)

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("triton", reason="the benchmark times Triton kernels")
 
 from sifar.models import create_model  # noqa: E402
-from tools.bench_window_attention import model_totals, stage_blocks  # noqa: E402
+from tools.bench_window_attention import attention_floor_ms, model_totals, stage_blocks  # noqa: E402
 
 
 def test_stage_blocks_stand_for_every_block_of_sifar_b():
@@ -25,3 +25,16 @@ def test_model_totals_weigh_each_row_by_its_blocks():
             {"impl": "kernel-qkv", "blocks": 9, "fwd_gpu_ms": 0.5, "fwd_bwd_gpu_ms": 3.0}]
     assert model_totals(rows) == {"flex": {"fwd_gpu_ms": 9.5, "fwd_bwd_gpu_ms": 22.0},
                                   "kernel-qkv": {"fwd_gpu_ms": 4.5, "fwd_bwd_gpu_ms": 27.0}}
+
+
+def test_the_memory_floor_counts_the_bytes_attention_must_move():
+    """SIFAR-B-12's first block: 144 x 144 tokens of 128 channels in bf16; the forward reads qkv and writes the
+    output (4 C a token), training also reads qkv, the output and its gradient and writes qkv's (12 C)."""
+    blocks = {label: block for label, block, _count in stage_blocks(create_model("SIFAR-B-12", num_classes=10))}
+    forward_bytes = 144 * 144 * 4 * 128 * 2
+    assert attention_floor_ms(blocks["stage0"], 1, train=False, bytes_per_s=1e9) == pytest.approx(forward_bytes / 1e6)
+    assert attention_floor_ms(blocks["stage0"], 96, train=True) == pytest.approx(
+        3 * 96 * attention_floor_ms(blocks["stage0"], 1, train=False))
+    # each stage halves the tokens' side and doubles the channels: half the bytes of the stage before
+    first, second = (attention_floor_ms(blocks[label], 1, train=False) for label in ("stage0", "stage1"))
+    assert second == pytest.approx(first / 2)

@@ -33,8 +33,8 @@ from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
 from sifar.torch_compat import raise_recompile_limit
-from tools.bench_window_attention import (attention_step, block_inputs, differences, kernel_ms, model_totals,
-                                          stage_blocks)
+from tools.bench_window_attention import (attention_floor_ms, attention_step, block_inputs, differences, kernel_ms,
+                                          model_totals, stage_blocks)
 
 DEVICE = "cuda"
 # Forward tiles (BLOCK_M queries x BLOCK_N keys), warps and pipeline stages. The first is FlexAttention's own
@@ -102,10 +102,20 @@ def time_setting(block, options: dict, batch: int, train: bool, args) -> dict:
     return {"gpu_ms": milliseconds, "tensors": tensors}
 
 
-def sweep(model: torch.nn.Module, settings: dict[str, dict], batch: int, train: bool, args) -> list[dict]:
+def selected_blocks(model: torch.nn.Module, labels: str | None) -> list[tuple[str, torch.nn.Module, int]]:
+    """``stage_blocks`` of the model, only those named in the comma-separated ``labels`` when given."""
+    return [(label, block, count) for label, block, count in stage_blocks(model)
+            if not labels or label in labels.split(",")]
+
+
+def floor_ms(blocks: list[tuple[str, torch.nn.Module, int]], batch: int, train: bool) -> float:
+    """The memory floor of the blocks' window attentions, each ``attention_floor_ms`` times its number."""
+    return sum(count * attention_floor_ms(block, batch, train) for _label, block, count in blocks)
+
+
+def sweep(blocks: list[tuple[str, torch.nn.Module, int]], settings: dict[str, dict], batch: int, train: bool,
+          args) -> list[dict]:
     """One row per (setting, block shape), settings in the outer loop so each one's total prints when done."""
-    blocks = [(label, block, count) for label, block, count in stage_blocks(model)
-              if not args.blocks or label in args.blocks.split(",")]
     raise_recompile_limit(2 * len(settings) * len(blocks))  # past it FlexAttention would fall back unfused
     reference: dict[str, dict] = {}
     rows = []
@@ -122,11 +132,13 @@ def sweep(model: torch.nn.Module, settings: dict[str, dict], batch: int, train: 
             tensors = result.pop("tensors")
             reference.setdefault(label, tensors)
             row = {"setting": name, "options": setting, "block": label, "blocks": count, **result,
+                   "floor_ms": attention_floor_ms(block, batch, train),
                    "vs_first": differences(tensors, reference[label])}
             rows.append(row)
             total += count * row["gpu_ms"]
             worst = max((d["rel_norm"] for d in row["vs_first"].values()), default=0.0)
-            print(f"  {name:<34}{label:<16}{row['gpu_ms']:>9.3f} ms  (relative difference {worst:.1e})", flush=True)
+            print(f"  {name:<34}{label:<16}{row['gpu_ms']:>9.3f} ms  {row['gpu_ms'] / row['floor_ms']:>5.1f}x the "
+                  f"memory floor  (relative difference {worst:.1e})", flush=True)
         print(f"{name:<34} all {args.model}'s blocks: {total:.2f} GPU ms", flush=True)
     return rows
 
@@ -159,17 +171,20 @@ def main() -> None:
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
     model.train(args.mode == "train")
+    train, blocks = args.mode == "train", selected_blocks(model, args.blocks)
+    floor = floor_ms(blocks, batch, train)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.model}, {args.mode}, batch {batch}; "
-          "relative differences against the first setting")
-    rows = sweep(model, settings, batch, args.mode == "train", args)
+          f"relative differences against the first setting; the blocks' memory floor: {floor:.2f} ms")
+    rows = sweep(blocks, settings, batch, train, args)
     totals = setting_totals(rows)
     default = next(iter(totals.values()))
     for name, total in sorted(totals.items(), key=lambda item: item[1]):
-        print(f"{name:<34}{total:>9.2f} GPU ms  {default / total:.3f}x the first setting")
+        print(f"{name:<34}{total:>9.2f} GPU ms  {default / total:.3f}x the first setting  {total / floor:.2f}x the "
+              "memory floor")
     if args.json:
         write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                      "model": args.model, "mode": args.mode, "batch": batch, "rows": rows,
-                                     "totals": totals})
+                                     "totals": totals, "floor_ms": floor})
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from tools.window_kernel import tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
 DEVICE = "cuda"
+HBM_BYTES_PER_S = 3.35e12  # the H100 SXM's memory bandwidth (HBM3), the card every figure here is from
 
 
 def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock, int]]:
@@ -61,6 +62,20 @@ def model_totals(rows: list[dict], by: str = "impl",
         for key in metrics:
             total[key] += row.get("blocks", 0) * row.get(key, math.nan)
     return totals
+
+
+def attention_floor_ms(block: SwinTransformerBlock, batch: int, train: bool,
+                       bytes_per_s: float = HBM_BYTES_PER_S) -> float:
+    """The least GPU time ``block``'s window attention can take at ``batch`` super images: the bf16 bytes it must
+    move at the card's memory bandwidth. The forward reads qkv (3C a token) and writes the output (C); training's
+    backward reads qkv, the output and its gradient again and writes the qkv gradient (3 + 1 + 1 + 3 C). The
+    scores never leave the chip, and at head dimension 32 their matrix products and exponentials take less than
+    this (SIFAR-B-12 inference with 64 x 32 tiles: 1.8 and 3.5 ms of padded work, at the H100's dense bf16 peak
+    and 16 exponentials a clock per SM, against 4.7 ms of bytes; session 23), so this is the roofline a kernel
+    is compared with."""
+    tokens = batch * math.prod(block.input_resolution)
+    channels_moved = 12 if train else 4
+    return tokens * channels_moved * block.attn.qkv.in_features * 2 / bytes_per_s * 1e3
 
 
 def block_inputs(block: SwinTransformerBlock, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
