@@ -12,7 +12,9 @@ regions) in one of two modes:
 - ``train``: forward and backward with autograd, as ``sifar-train`` runs them (default batch 32).
 
 Times are the GPU kernels' own durations from the profiler (``bench_window_attention.kernel_ms``), summed over all
-the model's blocks (a shape's time its number of blocks): the attention's share of one step. Each setting's output
+the model's blocks (a shape's time its number of blocks): the attention's share of one step; each is also shown
+against its memory floor (``bench_window_attention.attention_floor_ms``: the bytes the attention must move at
+the card's bandwidth), to tell how far any setting is from what a kernel could reach. Each setting's output
 (and in ``train`` mode the gradients) is compared with the first setting's, so a setting that computes something
 else shows; a setting FlexAttention's template refuses is reported and skipped. Every setting compiles FlexAttention
 afresh for every shape.

@@ -34,7 +34,8 @@ ATTENTION_HELP = ("Swin window attention: auto (flex on GPU, sdpa on CPU), flex 
 # (H100, SIFAR-B-12 training: 276 clips/s with the defaults, 301-302 with tiles of 64/64/32/64/64/32, 305 with
 # 64/64/16/64/64/16). The forward's keys in tiles of 32 (160 of a 144-token window, not 192): its kernels over
 # all of SIFAR-B-12's blocks take 15.8 GPU ms an inference step against 17.2 with 64 (tools/bench_flex_tiles.py,
-# session 22; tools/bench_train.py measures the whole step with both, docs/PERFORMANCE.md).
+# session 22; tools/bench_train.py measures the whole step with both, docs/PERFORMANCE.md). The same tiles win at
+# SIFAR-B-14-16f's 196-token windows (27.2 against 29.8 GPU ms with 64; session 23), so one set serves both.
 FLEX_KERNEL_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_M1": 16, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 16}
 # The bias reaches FlexAttention in the scores' dtype (bf16 under autocast, as SDPA adds its mask): the kernels
 # then read 2 bytes of it per score instead of 4 (H100, SIFAR-B-12 training: 329.5 -> 350.8 clips/s in one run,
