@@ -44,8 +44,13 @@ TOLERANCE = {torch.float32: 2e-4, torch.float16: 4e-3}  # absolute, on values an
 RUNNER = """
 import sys
 import torch
+import triton
+from tools import window_kernel
 from tools.window_kernel import window_attention_qkv
 
+if len(sys.argv) > 3:  # the backward's (BLOCK_M, BLOCK_N) instead of the interpreter's one configuration
+    block_m, block_n = map(int, sys.argv[3].split(","))
+    window_kernel._grad_kernel.configs = [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=1)]
 results = {}
 for name, case in torch.load(sys.argv[1]).items():
     qkv = case["qkv"].requires_grad_()
@@ -128,6 +133,20 @@ def test_kernel_matches_explicit_attention(name, cases, kernel_results):
         torch.testing.assert_close(got["bias"].double(), expected["bias"], atol=4 * tolerance, rtol=tolerance)
     else:
         assert got["bias"] is None
+
+
+@pytest.mark.parametrize("tiles", ["32,64", "64,32"])
+def test_the_backward_is_the_same_with_larger_tiles_than_the_interpreters(tiles, cases, tmp_path):
+    """The GPU's tiles pad more: 64 keys a program cover 49 tokens with 15 padding keys, 144 with 48 in the last
+    of three programs; 32- and 64-row query tiles pad the rows."""
+    chosen = {name: cases[name] for name in ("kernel-49-fp32-shifted", "kernel-144-fp32")}
+    torch.save(chosen, tmp_path / "cases.pt")
+    interpreted(RUNNER, str(tmp_path / "cases.pt"), str(tmp_path / "results.pt"), tiles)
+    results = torch.load(tmp_path / "results.pt")
+    for name, case in chosen.items():
+        expected = reference(case)
+        for key in ("qkv", "bias"):
+            torch.testing.assert_close(results[name][key].double(), expected[key], atol=4e-4, rtol=2e-4, msg=key)
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if "shifted" in name])

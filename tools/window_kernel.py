@@ -6,8 +6,10 @@ bf16), not faster (docs/PERFORMANCE.md, "Round two"). Three versions timed at SI
 one program per window and head with the keys padded to a power of two (session 19, idle card, 0.63x); this one,
 the keys in two tiles (session 19, 0.92x by the wall clock). Session 20 timed this one by the GPU's kernel times
 over all of the model's blocks, 0.84x, and in the whole compiled step: training 0.81x (0.86x on the 144-token
-windows only), inference 0.994x. Not adopted; the route is closed unless the backward splits the keys over programs
-and Inductor can fuse around the custom ops. It stays with the tools, with its tests and benchmark.
+windows only), inference 0.994x. Not adopted. Its backward was the slower half (one program per window and head, all
+keys in registers: up to 255 registers a thread). Session 23 replaced it with a backward that splits each window's
+keys over programs (below); that one is correct on the CPU (Triton's interpreter) and not yet timed on a GPU. It
+stays with the tools, with its tests and benchmark (``tools/bench_window_attention.py``).
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
 (12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
@@ -16,20 +18,24 @@ in registers while it walks the query rows in tiles, with the shift mask from a 
 (q, k, v) layout is read through strides, so the qkv linear's output is never copied, and
 :func:`window_attention_qkv` writes the gradients straight into the qkv layout.
 
-Kernels (one program per window and head; all N keys of the window in two tiles, see :func:`_key_tiles`):
+Kernels:
 
-- forward: loads k and v once, then per query tile the (BLOCK_M, N) bias tile (shared by every window, so
-  read from L2), the scores, the output and the rows' logsumexp (fp32).
-- backward (FlashAttention-2's, P recomputed from the logsumexp): loops over the query tiles, writes dq per tile
-  and dk, dv once (no atomics for them), and adds each tile's dS, the bias's gradient, to an fp32 (heads, N, N)
-  sum with atomic adds, as FlexAttention does (measured cheap with its tiles of 16: docs/PERFORMANCE.md, session
-  9). Session 18's first version summed dS over runs of windows in registers in a kernel of its own; that kernel
-  recomputed P and dP and re-read k, v and dO per query tile, and was replaced by this.
+- forward (one program per window and head; all N keys of the window in two tiles, see :func:`_key_tiles`):
+  loads k and v once, then per query tile the (BLOCK_M, N) bias tile (shared by every window, so read from L2),
+  the scores, the output and the rows' logsumexp (fp32).
+- backward (FlashAttention-2's, P recomputed from the logsumexp; one program per window, head and BLOCK_N of the
+  window's keys): holds its keys' k, v, dk and dv, walks the window's query rows in BLOCK_M tiles, writes dk, dv
+  once and adds each tile's share of dq to an fp32 sum with atomic adds, so the scores are computed once.
+  FlexAttention's backward computes them twice, once for dk and dv and once more for dq, with the keys padded to
+  its tiles of 64 (192 of a 144-token window). Each tile's dS, the bias's gradient, is added to an fp32 (heads,
+  N, N) sum with atomic adds, as FlexAttention does (measured cheap with its tiles of 16: docs/PERFORMANCE.md,
+  session 9). The backward before session 23 held all the keys in one program (registers: see above); session
+  18's first summed dS over runs of windows in a kernel of its own.
 
 Keys are held in two power-of-two tiles, N_MAIN + N_TAIL (144 = 128 + 16), since Triton's tiles are powers of
 two: padding 144 keys to 256 (session 19's timed version) computed 1.8x the scores, as FlexAttention's 64-token
 tiles do (192 x 192 for 144 x 144); the two tiles compute 144 x 144 at N=144. Query rows are tiled by 16, 32 or 64
-(the autotuner's choice; 16 divides 144).
+(the autotuner's choice; 16 divides 144), and so are the backward's keys (9, 5 or 3 programs at N=144).
 
 Saved for the backward: q, k, v (or qkv), the output and the logsumexp. Matrix products take bf16/fp16 inputs
 with fp32 accumulation (fp32 inputs: Triton's default TF32 on GPU). ``TRITON_INTERPRET=1`` runs the same kernels
@@ -66,7 +72,9 @@ def _configs(names: tuple[str, ...], options: list[tuple[int, ...]], interpreted
 # query tiles spilled nothing in the forward at 4 or 8 warps and the backward at 8 or 16; 32-row tiles spilled.
 # The two key tiles hold fewer registers; the autotuner times each setting on the GPU and keeps the fastest.
 FORWARD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8)], interpreted=(16,))
-GRAD_CONFIGS = _configs(("BLOCK_M",), [(16, 4), (16, 8), (16, 16), (32, 8), (32, 16)], interpreted=(16,))
+# The backward splits each window's keys over programs (BLOCK_N keys each) and walks the query rows in BLOCK_M tiles.
+GRAD_CONFIGS = _configs(("BLOCK_M", "BLOCK_N"), [(16, 16, 4), (16, 32, 4), (16, 64, 4), (32, 32, 4), (32, 64, 8),
+                                                 (64, 32, 8)], interpreted=(16, 16))
 
 
 @triton.jit
@@ -157,31 +165,25 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, bias_ptr, regions_ptr,
         tl.store(lse_ptr + (window * H + head) * N + rows, row_max + tl.log(row_sum), mask=rows < N)
 
 
-@triton.autotune(configs=GRAD_CONFIGS, key=SHAPE_KEY, reset_to_zero=["dbias_ptr"])
+@triton.autotune(configs=GRAD_CONFIGS, key=SHAPE_KEY, reset_to_zero=["dq_ptr", "dbias_ptr"])
 @triton.jit
 def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_ptr,
                  dq_ptr, dk_ptr, dv_ptr, dbias_ptr,
                  sq_w, sq_h, sq_n, sk_w, sk_h, sk_n, sv_w, sv_h, sv_n, so_w, so_h, so_n, sdo_w, sdo_h, sdo_n,
-                 sdq_w, sdq_h, sdq_n, sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
+                 sdk_w, sdk_h, sdk_n, sdv_w, sdv_h, sdv_n,
                  W, H, N, num_windows, scale,
-                 D: tl.constexpr, N_MAIN: tl.constexpr, N_TAIL: tl.constexpr, HAS_REGIONS: tl.constexpr,
-                 BIAS_GRAD: tl.constexpr, BLOCK_M: tl.constexpr):
+                 D: tl.constexpr, HAS_REGIONS: tl.constexpr, BIAS_GRAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
     window = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     dims = tl.arange(0, D)
-    keys = tl.arange(0, N_MAIN)
+    keys = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)  # this program's share of the window's keys
     k = _load_rows(k_ptr, window, head, keys, dims, sk_w, sk_h, sk_n, N)
     v = _load_rows(v_ptr, window, head, keys, dims, sv_w, sv_h, sv_n, N)
     k_region = _region_ids(regions_ptr, window, keys, N, num_windows, -1, HAS_REGIONS)
-    dk = tl.zeros((N_MAIN, D), dtype=tl.float32)
-    dv = tl.zeros((N_MAIN, D), dtype=tl.float32)
-    if N_TAIL > 0:
-        tail = N_MAIN + tl.arange(0, N_TAIL)
-        k_tail = _load_rows(k_ptr, window, head, tail, dims, sk_w, sk_h, sk_n, N)
-        v_tail = _load_rows(v_ptr, window, head, tail, dims, sv_w, sv_h, sv_n, N)
-        tail_region = _region_ids(regions_ptr, window, tail, N, num_windows, -1, HAS_REGIONS)
-        dk_tail = tl.zeros((N_TAIL, D), dtype=tl.float32)
-        dv_tail = tl.zeros((N_TAIL, D), dtype=tl.float32)
+    dk = tl.zeros((BLOCK_N, D), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, D), dtype=tl.float32)
+    dq_base = dq_ptr + (window * H + head) * N * D  # a contiguous fp32 (W, H, N, D) sum
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         q = _load_rows(q_ptr, window, head, rows, dims, sq_w, sq_h, sq_n, N)
@@ -192,17 +194,10 @@ def _grad_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, bias_ptr, regions_
         q_region = _region_ids(regions_ptr, window, rows, N, num_windows, 0, HAS_REGIONS)
         dq, dk, dv = _key_tile_grads(q, do, delta, lse, rows, keys, q_region, k_region, k, v, dk, dv, bias_ptr,
                                      dbias_ptr, head, N, scale, HAS_REGIONS, BIAS_GRAD)
-        if N_TAIL > 0:
-            dq_tail, dk_tail, dv_tail = _key_tile_grads(q, do, delta, lse, rows, tail, q_region, tail_region, k_tail,
-                                                        v_tail, dk_tail, dv_tail, bias_ptr, dbias_ptr, head, N, scale,
-                                                        HAS_REGIONS, BIAS_GRAD)
-            dq += dq_tail
-        _store_rows(dq_ptr, dq * scale, window, head, rows, dims, sdq_w, sdq_h, sdq_n, N)
+        # each key program adds its share of dq: no second pass recomputing the scores for dq
+        tl.atomic_add(dq_base + rows[:, None] * D + dims[None, :], dq * scale, mask=rows[:, None] < N)
     _store_rows(dk_ptr, dk * scale, window, head, keys, dims, sdk_w, sdk_h, sdk_n, N)
     _store_rows(dv_ptr, dv, window, head, keys, dims, sdv_w, sdv_h, sdv_n, N)
-    if N_TAIL > 0:
-        _store_rows(dk_ptr, dk_tail * scale, window, head, tail, dims, sdk_w, sdk_h, sdk_n, N)
-        _store_rows(dv_ptr, dv_tail, window, head, tail, dims, sdv_w, sdv_h, sdv_n, N)
 
 
 def tuned_tiles() -> dict[str, str]:
@@ -231,12 +226,12 @@ def _key_tiles(tokens: int) -> dict[str, int]:
 
 
 def _static_args(q: torch.Tensor, num_windows: int, scale: float, has_regions: bool) -> dict:
-    """Shape arguments shared by the three kernels."""
+    """Shape arguments shared by the kernels."""
     windows_batch, heads, tokens, head_dim = q.shape
     if head_dim < 16 or head_dim & (head_dim - 1):
         raise ValueError(f"the window kernels need a head dim that is a power of two >= 16, not {head_dim}")
     return {"W": windows_batch, "H": heads, "N": tokens, "num_windows": num_windows, "scale": scale,
-            "D": head_dim, **_key_tiles(tokens), "HAS_REGIONS": has_regions}
+            "D": head_dim, "HAS_REGIONS": has_regions}
 
 
 def _regions_args(bias: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, int]:
@@ -251,7 +246,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     lse = torch.empty((windows_batch, heads, tokens), device=q.device, dtype=torch.float32)
     regions_ptr, num_windows = _regions_args(bias, regions)
     shape = _static_args(q, num_windows, scale, regions is not None)
-    _forward_kernel[(windows_batch, heads)](q, k, v, out, lse, bias, regions_ptr, *_strides(q, k, v, out), **shape)
+    _forward_kernel[(windows_batch, heads)](q, k, v, out, lse, bias, regions_ptr, *_strides(q, k, v, out), **shape,
+                                            **_key_tiles(tokens))
     return lse
 
 
@@ -259,13 +255,19 @@ def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tens
               grad_out: torch.Tensor, grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor], bias: torch.Tensor,
               regions: torch.Tensor | None, scale: float, bias_grad: bool) -> torch.Tensor | None:
     """Write dq, dk, dv into ``grads`` (views of any strides); return the bias gradient (or None if not wanted)."""
-    windows_batch, heads, _, _ = q.shape
+    windows_batch, heads, tokens, _ = q.shape
     regions_ptr, num_windows = _regions_args(bias, regions)
     shape = _static_args(q, num_windows, scale, regions is not None)
-    # fp32 sums of the bias gradient (a stand-in of one element when none is wanted: never written)
+    # fp32 sums of dq (every key program adds to it) and of the bias gradient (a stand-in of one element when none
+    # is wanted: never written)
+    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     dbias = torch.zeros(bias.shape if bias_grad else (1,), device=bias.device, dtype=torch.float32)
-    _grad_kernel[(windows_batch, heads)](q, k, v, out, grad_out, lse, bias, regions_ptr, *grads, dbias,
-                                         *_strides(q, k, v, out, grad_out, *grads), BIAS_GRAD=bias_grad, **shape)
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return windows_batch, heads, triton.cdiv(tokens, meta["BLOCK_N"])
+
+    _grad_kernel[grid](q, k, v, out, grad_out, lse, bias, regions_ptr, dq, *grads[1:], dbias,
+                       *_strides(q, k, v, out, grad_out, *grads[1:]), BIAS_GRAD=bias_grad, **shape)
+    grads[0].copy_(dq)
     return dbias.to(bias.dtype) if bias_grad else None
 
 
