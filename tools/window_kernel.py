@@ -369,22 +369,28 @@ def window_attention_qkv(qkv: torch.Tensor, bias: torch.Tensor, regions: torch.T
 
 
 class KernelWindowAttention(SifarWindowAttention):
-    """SifarWindowAttention (same parameters, same checkpoints) computing with :func:`window_attention_qkv`."""
+    """SifarWindowAttention (same parameters, same checkpoints) computing with :func:`window_attention_qkv`;
+    ``flex_forward``: FlexAttention's forward and these kernels' backward."""
+
+    flex_forward = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         qkv = self.qkv(x)
         bias = self.score_bias(qkv.dtype)
         regions = None if mask is None else self.shift_regions
-        return self.proj_drop(self.proj(window_attention_qkv(qkv, bias, regions, self.scale, self.num_heads)))
+        out = window_attention_qkv(qkv, bias, regions, self.scale, self.num_heads, flex_forward=self.flex_forward)
+        return self.proj_drop(self.proj(out))
 
 
-def use_window_kernel(model: torch.nn.Module, max_tokens: int | None = None) -> int:
+def use_window_kernel(model: torch.nn.Module, max_tokens: int | None = None, flex_forward: bool = False) -> int:
     """Make the window attentions of a Swin SIFAR ``model`` (``create_model`` made them SifarWindowAttention)
     compute with these kernels, in place: all, or those whose windows hold at most ``max_tokens`` tokens (the
-    others keep FlexAttention); the number changed. A benchmark's switch, not the package's: the class of each
-    module is swapped, its parameters and buffers stay."""
+    others keep FlexAttention); the number changed. ``flex_forward``: only the backward on the kernels. A
+    benchmark's switch, not the package's: the class of each module is swapped, its parameters and buffers
+    stay."""
     attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)
                   and (max_tokens is None or m.window_area <= max_tokens)]
     for attention in attentions:
         attention.__class__ = KernelWindowAttention
+        attention.flex_forward = flex_forward
     return len(attentions)
