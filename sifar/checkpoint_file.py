@@ -20,6 +20,9 @@ import torch
 
 SEAL_PREFIX = b"sifar-sha256:"
 ZIP_MAGIC = b"PK\x03\x04"
+_END_RECORD_MAGIC = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, then the comment
+_END_RECORD_SIZE = 22
+_MAX_COMMENT = 0xFFFF
 _CHUNK = 8 << 20
 
 
@@ -53,6 +56,24 @@ def load_verified(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
 
 
+def _truncated(handle: IO[bytes], name: str) -> CheckpointError:
+    size = os.fstat(handle.fileno()).st_size
+    return CheckpointError(f"{name} is truncated: its {size} bytes end before the end of the archive (an "
+                           f"interrupted copy or download?); copy it again, or use another checkpoint")
+
+
+def _comment_cut_short(handle: IO[bytes]) -> bool:
+    """Whether the file ends inside the zip comment its end record announces. zipfile reads such a comment
+    as far as the file goes, without a word: a copy cut inside the seal would then load as an unsealed file."""
+    size = os.fstat(handle.fileno()).st_size
+    tail_size = min(size, _END_RECORD_SIZE + _MAX_COMMENT)
+    handle.seek(size - tail_size)
+    tail = handle.read(tail_size)
+    end_record = tail.rfind(_END_RECORD_MAGIC)  # the last one, as zipfile finds it
+    announced = int.from_bytes(tail[end_record + 20:end_record + 22], "little")
+    return tail_size - end_record - _END_RECORD_SIZE < announced
+
+
 def _verify(handle: IO[bytes], name: str) -> None:
     head = handle.read(len(ZIP_MAGIC))
     handle.seek(0)
@@ -60,10 +81,10 @@ def _verify(handle: IO[bytes], name: str) -> None:
         archive = zipfile.ZipFile(handle)
     except zipfile.BadZipFile:
         if head == ZIP_MAGIC:
-            size = os.fstat(handle.fileno()).st_size
-            raise CheckpointError(f"{name} is truncated: its {size} bytes end before the end of the archive (an "
-                                  f"interrupted copy or download?); copy it again, or use another checkpoint") from None
+            raise _truncated(handle, name) from None
         return  # not a zip archive: torch's legacy format, or not a checkpoint (torch.load will tell)
+    if _comment_cut_short(handle):
+        raise _truncated(handle, name)
     if not archive.comment.startswith(SEAL_PREFIX):
         return
     expected = archive.comment.removeprefix(SEAL_PREFIX).decode("ascii", "replace")

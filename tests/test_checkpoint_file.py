@@ -63,6 +63,17 @@ def test_a_checkpoint_cut_anywhere_fails_naming_the_file(sealed, tmp_path, fract
         load_checkpoint(path)
 
 
+def test_a_copy_cut_inside_its_seal_is_called_truncated_not_loaded_unsealed(sealed, tmp_path):
+    """zipfile reads a zip comment cut short as far as the file goes: cut before the seal's prefix is whole, the
+    file looked unsealed and loaded unverified (found by the property test above)."""
+    seal = len(SEAL_PREFIX) + 64
+    path = tmp_path / "cut.pt"
+    for kept in range(seal):  # 0 to 76 of the seal's 77 bytes
+        path.write_bytes(sealed[:len(sealed) - seal + kept])
+        with pytest.raises(CheckpointError, match=f"{path} is truncated"):
+            load_checkpoint(path)
+
+
 def test_a_truncated_archive_is_called_truncated(sealed, tmp_path):
     path = tmp_path / "half.pt"
     path.write_bytes(sealed[:len(sealed) // 2])
