@@ -2,10 +2,15 @@
 
 ``torch.load`` checks no checksum: a flipped bit in a tensor loads silently (torch writes a CRC-32 per
 record and reads none of them), and a truncated or foreign file fails with an error naming no file.
-So :func:`save_sealed` stores the SHA-256 of the archive's records in its zip comment (a field the zip
-format keeps for such notes; torch and any zip tool ignore it), and :func:`load_verified` checks it before
-unpickling anything, with an error that names the file and says what to do. Files without the seal (from
-other tools, or torch's older pickle format) load as before, unverified.
+So :func:`sealed_bytes` stores the SHA-256 of the whole archive in its zip comment (a field the zip format
+keeps for such notes; torch and any zip tool ignore it): every byte before the digest itself, the records,
+the central directory that locates them and the end record. :func:`load_verified` checks it before unpickling
+anything, with an error that names the file and says what to do. Files without a seal (from other tools, or
+torch's older pickle format) load as before, unverified.
+
+Checkpoints written before session 23 carry the SHA-256 of the records alone (``RECORDS_SEAL_PREFIX``) and are
+still verified so. That seal left the central directory out, and one flipped bit there (a record's compression
+method, 0 -> 8) made ``torch.load`` return other numbers for a tensor without a word.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import IO, Any
 
 import torch
 
-SEAL_PREFIX = b"sifar-sha256:"
+SEAL_PREFIX = b"sifar-sha256-archive:"  # the SHA-256 of every byte of the file before the digest
+RECORDS_SEAL_PREFIX = b"sifar-sha256:"  # before session 23: the SHA-256 of the records only
 ZIP_MAGIC = b"PK\x03\x04"
 _END_RECORD_MAGIC = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, then the comment
 _END_RECORD_SIZE = 22
 _MAX_COMMENT = 0xFFFF
+_DIGEST_SIZE = 64  # hex characters of a SHA-256
 _CHUNK = 8 << 20
 
 
@@ -31,14 +38,15 @@ class CheckpointError(ValueError):
 
 
 def sealed_bytes(obj: Any) -> io.BytesIO:
-    """``obj`` serialised by ``torch.save``, with the SHA-256 of its records in the zip comment."""
+    """``obj`` serialised by ``torch.save``, the SHA-256 of the archive in its zip comment, the file's last
+    bytes: a placeholder comment of the digest's length is written first (zipfile rewrites the directory and
+    end record behind the records), then the digest of everything before it takes its place."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with zipfile.ZipFile(buffer) as archive:
-        records_end = archive.start_dir
-    digest = hashlib.sha256(buffer.getbuffer()[:records_end]).hexdigest()
-    with zipfile.ZipFile(buffer, "a") as archive:  # rewrites only the directory at the end, records stay
-        archive.comment = SEAL_PREFIX + digest.encode()
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = SEAL_PREFIX + b"0" * _DIGEST_SIZE
+    with buffer.getbuffer() as view:
+        view[-_DIGEST_SIZE:] = hashlib.sha256(view[:-_DIGEST_SIZE]).hexdigest().encode()
     return buffer
 
 
@@ -62,16 +70,29 @@ def _truncated(handle: IO[bytes], name: str) -> CheckpointError:
                            f"interrupted copy or download?); copy it again, or use another checkpoint")
 
 
-def _comment_cut_short(handle: IO[bytes]) -> bool:
-    """Whether the file ends inside the zip comment its end record announces. zipfile reads such a comment
-    as far as the file goes, without a word: a copy cut inside the seal would then load as an unsealed file."""
+def _comment_end(handle: IO[bytes]) -> int:
+    """Where the zip comment announced by the file's end record ends (past the file's size when the file is cut
+    inside it: zipfile then reads the comment as far as the file goes, without a word)."""
     size = os.fstat(handle.fileno()).st_size
     tail_size = min(size, _END_RECORD_SIZE + _MAX_COMMENT)
     handle.seek(size - tail_size)
     tail = handle.read(tail_size)
     end_record = tail.rfind(_END_RECORD_MAGIC)  # the last one, as zipfile finds it
     announced = int.from_bytes(tail[end_record + 20:end_record + 22], "little")
-    return tail_size - end_record - _END_RECORD_SIZE < announced
+    return size - tail_size + end_record + _END_RECORD_SIZE + announced
+
+
+def _sha256(handle: IO[bytes], length: int) -> str:
+    """The SHA-256 of the file's first ``length`` bytes, read in chunks."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    while length > 0:
+        chunk = handle.read(min(_CHUNK, length))
+        if not chunk:
+            break
+        digest.update(chunk)
+        length -= len(chunk)
+    return digest.hexdigest()
 
 
 def _verify(handle: IO[bytes], name: str) -> None:
@@ -83,20 +104,15 @@ def _verify(handle: IO[bytes], name: str) -> None:
         if head == ZIP_MAGIC:
             raise _truncated(handle, name) from None
         return  # not a zip archive: torch's legacy format, or not a checkpoint (torch.load will tell)
-    if _comment_cut_short(handle):
+    comment_end = _comment_end(handle)
+    if comment_end > os.fstat(handle.fileno()).st_size:
         raise _truncated(handle, name)
-    if not archive.comment.startswith(SEAL_PREFIX):
+    if archive.comment.startswith(SEAL_PREFIX):
+        expected, covered = archive.comment.removeprefix(SEAL_PREFIX), comment_end - _DIGEST_SIZE
+    elif archive.comment.startswith(RECORDS_SEAL_PREFIX):
+        expected, covered = archive.comment.removeprefix(RECORDS_SEAL_PREFIX), archive.start_dir
+    else:
         return
-    expected = archive.comment.removeprefix(SEAL_PREFIX).decode("ascii", "replace")
-    digest = hashlib.sha256()
-    handle.seek(0)
-    remaining = archive.start_dir
-    while remaining > 0:
-        chunk = handle.read(min(_CHUNK, remaining))
-        if not chunk:
-            break
-        digest.update(chunk)
-        remaining -= len(chunk)
-    if digest.hexdigest() != expected:
+    if _sha256(handle, covered) != expected.decode("ascii", "replace"):
         raise CheckpointError(f"{name} is corrupt: its contents do not match the SHA-256 stored when it was "
                               f"written (damaged on disk or in a copy); use another copy or checkpoint")

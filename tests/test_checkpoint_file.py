@@ -3,6 +3,9 @@ copy or a foreign file fails naming the file, never loading silently and never a
 
 from __future__ import annotations
 
+import hashlib
+import io
+import struct
 import zipfile
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sifar.checkpoint import load_checkpoint, save_checkpoint
-from sifar.checkpoint_file import SEAL_PREFIX, CheckpointError, load_verified
+from sifar.checkpoint_file import RECORDS_SEAL_PREFIX, SEAL_PREFIX, CheckpointError, load_verified
 from sifar.models.weights import read_state_dict
 
 STATE = {"model": {"w": torch.arange(4000, dtype=torch.float32), "b": torch.ones(3)}, "classes": ["a", "b"],
@@ -52,6 +55,69 @@ def test_any_flipped_bit_in_the_records_is_caught_naming_the_file(sealed, tmp_pa
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match=f"{path} is corrupt: its contents do not match the SHA-256"):
         load_verified(path)
+
+
+def same_state(loaded: dict) -> bool:
+    return (loaded.keys() == STATE.keys() and all(torch.equal(loaded["model"][k], v) for k, v in STATE["model"].items())
+            and all(loaded[key] == STATE[key] for key in ("classes", "model_info", "state")))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_a_flipped_bit_anywhere_fails_naming_the_file_or_changes_nothing(sealed, tmp_path, fraction, bit):
+    """Anywhere: the records, the central directory that locates them, the end record, the seal. A flip in the
+    seal's prefix leaves an unsealed file whose contents are intact; nothing loads other contents."""
+    data = bytearray(sealed)
+    data[int(fraction * len(sealed))] ^= 1 << bit
+    path = tmp_path / "flipped.pt"
+    path.write_bytes(data)
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as err:
+        assert str(path) in str(err)
+    else:
+        assert same_state(loaded)
+
+
+def central_directory_entries(data: bytes, tmp_path: Path) -> list[tuple[str, int]]:
+    """(name, offset) of each central-directory entry of the zip archive ``data``."""
+    offset, entries = records_end(data, tmp_path), []
+    while data[offset:offset + 4] == b"PK\x01\x02":
+        name_size, extra_size, comment_size = struct.unpack("<HHH", data[offset + 28:offset + 34])
+        entries.append((data[offset + 46:offset + 46 + name_size].decode(), offset))
+        offset += 46 + name_size + extra_size + comment_size
+    return entries
+
+
+def test_a_flipped_compression_method_in_the_directory_is_caught(sealed, tmp_path):
+    """A stored record (method 0) marked deflated (8) in the central directory: torch.load read other numbers
+    for the tensor without a word when the seal covered the records alone."""
+    name, offset = next(entry for entry in central_directory_entries(sealed, tmp_path) if entry[0].endswith("data/0"))
+    data = bytearray(sealed)
+    data[offset + 10] ^= 8  # the entry's compression method
+    path = tmp_path / "method.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"{path} is corrupt"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_sealed_over_their_records_alone_are_still_verified(tmp_path):
+    """Before session 23 the seal covered the records only (``RECORDS_SEAL_PREFIX``): such files load, and a
+    flipped bit in their records is caught."""
+    buffer = io.BytesIO()
+    torch.save(STATE, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        digest = hashlib.sha256(buffer.getbuffer()[:archive.start_dir]).hexdigest()
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = RECORDS_SEAL_PREFIX + digest.encode()
+    path = tmp_path / "old.pt"
+    path.write_bytes(buffer.getvalue())
+    assert same_state(load_checkpoint(path))
+    data = bytearray(buffer.getvalue())
+    data[len(data) // 3] ^= 1
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"{path} is corrupt"):
+        load_checkpoint(path)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
