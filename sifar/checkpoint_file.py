@@ -70,14 +70,17 @@ def _truncated(handle: IO[bytes], name: str) -> CheckpointError:
                            f"interrupted copy or download?); copy it again, or use another checkpoint")
 
 
-def _comment_end(handle: IO[bytes]) -> int:
-    """Where the zip comment announced by the file's end record ends (past the file's size when the file is cut
-    inside it: zipfile then reads the comment as far as the file goes, without a word)."""
+def _comment_end(handle: IO[bytes]) -> int | None:
+    """Where the zip comment announced by the file's end record ends, None without an end record. Past the file's
+    size when the file is cut inside the comment: zipfile then reads the comment as far as the file goes,
+    without a word."""
     size = os.fstat(handle.fileno()).st_size
     tail_size = min(size, _END_RECORD_SIZE + _MAX_COMMENT)
     handle.seek(size - tail_size)
     tail = handle.read(tail_size)
     end_record = tail.rfind(_END_RECORD_MAGIC)  # the last one, as zipfile finds it
+    if end_record < 0:
+        return None
     announced = int.from_bytes(tail[end_record + 20:end_record + 22], "little")
     return size - tail_size + end_record + _END_RECORD_SIZE + announced
 
@@ -96,17 +99,18 @@ def _sha256(handle: IO[bytes], length: int) -> str:
 
 
 def _verify(handle: IO[bytes], name: str) -> None:
-    head = handle.read(len(ZIP_MAGIC))
+    is_zip = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    comment_end = _comment_end(handle)
+    if is_zip and (comment_end is None or comment_end > os.fstat(handle.fileno()).st_size):
+        raise _truncated(handle, name)
     handle.seek(0)
     try:
         archive = zipfile.ZipFile(handle)
-    except zipfile.BadZipFile:
-        if head == ZIP_MAGIC:
-            raise _truncated(handle, name) from None
-        return  # not a zip archive: torch's legacy format, or not a checkpoint (torch.load will tell)
-    comment_end = _comment_end(handle)
-    if comment_end > os.fstat(handle.fileno()).st_size:
-        raise _truncated(handle, name)
+    except (zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as err:  # zipfile's, for a bad directory
+        if not is_zip:
+            return  # not a zip archive: torch's legacy format, or not a checkpoint (torch.load will tell)
+        raise CheckpointError(f"{name} is corrupt: its zip directory cannot be read ({type(err).__name__}: {err}); "
+                              f"use another copy or checkpoint") from err
     if archive.comment.startswith(SEAL_PREFIX):
         expected, covered = archive.comment.removeprefix(SEAL_PREFIX), comment_end - _DIGEST_SIZE
     elif archive.comment.startswith(RECORDS_SEAL_PREFIX):
