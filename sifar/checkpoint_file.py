@@ -30,6 +30,7 @@ _END_RECORD_MAGIC = b"PK\x05\x06"  # the zip's end-of-central-directory record: 
 _END_RECORD_SIZE = 22
 _MAX_COMMENT = 0xFFFF
 _DIGEST_SIZE = 64  # hex characters of a SHA-256
+_SEAL_SIZES = {len(SEAL_PREFIX) + _DIGEST_SIZE, len(RECORDS_SEAL_PREFIX) + _DIGEST_SIZE}  # torch writes no comment
 _CHUNK = 8 << 20
 
 
@@ -111,10 +112,14 @@ def _verify(handle: IO[bytes], name: str) -> None:
             return  # not a zip archive: torch's legacy format, or not a checkpoint (torch.load will tell)
         raise CheckpointError(f"{name} is corrupt: its zip directory cannot be read ({type(err).__name__}: {err}); "
                               f"use another copy or checkpoint") from err
-    if archive.comment.startswith(SEAL_PREFIX):
-        expected, covered = archive.comment.removeprefix(SEAL_PREFIX), comment_end - _DIGEST_SIZE
-    elif archive.comment.startswith(RECORDS_SEAL_PREFIX):
-        expected, covered = archive.comment.removeprefix(RECORDS_SEAL_PREFIX), archive.start_dir
+    comment = archive.comment
+    if comment.startswith(SEAL_PREFIX):
+        expected, covered = comment.removeprefix(SEAL_PREFIX), comment_end - _DIGEST_SIZE
+    elif comment.startswith(RECORDS_SEAL_PREFIX):
+        expected, covered = comment.removeprefix(RECORDS_SEAL_PREFIX), archive.start_dir
+    elif len(comment) in _SEAL_SIZES:  # a seal whose prefix was damaged: unsealed, the rest would load unverified
+        raise CheckpointError(f"{name} is corrupt: its seal (the zip comment) is damaged; use another copy or "
+                              f"checkpoint")
     else:
         return
     if _sha256(handle, covered) != expected.decode("ascii", "replace"):

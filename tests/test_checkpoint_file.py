@@ -74,19 +74,16 @@ def central_directory_entries(data: bytes, tmp_path: Path) -> list[tuple[str, in
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fraction=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
-def test_a_flipped_bit_anywhere_fails_naming_the_file_or_changes_nothing(sealed, tmp_path, fraction, bit):
-    """Anywhere: the records, the central directory that locates them, the end record, the seal. A flip in the
-    seal's prefix leaves an unsealed file whose contents are intact; nothing loads other contents."""
+def test_a_flipped_bit_anywhere_fails_naming_the_file(sealed, tmp_path, fraction, bit):
+    """Anywhere: the records, the central directory that locates them, the end record, the seal itself (a damaged
+    prefix must not leave an unsealed file that loads unverified: with another damaged byte elsewhere it loaded
+    other contents). Any other exception fails the test too: a bare traceback names no file."""
     data = bytearray(sealed)
     data[int(fraction * len(sealed))] ^= 1 << bit
     path = tmp_path / "flipped.pt"
     path.write_bytes(data)
-    try:
-        loaded = load_checkpoint(path)
-    except CheckpointError as err:  # any other exception fails the test: a bare traceback names no file
-        assert str(path) in str(err)
-    else:
-        assert same_state(loaded)
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("field, flip", [(10, 8), (6, 0x80), (46, 0x80)])
