@@ -6,7 +6,8 @@ So :func:`sealed_bytes` stores the SHA-256 of the whole archive in its zip comme
 keeps for such notes; torch and any zip tool ignore it): every byte before the digest itself, the records,
 the central directory that locates them and the end record. :func:`load_verified` checks it before unpickling
 anything, with an error that names the file and says what to do. Files without a seal (from other tools, or
-torch's older pickle format) load as before, unverified.
+torch's older pickle format) load as before, unverified; torch writes no zip comment, so a comment of a seal's
+length without its prefix is a damaged seal, not the comment of an unsealed file.
 
 Checkpoints written before session 23 carry the SHA-256 of the records alone (``RECORDS_SEAL_PREFIX``) and are
 still verified so. That seal left the central directory out, and one flipped bit there (a record's compression
