@@ -46,7 +46,6 @@ import sys
 import torch
 import triton
 from tools import window_kernel
-from tools.window_kernel import window_attention_qkv
 
 if len(sys.argv) > 3:  # the backward's (BLOCK_M, BLOCK_N) instead of the interpreter's one configuration
     block_m, block_n = map(int, sys.argv[3].split(","))
@@ -57,8 +56,8 @@ for name, case in torch.load(sys.argv[1]).items():
     bias = case["bias"].requires_grad_(case["bias_grad"])
     windows, tokens, _ = qkv.shape
     heads = case["heads"]
-    out = window_attention_qkv(qkv, bias, case["regions"], case["scale"], heads,
-                               flex_forward=case["forward"] == "flex-forward")
+    out = window_kernel.window_attention_qkv(qkv, bias, case["regions"], case["scale"], heads,
+                                             flex_forward=case["forward"] == "flex-forward")
     out = out.view(windows, tokens, heads, -1).transpose(1, 2)
     out.backward(case["grad_out"])
     results[name] = {"out": out.detach(), "qkv": qkv.grad, "bias": bias.grad}
@@ -163,9 +162,6 @@ import torch
 from sifar.models import create_model
 from tools.window_kernel import use_window_kernel
 
-# AOTAutograd checks the custom ops' aliasing on a compiled graph's first call under a dispatch mode, which cannot
-# look into eager FlexAttention's vmap on the CPU ("Cannot access storage of BatchedTensorImpl")
-torch._functorch.config.check_custom_op_aliasing = False
 torch.manual_seed(0)
 clips = torch.randn(1, 8, 3, 64, 64)
 results = {}
@@ -199,7 +195,7 @@ def test_a_model_swapped_to_the_kernels_computes_as_before_in_one_compiled_graph
             torch.testing.assert_close(got[key], value, atol=2e-4, rtol=1e-3, msg=f"{name}: {key}")
 
 
-def test_use_window_kernel_swaps_the_windows_up_to_max_tokens():
+def test_use_window_kernel_swaps_the_windows_up_to_max_tokens(monkeypatch):
     from sifar.models import create_model
     from sifar.models.window_attention import SifarWindowAttention
     from tools.window_kernel import KernelWindowAttention, use_window_kernel
@@ -211,6 +207,9 @@ def test_use_window_kernel_swaps_the_windows_up_to_max_tokens():
         "SifarWindowAttention": 324}
     assert sum(isinstance(m, KernelWindowAttention) for m in attentions) == 22
     assert not any(m.flex_forward for m in attentions if isinstance(m, KernelWindowAttention))
+    # the flex forward switches AOTAutograd's aliasing check off for the process: restored after this test
+    monkeypatch.setattr(torch._functorch.config, "check_custom_op_aliasing", True)
     assert use_window_kernel(model, flex_forward=True) == 24  # all (the 22 again, now after FlexAttention's forward)
     assert all(m.flex_forward for m in attentions)
+    assert not torch._functorch.config.check_custom_op_aliasing
 

@@ -173,11 +173,6 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         convert_to_float8(model, torch.device("cuda"))
     if variant.window_kernel:
         use_window_kernel(model, variant.window_kernel_max_tokens, variant.window_kernel_flex_forward)
-    if variant.window_kernel_flex_forward:
-        # AOTAutograd checks the custom ops' aliasing on a compiled graph's first call under a dispatch mode, which
-        # cannot look into the custom op's own FlexAttention call (on the CPU: "Cannot access storage of
-        # BatchedTensorImpl", tests/test_window_kernel.py); the check is off for this candidate, as in its test
-        torch._functorch.config.check_custom_op_aliasing = False
     if not variant.gelu_epilogue:
         set_gelu_epilogue(model, enabled=False)
     return model

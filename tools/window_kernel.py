@@ -387,10 +387,16 @@ def use_window_kernel(model: torch.nn.Module, max_tokens: int | None = None, fle
     compute with these kernels, in place: all, or those whose windows hold at most ``max_tokens`` tokens (the
     others keep FlexAttention); the number changed. ``flex_forward``: only the backward on the kernels. A
     benchmark's switch, not the package's: the class of each module is swapped, its parameters and buffers
-    stay."""
+    stay.
+
+    With ``flex_forward``, AOTAutograd's check of custom ops' aliasing (a dispatch mode around a compiled graph's
+    first call) is switched off for the process: it cannot look into the custom op's own FlexAttention call
+    (on the CPU: "Cannot access storage of BatchedTensorImpl")."""
     attentions = [m for m in model.modules() if isinstance(m, SifarWindowAttention)
                   and (max_tokens is None or m.window_area <= max_tokens)]
     for attention in attentions:
         attention.__class__ = KernelWindowAttention
         attention.flex_forward = flex_forward
+    if flex_forward and attentions:
+        torch._functorch.config.check_custom_op_aliasing = False
     return len(attentions)
