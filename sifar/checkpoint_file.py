@@ -66,17 +66,10 @@ def load_verified(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
 
 
-def _truncated(handle: IO[bytes], name: str) -> CheckpointError:
-    size = os.fstat(handle.fileno()).st_size
-    return CheckpointError(f"{name} is truncated: its {size} bytes end before the end of the archive (an "
-                           f"interrupted copy or download?); copy it again, or use another checkpoint")
-
-
-def _comment_end(handle: IO[bytes]) -> int | None:
-    """Where the zip comment announced by the file's end record ends, None without an end record. Past the file's
-    size when the file is cut inside the comment: zipfile then reads the comment as far as the file goes,
-    without a word."""
-    size = os.fstat(handle.fileno()).st_size
+def _comment_end(handle: IO[bytes], size: int) -> int | None:
+    """Where the zip comment announced by the end record of the file (``size`` bytes) ends, None without an end
+    record. Past ``size`` when the file is cut inside the comment: zipfile then reads the comment as far as the
+    file goes, without a word."""
     tail_size = min(size, _END_RECORD_SIZE + _MAX_COMMENT)
     handle.seek(size - tail_size)
     tail = handle.read(tail_size)
@@ -101,10 +94,11 @@ def _sha256(handle: IO[bytes], length: int) -> str:
 
 
 def _verify(handle: IO[bytes], name: str) -> None:
-    is_zip = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-    comment_end = _comment_end(handle)
-    if is_zip and (comment_end is None or comment_end > os.fstat(handle.fileno()).st_size):
-        raise _truncated(handle, name)
+    is_zip, size = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC, os.fstat(handle.fileno()).st_size
+    comment_end = _comment_end(handle, size)
+    if is_zip and (comment_end is None or comment_end > size):
+        raise CheckpointError(f"{name} is truncated: its {size} bytes end before the end of the archive (an "
+                              f"interrupted copy or download?); copy it again, or use another checkpoint")
     handle.seek(0)
     try:
         archive = zipfile.ZipFile(handle)
