@@ -12,6 +12,11 @@ twice: wall clock between CUDA events (the host's launches included) and the GPU
 profiler (:func:`kernel_ms`); the speedups and the totals over all the model's blocks use the GPU times.
 
     python -m tools.bench_window_attention --model SIFAR-B-12 --batch 32 --json window_attention.json
+
+Where a kernel's time goes (Nsight Compute; each row's kernels profiled once, warm):
+
+    ncu --clock-control none --profile-from-start off --section SpeedOfLight --section Occupancy \
+        python -m tools.bench_window_attention --blocks stage0 --cuda-profiler-range
 """
 
 from __future__ import annotations
@@ -118,6 +123,16 @@ def kernel_ms(fn: Callable[[], object], reps: int) -> float:
     return sum(e.self_device_time_total for e in device_events) / reps / 1000.0
 
 
+def in_cuda_profiler_range(fn: Callable[[], object]) -> None:
+    """One call of ``fn`` between cudaProfilerStart and cudaProfilerStop: what ``ncu --profile-from-start off``
+    profiles, each kernel once, warm (FlexAttention compiled, the kernels tuned)."""
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
 def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: torch.Tensor, args) -> dict:
     """Forward and forward+backward times of one implementation, and its output and gradients."""
     attn, table = block.attn, block.attn.relative_position_bias_table
@@ -130,11 +145,16 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
     forward_ms = back_to_back_ms(step, args.warmup, args.reps)  # with autograd on, as in training
     train_ms = back_to_back_ms(forward_backward, args.warmup, args.reps)
     forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), kernel_ms(forward_backward, args.reps)
+    if args.cuda_profiler_range:
+        in_cuda_profiler_range(forward_backward)
     out = step()
     qkv.grad = table.grad = None
     out.backward(grad)
+    tensors = {"out": out.detach().float(), "dqkv": qkv.grad.float()}
+    if table.requires_grad:
+        tensors["dtable"] = table.grad.float()
     return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms, "fwd_gpu_ms": forward_gpu_ms, "fwd_bwd_gpu_ms": train_gpu_ms,
-            "tensors": {"out": out.detach().float(), "dqkv": qkv.grad.float(), "dtable": table.grad.float()}}
+            "tensors": tensors}
 
 
 def differences(got: dict, expected: dict) -> dict:
@@ -172,6 +192,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--blocks", help="comma-separated labels to run (e.g. stage0,stage0-shifted); default all")
+    parser.add_argument("--frozen-bias", action="store_true",
+                        help="no gradient for the relative-position bias tables: what summing it costs")
+    parser.add_argument("--cuda-profiler-range", action="store_true",
+                        help="after its timings, one forward + backward of each row between cudaProfilerStart and "
+                             "Stop, for `ncu --profile-from-start off`")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -179,7 +204,12 @@ def main() -> None:
     args.dtype = torch.bfloat16
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
-    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}; max abs / relative norm vs flex")
+    if args.frozen_bias:
+        for name, parameter in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                parameter.requires_grad_(False)
+    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}"
+          f"{', bias tables frozen' if args.frozen_bias else ''}; max abs / relative norm vs flex")
     print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<20}{'fwd ms':>8}{'f+b ms':>9}{'fwd GPU':>9}{'f+b GPU':>9}"
           f"{'speedup':>9}  errors (speedup: f+b GPU ms, FlexAttention's over the row's)")
     rows = []
@@ -196,7 +226,8 @@ def main() -> None:
               f"{total['fwd_bwd_gpu_ms']:.2f} ({totals['flex']['fwd_bwd_gpu_ms'] / total['fwd_bwd_gpu_ms']:.2f}x)")
     if args.json:
         write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "model": args.model,
-                                     "batch": args.batch, "rows": rows, "model_totals": totals})
+                                     "batch": args.batch, "frozen_bias": args.frozen_bias, "rows": rows,
+                                     "model_totals": totals})
 
 
 if __name__ == "__main__":
