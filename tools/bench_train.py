@@ -259,12 +259,12 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
 
 
 def profile(step, label: str, json_path: str | None) -> None:
-    """Print the 25 kernels that take the most GPU time over 3 steps (and save the table beside the JSON)."""
+    """Print the 60 kernels that take the most GPU time over 3 steps (and save the table beside the JSON)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90)
     print(f"--- profile {label}\n{table}", flush=True)
     if json_path:
         Path(json_path).with_name(f"profile-{label}.txt").write_text(table)

@@ -34,6 +34,7 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import SifarWindowAttention, merge_heads, split_heads
+from sifar.torch_compat import raise_recompile_limit
 from tools.bench_train import back_to_back_ms
 from tools.window_kernel import tuned_tiles, window_attention_qkv
 
@@ -96,17 +97,22 @@ def block_inputs(block: SwinTransformerBlock, batch: int, dtype: torch.dtype) ->
 
 
 def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
-    """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``."""
+    """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``, compiled as the model's
+    compiled step compiles it: the bias gathered from its table, q, k, v split from qkv, the heads merged, and
+    the backward of all of it. Before session 24 only FlexAttention itself was compiled here, and autograd's
+    eager kernels stacking dq, dk, dv back into the qkv layout (two copies of the gradient, 1.7 of 4.6 ms in
+    SIFAR-B-12's first block, Nsight Compute) counted as FlexAttention's backward."""
     heads = attn.num_heads
     regions = None if mask is None else attn.shift_regions
 
-    def step() -> torch.Tensor:
+    def attention(qkv: torch.Tensor) -> torch.Tensor:
         if impl != "flex":
             return window_attention_qkv(qkv, attn.score_bias(qkv.dtype), regions, attn.scale, heads,
                                         flex_forward=impl == "flex-fwd-kernel-bwd")
         return merge_heads(attn._flex(*split_heads(qkv, heads), mask))
 
-    return step
+    compiled = torch.compile(attention, dynamic=False)
+    return lambda: compiled(qkv)
 
 
 def kernel_ms(fn: Callable[[], object], reps: int) -> float:
@@ -120,6 +126,8 @@ def kernel_ms(fn: Callable[[], object], reps: int) -> float:
         torch.cuda.synchronize()
     device_events = [e for e in prof.key_averages()
                      if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
+    if not device_events:  # under Nsight Compute, which holds the GPU's profiling interface: not measured
+        return math.nan
     return sum(e.self_device_time_total for e in device_events) / reps / 1000.0
 
 
@@ -202,6 +210,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_window_attention needs a CUDA GPU (FlexAttention and Triton kernels)")
     args.dtype = torch.bfloat16
+    raise_recompile_limit(4 * len(IMPLS) * 8)  # each block shape and implementation, with and without gradients
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
     if args.frozen_bias:
