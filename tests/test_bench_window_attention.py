@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("triton", reason="the benchmark times Triton kernels")
 
 from sifar.models import create_model  # noqa: E402
-from tools.bench_window_attention import attention_floor_ms, model_totals, stage_blocks  # noqa: E402
+from tools.bench_window_attention import ATTENTION_KERNELS, attention_floor_ms, model_totals, stage_blocks  # noqa: E402
 
 
 def test_stage_blocks_stand_for_every_block_of_sifar_b():
@@ -25,6 +25,23 @@ def test_model_totals_weigh_each_row_by_its_blocks():
             {"impl": "kernel-qkv", "blocks": 9, "fwd_gpu_ms": 0.5, "fwd_bwd_gpu_ms": 3.0}]
     assert model_totals(rows) == {"flex": {"fwd_gpu_ms": 9.5, "fwd_bwd_gpu_ms": 22.0},
                                   "kernel-qkv": {"fwd_gpu_ms": 4.5, "fwd_bwd_gpu_ms": 27.0}}
+
+
+@pytest.mark.parametrize("kernel, is_attention", [
+    # names from Nsight Compute's profile of SIFAR-B-12's first block on the H100 (session 24)
+    ("triton_tem_fused_flex_attention_4", True),
+    ("triton_tem_fused_flex_attention_backward_2", True),
+    ("triton_per_fused_flex_attention_backward_1", True),  # the backward's delta pass
+    ("_forward_kernel", True),
+    ("_grad_kernel", True),
+    ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<at::native::(anonymous namespace)::OpaqueType<2u>,"
+     " unsigned int, 4, 64, 64>(...)", False),  # autograd's eager stacking of dq, dk, dv
+    ("triton_poi_fused_clone_permute_stack_39", False),  # the same, fused by a compiled step
+    ("void at::native::vectorized_gather_kernel<16, long>(char*, char*, long*, int, long, long, long, long, bool)",
+     False),  # the bias gathered from its table
+])
+def test_the_attention_kernels_are_told_from_the_copies_around_them(kernel, is_attention):
+    assert bool(ATTENTION_KERNELS.search(kernel)) == is_attention
 
 
 def test_the_memory_floor_counts_the_bytes_attention_must_move():

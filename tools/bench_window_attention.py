@@ -9,7 +9,9 @@ FlexAttention's forward (``flex_forward=True``). Session 18's first timing also 
 on q, k, v views, since dropped (docs/window_attention.json). The forward is timed with autograd on, as in
 training; the first calls (FlexAttention's compile, the kernels' autotuning) fall in the warmup. Each is timed
 twice: wall clock between CUDA events (the host's launches included) and the GPU kernels' durations from the
-profiler (:func:`kernel_ms`); the speedups and the totals over all the model's blocks use the GPU times.
+profiler (:func:`kernel_ms`); the speedups and the totals over all the model's blocks use the GPU times, once
+for all the row's kernels and once for the attention's own (``ATTENTION_KERNELS``: not the layout copies around
+them, which a compiled model fuses into kernels of its own).
 
     python -m tools.bench_window_attention --model SIFAR-B-12 --batch 32 --json window_attention.json
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -34,11 +37,16 @@ from timm.models.swin_transformer import SwinTransformerBlock
 from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import SifarWindowAttention, merge_heads, split_heads
-from sifar.torch_compat import raise_recompile_limit
 from tools.bench_train import back_to_back_ms
 from tools.window_kernel import tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
+# The attention's own kernels: FlexAttention's forward, its backward and the backward's delta pass (Inductor names
+# them after flex_attention), and the Triton kernels. The rest of a row's kernels are the bias's gather and
+# scatter and layout copies; with FlexAttention these include autograd's eager kernels that stack dq, dk, dv back
+# into the qkv layout (1.7 of 4.6 ms in SIFAR-B-12's first block, Nsight Compute, session 24), which a compiled
+# model's step does in one fused kernel of its own (3.8 ms a SIFAR-B-12 training step, all blocks).
+ATTENTION_KERNELS = re.compile(r"flex_attention|_forward_kernel|_grad_kernel")
 DEVICE = "cuda"
 HBM_BYTES_PER_S = 3.35e12  # the H100 SXM's memory bandwidth (HBM3), the card every figure here is from
 
@@ -97,29 +105,25 @@ def block_inputs(block: SwinTransformerBlock, batch: int, dtype: torch.dtype) ->
 
 
 def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mask: torch.Tensor | None):
-    """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``, compiled as the model's
-    compiled step compiles it: the bias gathered from its table, q, k, v split from qkv, the heads merged, and
-    the backward of all of it. Before session 24 only FlexAttention itself was compiled here, and autograd's
-    eager kernels stacking dq, dk, dv back into the qkv layout (two copies of the gradient, 1.7 of 4.6 ms in
-    SIFAR-B-12's first block, Nsight Compute) counted as FlexAttention's backward."""
+    """A function computing the (W, N, H*D) attention output of ``qkv`` with ``impl``."""
     heads = attn.num_heads
     regions = None if mask is None else attn.shift_regions
 
-    def attention(qkv: torch.Tensor) -> torch.Tensor:
+    def step() -> torch.Tensor:
         if impl != "flex":
             return window_attention_qkv(qkv, attn.score_bias(qkv.dtype), regions, attn.scale, heads,
                                         flex_forward=impl == "flex-fwd-kernel-bwd")
         return merge_heads(attn._flex(*split_heads(qkv, heads), mask))
 
-    compiled = torch.compile(attention, dynamic=False)
-    return lambda: compiled(qkv)
+    return step
 
 
-def kernel_ms(fn: Callable[[], object], reps: int) -> float:
-    """Mean milliseconds of the GPU kernels ``fn`` launches, their durations summed as the profiler's "Self CUDA
-    time total" sums them. Wall-clock timing of calls of under a millisecond also times the host's launches
-    (FlexAttention's compiled call wraps each in guards): the two agreed to 1% at stage 0, but at stages 1-3 one
-    FlexAttention row moved by up to 2x between two machines (session 19)."""
+def kernel_ms(fn: Callable[[], object], reps: int, names: re.Pattern | None = None) -> float:
+    """Mean milliseconds of the GPU kernels ``fn`` launches (only those whose names match ``names`` when given),
+    their durations summed as the profiler's "Self CUDA time total" sums them. Wall-clock timing of calls of
+    under a millisecond also times the host's launches (FlexAttention's compiled call wraps each in guards): the
+    two agreed to 1% at stage 0, but at stages 1-3 one FlexAttention row moved by up to 2x between two machines
+    (session 19)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             fn()
@@ -128,7 +132,8 @@ def kernel_ms(fn: Callable[[], object], reps: int) -> float:
                      if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
     if not device_events:  # under Nsight Compute, which holds the GPU's profiling interface: not measured
         return math.nan
-    return sum(e.self_device_time_total for e in device_events) / reps / 1000.0
+    return sum(e.self_device_time_total for e in device_events
+               if names is None or names.search(e.key)) / reps / 1000.0
 
 
 def in_cuda_profiler_range(fn: Callable[[], object]) -> None:
@@ -153,6 +158,7 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
     forward_ms = back_to_back_ms(step, args.warmup, args.reps)  # with autograd on, as in training
     train_ms = back_to_back_ms(forward_backward, args.warmup, args.reps)
     forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), kernel_ms(forward_backward, args.reps)
+    train_attention_ms = kernel_ms(forward_backward, args.reps, ATTENTION_KERNELS)
     if args.cuda_profiler_range:
         in_cuda_profiler_range(forward_backward)
     out = step()
@@ -162,7 +168,7 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
     if table.requires_grad:
         tensors["dtable"] = table.grad.float()
     return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms, "fwd_gpu_ms": forward_gpu_ms, "fwd_bwd_gpu_ms": train_gpu_ms,
-            "tensors": tensors}
+            "fwd_bwd_attention_gpu_ms": train_attention_ms, "tensors": tensors}
 
 
 def differences(got: dict, expected: dict) -> dict:
@@ -188,9 +194,11 @@ def bench_block(label: str, block: SwinTransformerBlock, args) -> list[dict]:
 
 def print_row(row: dict, flex: dict) -> None:
     errors = " ".join(f"{name} {e['max_abs']:.1e}/{e['rel_norm']:.1e}" for name, e in row["vs_flex"].items())
+    attention = "fwd_bwd_attention_gpu_ms"
     print(f"{row['block']:<16}{row['W']:>6}{row['H']:>4}{row['N']:>5}  {row['impl']:<20}{row['fwd_ms']:>8.3f}"
-          f"{row['fwd_bwd_ms']:>9.3f}{row['fwd_gpu_ms']:>9.3f}{row['fwd_bwd_gpu_ms']:>9.3f}"
-          f"{flex['fwd_bwd_gpu_ms'] / row['fwd_bwd_gpu_ms']:>8.2f}x  {errors}", flush=True)
+          f"{row['fwd_bwd_ms']:>9.3f}{row['fwd_gpu_ms']:>9.3f}{row['fwd_bwd_gpu_ms']:>9.3f}{row[attention]:>9.3f}"
+          f"{flex['fwd_bwd_gpu_ms'] / row['fwd_bwd_gpu_ms']:>8.2f}x{flex[attention] / row[attention]:>7.2f}x  {errors}",
+          flush=True)
 
 
 def main() -> None:
@@ -210,7 +218,6 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_window_attention needs a CUDA GPU (FlexAttention and Triton kernels)")
     args.dtype = torch.bfloat16
-    raise_recompile_limit(4 * len(IMPLS) * 8)  # each block shape and implementation, with and without gradients
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
     if args.frozen_bias:
@@ -220,7 +227,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}"
           f"{', bias tables frozen' if args.frozen_bias else ''}; max abs / relative norm vs flex")
     print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<20}{'fwd ms':>8}{'f+b ms':>9}{'fwd GPU':>9}{'f+b GPU':>9}"
-          f"{'speedup':>9}  errors (speedup: f+b GPU ms, FlexAttention's over the row's)")
+          f"{'f+b attn':>9}{'speedups':>16}  errors (speedups: f+b GPU ms and f+b attention kernels' ms, "
+          f"FlexAttention's over the row's)")
     rows = []
     for label, block, count in stage_blocks(model):
         if args.blocks and label not in args.blocks.split(","):
@@ -229,10 +237,12 @@ def main() -> None:
         for row in block_rows:
             print_row(row, block_rows[0])
         rows += block_rows
-    totals = model_totals(rows)
+    totals = model_totals(rows, metrics=("fwd_gpu_ms", "fwd_bwd_gpu_ms", "fwd_bwd_attention_gpu_ms"))
     for impl, total in totals.items():
         print(f"all {args.model}'s blocks, {impl}: forward {total['fwd_gpu_ms']:.2f} GPU ms, forward + backward "
-              f"{total['fwd_bwd_gpu_ms']:.2f} ({totals['flex']['fwd_bwd_gpu_ms'] / total['fwd_bwd_gpu_ms']:.2f}x)")
+              f"{total['fwd_bwd_gpu_ms']:.2f} ({totals['flex']['fwd_bwd_gpu_ms'] / total['fwd_bwd_gpu_ms']:.2f}x), "
+              f"the attention's own kernels {total['fwd_bwd_attention_gpu_ms']:.2f} "
+              f"({totals['flex']['fwd_bwd_attention_gpu_ms'] / total['fwd_bwd_attention_gpu_ms']:.2f}x)")
     if args.json:
         write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "model": args.model,
                                      "batch": args.batch, "frozen_bias": args.frozen_bias, "rows": rows,
