@@ -11,12 +11,14 @@ regions) in one of two modes:
   crops); only the forward's options (``BLOCK_M``, ``BLOCK_N``, ``fwd_num_warps``, ...) matter there;
 - ``train``: forward and backward with autograd, as ``sifar-train`` runs them (default batch 32).
 
-Times are the GPU kernels' own durations from the profiler (``bench_window_attention.kernel_ms``), summed over all
-the model's blocks (a shape's time its number of blocks): the attention's share of one step; each is also shown
-against its memory floor (``bench_window_attention.attention_floor_ms``: the bytes the attention must move at
-the card's bandwidth), to tell how far any setting is from what a kernel could reach. Each setting's output
-(and in ``train`` mode the gradients) is compared with the first setting's, so a setting that computes something
-else shows; a setting FlexAttention's template refuses is reported and skipped. Every setting compiles FlexAttention
+Times are FlexAttention's own kernels' durations from the profiler (``bench_window_attention.kernel_ms`` with
+``ATTENTION_KERNELS``: not autograd's eager layout copies around them, which sessions 22 and 23 counted; the
+compiled model's step does that work in kernels of its own), summed over all the model's blocks (a shape's time
+its number of blocks): the attention's share of one step; each is also shown against its memory floor
+(``bench_window_attention.attention_floor_ms``: the bytes the attention must move at the card's bandwidth), to tell
+how far any setting is from what a kernel could reach. Each setting's output (and in ``train`` mode the gradients)
+is compared with the first setting's, so a setting that computes something else shows; a setting FlexAttention's
+template refuses is reported and skipped. Every setting compiles FlexAttention
 afresh for every shape.
 
     python -m tools.bench_flex_tiles --mode infer --json flex_tiles_infer.json
@@ -35,8 +37,8 @@ from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
 from sifar.torch_compat import raise_recompile_limit
-from tools.bench_window_attention import (attention_floor_ms, attention_step, block_inputs, differences, kernel_ms,
-                                          model_totals, stage_blocks)
+from tools.bench_window_attention import (ATTENTION_KERNELS, attention_floor_ms, attention_step, block_inputs,
+                                          differences, kernel_ms, model_totals, stage_blocks)
 
 DEVICE = "cuda"
 # Forward tiles (BLOCK_M queries x BLOCK_N keys), warps and pipeline stages. The first is FlexAttention's own
@@ -94,7 +96,7 @@ def time_setting(block, options: dict, batch: int, train: bool, args) -> dict:
     step = forward_backward if train else forward_no_grad
     for _ in range(args.warmup):
         step()
-    milliseconds = kernel_ms(step, args.reps)
+    milliseconds = kernel_ms(step, args.reps, ATTENTION_KERNELS)
     tensors = {}
     if train:
         forward_backward()
