@@ -18,8 +18,7 @@ its number of blocks): the attention's share of one step; each is also shown aga
 (``bench_window_attention.attention_floor_ms``: the bytes the attention must move at the card's bandwidth), to tell
 how far any setting is from what a kernel could reach. Each setting's output (and in ``train`` mode the gradients)
 is compared with the first setting's, so a setting that computes something else shows; a setting FlexAttention's
-template refuses is reported and skipped. Every setting compiles FlexAttention
-afresh for every shape.
+template refuses is reported and skipped. Every setting compiles FlexAttention afresh for every shape.
 
     python -m tools.bench_flex_tiles --mode infer --json flex_tiles_infer.json
     python -m tools.bench_flex_tiles --mode train --json flex_tiles_train.json
