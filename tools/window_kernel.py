@@ -8,9 +8,12 @@ the keys in two tiles (session 19, 0.92x by the wall clock). Session 20 timed th
 over all of the model's blocks, 0.84x, and in the whole compiled step: training 0.81x (0.86x on the 144-token
 windows only), inference 0.994x. Not adopted. Its backward was the slower half (one program per window and head, all
 keys in registers: up to 255 registers a thread). Session 23 replaced it with a backward that splits each window's
-keys over programs (below); timed in session 24 it is slower still: 0.66x FlexAttention over SIFAR-B-12's blocks
-(forward + backward, GPU times; 0.40x over SIFAR-B-14-16f's), its backward alone 54.7 against 33.9 ms. It stays
-with the tools, with its tests and benchmark (``tools/bench_window_attention.py``).
+keys over programs (below); timed in session 24 it is slower still: 0.40x FlexAttention over SIFAR-B-12's blocks
+by the attention's own kernels (55.0 against 22.1 ms, forward + backward), bound by L2 (its atomic adds, two a
+score; Nsight Compute). The figures above counted every kernel, FlexAttention's eager gradient copies included
+(1.7 of its 4.6 ms in the first block), which flattered the kernels: by its own kernels FlexAttention's backward
+is about 2.2x faster than session 20's. It stays with the tools, with its tests and benchmark
+(``tools/bench_window_attention.py``).
 
 Why not FlexAttention (``window_attention.py``'s ``flex``)? It is made for long sequences: a 144-token window
 (12x12) pads to its 64- and 16-token tiles, and its 64-row forward tiles read a window's keys and values three
