@@ -164,9 +164,7 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
     out = step()
     qkv.grad = table.grad = None
     out.backward(grad)
-    tensors = {"out": out.detach().float(), "dqkv": qkv.grad.float()}
-    if table.requires_grad:
-        tensors["dtable"] = table.grad.float()
+    tensors = {"out": out.detach().float(), "dqkv": qkv.grad.float(), "dtable": table.grad.float()}
     return {"fwd_ms": forward_ms, "fwd_bwd_ms": train_ms, "fwd_gpu_ms": forward_gpu_ms, "fwd_bwd_gpu_ms": train_gpu_ms,
             "fwd_bwd_attention_gpu_ms": train_attention_ms, "tensors": tensors}
 
@@ -208,8 +206,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--blocks", help="comma-separated labels to run (e.g. stage0,stage0-shifted); default all")
-    parser.add_argument("--frozen-bias", action="store_true",
-                        help="no gradient for the relative-position bias tables: what summing it costs")
     parser.add_argument("--cuda-profiler-range", action="store_true",
                         help="after its timings, one forward + backward of each row between cudaProfilerStart and "
                              "Stop, for `ncu --profile-from-start off`")
@@ -220,12 +216,7 @@ def main() -> None:
     args.dtype = torch.bfloat16
     with torch.device(DEVICE):
         model = create_model(args.model, num_classes=174, attention="flex")
-    if args.frozen_bias:
-        for name, parameter in model.named_parameters():
-            if name.endswith("relative_position_bias_table"):
-                parameter.requires_grad_(False)
-    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}"
-          f"{', bias tables frozen' if args.frozen_bias else ''}; max abs / relative norm vs flex")
+    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}; max abs / relative norm vs flex")
     print(f"{'block':<16}{'W':>6}{'H':>4}{'N':>5}  {'impl':<20}{'fwd ms':>8}{'f+b ms':>9}{'fwd GPU':>9}{'f+b GPU':>9}"
           f"{'f+b attn':>9}{'speedups':>16}  errors (speedups: f+b GPU ms and f+b attention kernels' ms, "
           f"FlexAttention's over the row's)")
@@ -245,8 +236,7 @@ def main() -> None:
               f"({totals['flex']['fwd_bwd_attention_gpu_ms'] / total['fwd_bwd_attention_gpu_ms']:.2f}x)")
     if args.json:
         write_json(Path(args.json), {"device": torch.cuda.get_device_name(), "model": args.model,
-                                     "batch": args.batch, "frozen_bias": args.frozen_bias, "rows": rows,
-                                     "model_totals": totals})
+                                     "batch": args.batch, "rows": rows, "model_totals": totals})
 
 
 if __name__ == "__main__":
