@@ -52,6 +52,6 @@ def test_steady_train_speed_reads_the_trainers_metrics_after_the_skipped_steps(t
 
 def test_end_to_end_compares_only_variants_the_commands_run():
     """The end-to-end commands run the library's defaults: not the benchmark's own tiles or compile options, fp8 or
-    the kernel candidate, or inference's GELU as a pass of its own."""
+    the kernel candidates (attention, training's GELU epilogue), or inference's GELU as a pass of its own."""
     assert {v.name for v in VARIANTS if v.as_the_commands_run} == {
         "official", "sdpa-bf16", "sdpa-bf16-compile", "flex-bf16-compile"}

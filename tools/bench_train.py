@@ -42,6 +42,7 @@ from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
+from tools.gelu_epilogue_train import use_training_gelu_epilogue
 from tools.window_kernel import use_window_kernel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ class Variant:
     window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
+    training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (tools/gelu_epilogue_train.py)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -68,7 +70,7 @@ class Variant:
         benchmark's own tiles or compile options, no fp8, no kernel candidate, inference's GELU epilogue on): the
         end-to-end rows compare these."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue)
+                and not self.window_kernel and self.gelu_epilogue and not self.training_gelu_epilogue)
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -115,6 +117,9 @@ VARIANTS = (
     # FlexAttention's forward, the kernels' backward (session 23's: each window's keys split over programs)
     Variant("flexfwd-kernelbwd-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True,
             window_kernel=True, window_kernel_flex_forward=True),
+    # the MLP's GELU and its gradient in cuBLASLt's GEMM epilogues in training too (a candidate, needs nvmath-python)
+    Variant("flex-bf16-compile-geluaux", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            training_gelu_epilogue=True),
 )
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
@@ -175,6 +180,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         use_window_kernel(model, variant.window_kernel_max_tokens, variant.window_kernel_flex_forward)
     if not variant.gelu_epilogue:
         set_gelu_epilogue(model, enabled=False)
+    if variant.training_gelu_epilogue:
+        use_training_gelu_epilogue(model)
     return model
 
 

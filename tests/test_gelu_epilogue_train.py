@@ -1,0 +1,91 @@
+"""The training GELU epilogue candidate (tools/gelu_epilogue_train.py): its autograd against torch's, on the CPU
+(where the same arithmetic runs in torch, in the layouts cuBLASLt uses); nvmath-python's GEMMs on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp
+
+from sifar.models import create_model
+from tools.gelu_epilogue_train import (TrainingGeluEpilogueMlp, dgelu_bgrad, dgelu_bgrad_reference, fc1_gelu,
+                                       fc1_gelu_reference, mlp_gelu_epilogue, use_training_gelu_epilogue)
+
+
+def mlp_inputs(rows: int = 12, channels: int = 8, hidden: int = 32, dtype=torch.float64, device="cpu"):
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(rows, channels), (hidden, channels), (hidden,), (channels, hidden), (channels,)]
+    return [torch.randn(shape, generator=generator, dtype=torch.float64).to(device, dtype).requires_grad_()
+            for shape in shapes]
+
+
+def torch_mlp(x, w1, b1, w2, b2):
+    return F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2, b2)
+
+
+def gradients(fn, inputs, grad_y):
+    for tensor in inputs:
+        tensor.grad = None
+    y = fn(*inputs)
+    y.backward(grad_y)
+    return y.detach(), [tensor.grad.clone() for tensor in inputs]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_epilogue_mlp_and_its_gradients_are_the_tanh_gelu_mlp(compiled):
+    inputs = mlp_inputs()
+    grad_y = torch.randn(12, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fn = torch.compile(mlp_gelu_epilogue, fullgraph=True) if compiled else mlp_gelu_epilogue
+    y, grads = gradients(fn, inputs, grad_y)
+    y_ref, grads_ref = gradients(torch_mlp, inputs, grad_y)
+    torch.testing.assert_close(y, y_ref)
+    for name, got, expected in zip(("x", "w1", "b1", "w2", "b2"), grads, grads_ref):
+        torch.testing.assert_close(got, expected, msg=f"gradient of {name}")
+
+
+def test_pre_activation_is_kept_in_cublaslt_column_order():
+    x, w1, b1, _w2, _b2 = mlp_inputs()
+    hidden, pre = fc1_gelu(x.detach(), w1.detach(), b1.detach())
+    assert hidden.shape == (12, 32) and hidden.is_contiguous()
+    assert pre.shape == (32, 12) and pre.stride() == (1, 32)  # (4C, T) column-ordered: the (T, 4C) rows in memory
+    torch.testing.assert_close(pre.t(), F.linear(x, w1, b1).detach())
+
+
+def test_a_hidden_width_cublaslt_cannot_pad_is_refused():
+    with pytest.raises(ValueError, match="multiple of 8, not 30"):
+        mlp_gelu_epilogue(*mlp_inputs(hidden=30))
+
+
+def test_the_swap_keeps_every_parameter_and_the_cpu_keeps_timms_path():
+    model = create_model("SIFAR-N-6", num_classes=5).eval()
+    frames = torch.randn(1, 8, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        logits = model(frames)
+    mlps = [module for module in model.modules() if isinstance(module, Mlp)]
+    assert use_training_gelu_epilogue(model) == len(mlps) > 0
+    assert all(isinstance(module, TrainingGeluEpilogueMlp) for module in model.modules() if isinstance(module, Mlp))
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames), logits)
+    model.train()
+    assert not any(module.training_epilogue_applies(torch.zeros(2, 8)) for module in mlps)  # CPU: timm's path
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
+def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16():
+    pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
+    x, w1, b1, w2, _b2 = (t.detach() for t in mlp_inputs(rows=4096, channels=128, hidden=512, dtype=torch.bfloat16,
+                                                            device="cuda"))
+    grad_y = torch.randn(4096, 128, device="cuda", dtype=torch.bfloat16)
+    hidden, pre = fc1_gelu(x, w1, b1)
+    hidden_ref, pre_ref = fc1_gelu_reference(x.float(), w1.float(), b1.float())
+    assert pre.stride() == pre_ref.stride()
+    for got, expected in ((hidden, hidden_ref), (pre, pre_ref)):
+        assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
+    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre)
+    grad_pre_ref, grad_b1_ref = dgelu_bgrad_reference(grad_y.float(), w2.float(), pre_ref)
+    for got, expected in ((grad_pre, grad_pre_ref), (grad_b1, grad_b1_ref)):
+        assert ((got.float() - expected).norm() / expected.norm()).item() < 2e-2

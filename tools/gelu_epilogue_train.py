@@ -1,0 +1,169 @@
+"""Swin's MLP in training with its GELU in cuBLASLt's GEMM epilogues, through nvmath-python: a candidate (issue 30).
+
+Why: in SIFAR-B-12's compiled training step the GELU forward and backward are passes of their own over the
+(tokens, 4C) hidden tensor, 10.8 of 89.2 ms a step, bound by memory (session 24's profile, docs/PERFORMANCE.md).
+cuBLASLt does both in the GEMMs' epilogues, as Transformer Engine's fused MLP does:
+
+- ``GELU_AUX_BIAS`` in fc1's forward adds the bias, writes gelu(pre) and, as its aux output, pre itself;
+- ``DGELU_BGRAD`` in fc2's input-gradient GEMM multiplies (dY W2) by gelu'(pre) read from that aux output and
+  sums fc1's bias gradient, so neither the hidden gradient nor a reduction over it makes a pass of its own.
+
+PyTorch reaches cuBLASLt's GELU epilogue only through ``torch._addmm_activation``, which has no derivative
+(``sifar/models/mlp.py`` uses it for inference); nvmath-python, NVIDIA's Python API over cuBLASLt, takes these
+epilogs with torch tensors, hence this small layer over it. The compiled step keeps pre and gelu(pre) for the
+backward already (AOTAutograd's min-cut partition saves both for timm's ``Mlp``, checked on the CPU), so keeping
+them here adds no memory. cuBLASLt's GELU is the tanh approximation (at most 4.7e-4 from the exact one): a run
+with this layer trains with it.
+
+Layouts: cuBLASLt adds a bias along the result's rows and wants these epilogues' results in column order, so
+fc1 runs transposed: (4C, T) = W1 (4C, C) @ x^T (C, T), whose column-ordered result is the row-major (T, 4C)
+hidden tensor; pre stays in that (4C, T) column-ordered layout between the forward and the backward, and the
+backward runs (4C, T) = W2^T (4C, C) @ dY^T (C, T) the same way. On the CPU (and wherever nvmath-python is asked
+not to run) the same arithmetic runs in torch, in the same layouts: that is what the CPU tests check.
+
+Status: not yet run on a GPU (session 24 had spent its device time). The next device call:
+``pytest tests/test_gelu_epilogue_train.py`` (its GPU test compares nvmath's results with the torch arithmetic)
+and ``python -m tools.bench_train --runs SIFAR-B-12/flex-bf16-compile/train,SIFAR-B-12/flex-bf16-compile-geluaux/train``
+with nvmath-python and its dependencies (cuda-bindings, cuda-core, cuda-pathfinder) carried as wheels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sifar.models.mlp import HALF_DTYPES, GeluEpilogueMlp, set_gelu_epilogue
+from sifar.precision import compute_dtype
+
+AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
+
+
+def _use_nvmath(tensor: torch.Tensor) -> bool:
+    return tensor.is_cuda
+
+
+def _nvmath_matmul():
+    try:
+        from nvmath.linalg.advanced import MatmulEpilog, matmul
+    except ImportError as error:
+        raise ImportError("the training GELU epilogue calls cuBLASLt through nvmath-python: "
+                          "pip install 'nvmath-python[cu13]'") from error
+    return matmul, MatmulEpilog
+
+
+def fc1_gelu_reference(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden (T, 4C) row-major, pre (4C, T) column-ordered) of tanh-GELU(x W1^T + b1), in torch."""
+    pre = torch.addmm(b1, x, w1.t())
+    return F.gelu(pre, approximate="tanh"), pre.t()
+
+
+def dgelu_bgrad_reference(grad_y: torch.Tensor, w2: torch.Tensor,
+                          pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient of pre (T, 4C), fc1's bias gradient (4C,)) from fc2's output gradient, in torch."""
+    grad_pre = torch.ops.aten.gelu_backward(grad_y @ w2, pre.t(), approximate="tanh")
+    return grad_pre, grad_pre.sum(0)
+
+
+@torch.library.custom_op("sifar_tools::fc1_gelu_aux", mutates_args=())
+def fc1_gelu(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fc1_gelu_reference` by one cuBLASLt GEMM with ``GELU_AUX_BIAS`` on CUDA."""
+    if not _use_nvmath(x):
+        hidden, pre = fc1_gelu_reference(x, w1, b1)
+        return hidden, pre.clone(memory_format=torch.preserve_format)
+    matmul, epilog = _nvmath_matmul()
+    hidden_t, aux = matmul(w1, x.t(), epilog=epilog.GELU_AUX_BIAS, epilog_inputs={"bias": b1})
+    return hidden_t.t(), aux["gelu_aux"]
+
+
+@fc1_gelu.register_fake
+def _(x, w1, b1):
+    rows, features = x.shape[0], w1.shape[0]
+    return (x.new_empty((rows, features)),
+            x.new_empty_strided((features, rows), (1, features)))
+
+
+@torch.library.custom_op("sifar_tools::dgelu_bgrad", mutates_args=())
+def dgelu_bgrad(grad_y: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dgelu_bgrad_reference` by one cuBLASLt GEMM with ``DGELU_BGRAD`` on CUDA."""
+    grad_y = grad_y.contiguous()
+    if not _use_nvmath(grad_y):
+        return dgelu_bgrad_reference(grad_y, w2, pre)
+    matmul, epilog = _nvmath_matmul()
+    grad_pre_t, aux = matmul(w2.t(), grad_y.t(), epilog=epilog.DGELU_BGRAD, epilog_inputs={"gelu_aux": pre})
+    return grad_pre_t.t(), aux["dgelu_bgrad"]
+
+
+@dgelu_bgrad.register_fake
+def _(grad_y, w2, pre):
+    return grad_y.new_empty((grad_y.shape[0], w2.shape[1])), grad_y.new_empty((w2.shape[1],))
+
+
+@torch.library.custom_op("sifar_tools::mlp_gelu_epilogue", mutates_args=())
+def _mlp_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                 b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, hidden, pre): fc2(gelu(fc1(x))) of (T, C) rows, and what its backward reads."""
+    hidden, pre = fc1_gelu(x, w1, b1)
+    return F.linear(hidden, w2, b2), hidden, pre
+
+
+@_mlp_forward.register_fake
+def _(x, w1, b1, w2, b2):
+    rows, features = x.shape[0], w1.shape[0]
+    return (x.new_empty((rows, w2.shape[0])), x.new_empty((rows, features)),
+            x.new_empty_strided((features, rows), (1, features)))
+
+
+def _mlp_setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    x, w1, _b1, w2, _b2 = inputs
+    _y, hidden, pre = output
+    ctx.save_for_backward(x, w1, w2, hidden, pre)
+
+
+def _mlp_gradients(ctx, grad_y: torch.Tensor, _grad_hidden, _grad_pre) -> tuple:
+    x, w1, w2, hidden, pre = ctx.saved_tensors
+    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre)
+    return grad_pre @ w1, grad_pre.t() @ x, grad_b1, grad_y.t() @ hidden, grad_y.sum(0)
+
+
+_mlp_forward.register_autograd(_mlp_gradients, setup_context=_mlp_setup_context)
+
+
+def mlp_gelu_epilogue(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                      b2: torch.Tensor) -> torch.Tensor:
+    """fc2(tanh-GELU(fc1(x))) of (T, C) rows with weights and biases as ``nn.Linear`` holds them, the GELU and its
+    gradient in the GEMMs' epilogues on CUDA; differentiable in every input."""
+    if w1.shape[0] % AUX_ROWS_MULTIPLE:
+        raise ValueError(f"the GELU epilogue needs a hidden width that is a multiple of {AUX_ROWS_MULTIPLE}, "
+                         f"not {w1.shape[0]}")
+    return _mlp_forward(x, w1, b1, w2, b2)[0]
+
+
+class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
+    """:class:`sifar.models.mlp.GeluEpilogueMlp` (same parameters, same checkpoints) whose training steps in half
+    precision on CUDA run :func:`mlp_gelu_epilogue`; inference keeps its parent's path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training_epilogue_applies(x):
+            return super().forward(x)
+        dtype = compute_dtype(x)
+        fc1, fc2 = self.fc1, self.fc2
+        rows = x.reshape(-1, x.shape[-1]).to(dtype)
+        out = mlp_gelu_epilogue(rows, fc1.weight.to(dtype), fc1.bias.to(dtype), fc2.weight.to(dtype),
+                                fc2.bias.to(dtype))
+        return self.drop2(out.view(*x.shape[:-1], fc2.out_features))
+
+    def training_epilogue_applies(self, x: torch.Tensor) -> bool:
+        return (self.training and torch.is_grad_enabled() and x.is_cuda and type(self.fc1) is nn.Linear
+                and type(self.fc2) is nn.Linear and self.drop1.p == 0 and compute_dtype(x) in HALF_DTYPES)
+
+
+def use_training_gelu_epilogue(model: nn.Module) -> int:
+    """Give every Swin block of ``model`` whose MLP is timm's exact-GELU ``Mlp`` a :class:`TrainingGeluEpilogueMlp`
+    holding the same layers (through :func:`sifar.models.mlp.set_gelu_epilogue`, inference's epilogue on); the
+    number changed. A benchmark's switch, not the package's."""
+    set_gelu_epilogue(model)
+    mlps = [module for module in model.modules() if isinstance(module, GeluEpilogueMlp)]
+    for mlp in mlps:
+        mlp.__class__ = TrainingGeluEpilogueMlp
+    return len(mlps)
