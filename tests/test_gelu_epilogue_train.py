@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,3 +91,27 @@ def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16():
     grad_pre_ref, grad_b1_ref = dgelu_bgrad_reference(grad_y.float(), w2.float(), pre_ref)
     for got, expected in ((grad_pre, grad_pre_ref), (grad_b1, grad_b1_ref)):
         assert ((got.float() - expected).norm() / expected.norm()).item() < 2e-2
+
+
+def test_a_model_trains_through_the_epilogue_as_through_a_tanh_gelu(monkeypatch):
+    """The swapped MLPs inside a whole model's training step (forced onto the CPU's torch arithmetic): the same
+    logits and parameter gradients as the model with timm's MLPs on the tanh GELU."""
+    model = create_model("SIFAR-N-6", num_classes=5)
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, Mlp):
+            module.act.approximate = "tanh"
+    use_training_gelu_epilogue(model)
+    monkeypatch.setattr(TrainingGeluEpilogueMlp, "training_epilogue_applies", lambda self, x: self.training)
+    frames = torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    results = []
+    for net in (model, reference):
+        torch.manual_seed(0)
+        logits = net.train()(frames)
+        logits.square().sum().backward()
+        results.append((logits.detach(), {name: p.grad for name, p in net.named_parameters()}))
+    (logits, grads), (logits_ref, grads_ref) = results
+    torch.testing.assert_close(logits, logits_ref, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == grads_ref.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-3, atol=1e-5, msg=f"gradient of {name}")
