@@ -151,7 +151,8 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
         return self.drop2(out.view(*x.shape[:-1], fc2.out_features))
 
     def training_epilogue_applies(self, x: torch.Tensor) -> bool:
-        return (self.training and torch.is_grad_enabled() and x.is_cuda and type(self.fc1) is nn.Linear
+        return (self.training and self.gelu_epilogue and torch.is_grad_enabled() and x.is_cuda
+                and type(self.fc1) is nn.Linear
                 and type(self.fc2) is nn.Linear and self.drop1.p == 0 and compute_dtype(x) in HALF_DTYPES)
 
 
