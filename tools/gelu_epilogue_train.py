@@ -152,8 +152,8 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
 
     def training_epilogue_applies(self, x: torch.Tensor) -> bool:
         return (self.training and self.gelu_epilogue and torch.is_grad_enabled() and x.is_cuda
-                and type(self.fc1) is nn.Linear
-                and type(self.fc2) is nn.Linear and self.drop1.p == 0 and compute_dtype(x) in HALF_DTYPES)
+                and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear and self.drop1.p == 0
+                and compute_dtype(x) in HALF_DTYPES)
 
 
 def use_training_gelu_epilogue(model: nn.Module) -> int:
