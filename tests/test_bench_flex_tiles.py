@@ -11,9 +11,8 @@ import torch.nn.attention.flex_attention as flex
 
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
 from sifar.models import create_model
-from tools.bench_flex_tiles import (INFER_SETTINGS, MODES, TRAIN_SETTINGS, floor_ms, selected_blocks,
-                                     setting_totals)
-from tools.bench_window_attention import attention_floor_ms
+from tools.bench_flex_tiles import INFER_SETTINGS, MODES, TRAIN_SETTINGS, floor_ms, setting_totals
+from tools.bench_window_attention import attention_floor_ms, selected_blocks
 
 SPARSE_BLOCK = 128  # FlexAttention's default block-mask granularity: every tile must divide it
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 pytest.importorskip("triton", reason="the benchmark times Triton kernels")
 
 from sifar.models import create_model  # noqa: E402
-from tools.bench_window_attention import ATTENTION_KERNELS, attention_floor_ms, model_totals, stage_blocks  # noqa: E402
+from tools.bench_window_attention import (ATTENTION_KERNELS, attention_floor_ms, model_totals,  # noqa: E402
+                                          stage_blocks, summed_ms)
 
 
 def test_stage_blocks_stand_for_every_block_of_sifar_b():
@@ -42,6 +45,13 @@ def test_model_totals_weigh_each_row_by_its_blocks():
 ])
 def test_the_attention_kernels_are_told_from_the_copies_around_them(kernel, is_attention):
     assert bool(ATTENTION_KERNELS.search(kernel)) == is_attention
+
+
+def test_kernel_times_sum_whole_or_by_name_and_none_measured_is_nan():
+    times = {"triton_tem_fused_flex_attention_4": 0.5, "triton_poi_fused_clone_permute_stack_39": 0.25}
+    assert summed_ms(times) == 0.75
+    assert summed_ms(times, ATTENTION_KERNELS) == 0.5
+    assert math.isnan(summed_ms({}))  # the profiler saw no kernels (under Nsight Compute)
 
 
 def test_the_memory_floor_counts_the_bytes_attention_must_move():

@@ -37,7 +37,7 @@ from sifar.models import create_model
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS
 from sifar.torch_compat import raise_recompile_limit
 from tools.bench_window_attention import (ATTENTION_KERNELS, attention_floor_ms, attention_step, block_inputs,
-                                          differences, kernel_ms, model_totals, stage_blocks)
+                                          differences, kernel_ms, model_totals, selected_blocks)
 
 DEVICE = "cuda"
 # Forward tiles (BLOCK_M queries x BLOCK_N keys), warps and pipeline stages. The first is FlexAttention's own
@@ -103,12 +103,6 @@ def time_setting(block, options: dict, batch: int, train: bool, args) -> dict:
     with torch.no_grad():
         tensors["out"] = forward().float()
     return {"gpu_ms": milliseconds, "tensors": tensors}
-
-
-def selected_blocks(model: torch.nn.Module, labels: str | None) -> list[tuple[str, torch.nn.Module, int]]:
-    """``stage_blocks`` of the model, only those named in the comma-separated ``labels`` when given."""
-    return [(label, block, count) for label, block, count in stage_blocks(model)
-            if not labels or label in labels.split(",")]
 
 
 def floor_ms(blocks: list[tuple[str, torch.nn.Module, int]], batch: int, train: bool) -> float:

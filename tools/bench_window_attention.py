@@ -65,6 +65,12 @@ def stage_blocks(model: torch.nn.Module) -> list[tuple[str, SwinTransformerBlock
     return [(label, block, counts[label]) for label, block in first.items()]
 
 
+def selected_blocks(model: torch.nn.Module, labels: str | None) -> list[tuple[str, SwinTransformerBlock, int]]:
+    """``stage_blocks`` of the model, only those named in the comma-separated ``labels`` when given."""
+    return [(label, block, count) for label, block, count in stage_blocks(model)
+            if not labels or label in labels.split(",")]
+
+
 def model_totals(rows: list[dict], by: str = "impl",
                  metrics: tuple[str, ...] = ("fwd_gpu_ms", "fwd_bwd_gpu_ms")) -> dict[str, dict[str, float]]:
     """Each ``by`` group's GPU ms over all the model's blocks (a row's times its ``blocks``): the attention's
@@ -118,22 +124,31 @@ def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mas
     return step
 
 
-def kernel_ms(fn: Callable[[], object], reps: int, names: re.Pattern | None = None) -> float:
-    """Mean milliseconds of the GPU kernels ``fn`` launches (only those whose names match ``names`` when given),
-    their durations summed as the profiler's "Self CUDA time total" sums them. Wall-clock timing of calls of
-    under a millisecond also times the host's launches (FlexAttention's compiled call wraps each in guards): the
-    two agreed to 1% at stage 0, but at stages 1-3 one FlexAttention row moved by up to 2x between two machines
-    (session 19)."""
+def kernel_times_ms(fn: Callable[[], object], reps: int) -> dict[str, float]:
+    """Mean milliseconds a call of each GPU kernel ``fn`` launches, by the kernel's name, as the profiler's "Self
+    CUDA time total" counts them; empty under Nsight Compute, which holds the GPU's profiling interface.
+    Wall-clock timing of calls of under a millisecond also times the host's launches (FlexAttention's compiled
+    call wraps each in guards): the two agreed to 1% at stage 0, but at stages 1-3 one FlexAttention row moved by
+    up to 2x between two machines (session 19)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    device_events = [e for e in prof.key_averages()
-                     if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
-    if not device_events:  # under Nsight Compute, which holds the GPU's profiling interface: not measured
+    return {e.key: e.self_device_time_total / reps / 1000.0 for e in prof.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation}
+
+
+def summed_ms(times: dict[str, float], names: re.Pattern | None = None) -> float:
+    """The kernels' ``times`` summed (only those whose names match ``names`` when given); NaN when none were
+    measured."""
+    if not times:
         return math.nan
-    return sum(e.self_device_time_total for e in device_events
-               if names is None or names.search(e.key)) / reps / 1000.0
+    return sum(ms for name, ms in times.items() if names is None or names.search(name))
+
+
+def kernel_ms(fn: Callable[[], object], reps: int, names: re.Pattern | None = None) -> float:
+    """Mean GPU milliseconds of the kernels ``fn`` launches (:func:`kernel_times_ms`, :func:`summed_ms`)."""
+    return summed_ms(kernel_times_ms(fn, reps), names)
 
 
 def in_cuda_profiler_range(fn: Callable[[], object]) -> None:
@@ -157,8 +172,9 @@ def measure(impl: str, block: SwinTransformerBlock, qkv: torch.Tensor, grad: tor
 
     forward_ms = back_to_back_ms(step, args.warmup, args.reps)  # with autograd on, as in training
     train_ms = back_to_back_ms(forward_backward, args.warmup, args.reps)
-    forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), kernel_ms(forward_backward, args.reps)
-    train_attention_ms = kernel_ms(forward_backward, args.reps, ATTENTION_KERNELS)
+    train_times = kernel_times_ms(forward_backward, args.reps)
+    forward_gpu_ms, train_gpu_ms = kernel_ms(step, args.reps), summed_ms(train_times)
+    train_attention_ms = summed_ms(train_times, ATTENTION_KERNELS)
     if args.cuda_profiler_range:
         in_cuda_profiler_range(forward_backward)
     out = step()
@@ -221,9 +237,7 @@ def main() -> None:
           f"{'f+b attn':>9}{'speedups':>16}  errors (speedups: f+b GPU ms and f+b attention kernels' ms, "
           f"FlexAttention's over the row's)")
     rows = []
-    for label, block, count in stage_blocks(model):
-        if args.blocks and label not in args.blocks.split(","):
-            continue
+    for label, block, count in selected_blocks(model, args.blocks):
         block_rows = [{**row, "blocks": count} for row in bench_block(label, block, args)]
         for row in block_rows:
             print_row(row, block_rows[0])

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sifar.models.mlp import HALF_DTYPES, GeluEpilogueMlp, set_gelu_epilogue
+from sifar.models.mlp import GeluEpilogueMlp, set_gelu_epilogue
 from sifar.precision import compute_dtype
 
 AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
@@ -151,9 +151,8 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
         return self.drop2(out.view(*x.shape[:-1], fc2.out_features))
 
     def training_epilogue_applies(self, x: torch.Tensor) -> bool:
-        return (self.training and self.gelu_epilogue and torch.is_grad_enabled() and x.is_cuda
-                and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear and self.drop1.p == 0
-                and compute_dtype(x) in HALF_DTYPES)
+        return (self.training and torch.is_grad_enabled() and self.fusable(x) and type(self.fc2) is nn.Linear
+                and self.drop1.p == 0)
 
 
 def use_training_gelu_epilogue(model: nn.Module) -> int:

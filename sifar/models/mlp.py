@@ -45,10 +45,15 @@ class GeluEpilogueMlp(Mlp):
         return self.drop2(self.fc2(self.norm(self.drop1(linear_gelu(x, self.fc1)))))
 
     def epilogue_applies(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the fused GEMM. A subclass of ``nn.Linear`` in ``fc1`` (torchao's
-        ``Float8Linear`` in an fp8 run's validation) keeps its own forward."""
-        return (not self.training and self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda
-                and not torch.is_grad_enabled() and compute_dtype(x) in HALF_DTYPES)
+        """Whether this call takes the fused GEMM: inference, and :meth:`fusable`."""
+        return not self.training and not torch.is_grad_enabled() and self.fusable(x)
+
+    def fusable(self, x: torch.Tensor) -> bool:
+        """Whether cuBLASLt's GELU epilogue may stand in for ``fc1`` and GELU on ``x``: enabled, on CUDA, in half
+        precision. A subclass of ``nn.Linear`` in ``fc1`` (torchao's ``Float8Linear`` in an fp8 run's validation)
+        keeps its own forward."""
+        return (self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda
+                and compute_dtype(x) in HALF_DTYPES)
 
 
 def gelu_epilogue_mlp(mlp: Mlp) -> GeluEpilogueMlp:
