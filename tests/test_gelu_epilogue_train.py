@@ -15,8 +15,8 @@ from tools.gelu_epilogue_train import (TrainingGeluEpilogueMlp, dgelu_bgrad, dge
                                        fc1_gelu_reference, mlp_gelu_epilogue, use_training_gelu_epilogue)
 
 
-def mlp_inputs(rows: int = 12, channels: int = 8, hidden: int = 32, dtype=torch.float64, device="cpu"):
-    generator = torch.Generator().manual_seed(0)
+def mlp_inputs(rows: int = 12, channels: int = 8, hidden: int = 32, dtype=torch.float64, device="cpu", seed=0):
+    generator = torch.Generator().manual_seed(seed)
     shapes = [(rows, channels), (hidden, channels), (hidden,), (channels, hidden), (channels,)]
     return [torch.randn(shape, generator=generator, dtype=torch.float64).to(device, dtype).requires_grad_()
             for shape in shapes]
@@ -77,10 +77,11 @@ def test_the_swap_keeps_every_parameter_and_the_cpu_keeps_timms_path():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
-def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16():
+@pytest.mark.parametrize("seed", [0, 1])  # the second call reuses the first one's planned GEMMs with new operands
+def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed):
     pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
     x, w1, b1, w2, _b2 = (t.detach() for t in mlp_inputs(rows=4096, channels=128, hidden=512, dtype=torch.bfloat16,
-                                                            device="cuda"))
+                                                            device="cuda", seed=seed))
     grad_y = torch.randn(4096, 128, device="cuda", dtype=torch.bfloat16)
     hidden, pre = fc1_gelu(x, w1, b1)
     hidden_ref, pre_ref = fc1_gelu_reference(x.float(), w1.float(), b1.float())
@@ -115,3 +116,30 @@ def test_a_model_trains_through_the_epilogue_as_through_a_tanh_gelu(monkeypatch)
     assert grads.keys() == grads_ref.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, grads_ref[name], rtol=1e-3, atol=1e-5, msg=f"gradient of {name}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
+def test_a_compiled_bf16_training_step_on_the_gpu_runs_through_cublaslt_as_through_a_tanh_gelu(monkeypatch):
+    pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
+    import tools.gelu_epilogue_train as candidate
+    monkeypatch.setattr(candidate, "_PLANS", {})
+    model = create_model("SIFAR-N-6", num_classes=5).cuda()
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, Mlp):
+            module.act.approximate = "tanh"
+    use_training_gelu_epilogue(model)
+    frames = torch.randn(4, 8, 3, 64, 64, generator=torch.Generator().manual_seed(3)).cuda()
+    results = []
+    for net in (model, reference):
+        step = torch.compile(net.train())
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = step(frames).float()
+        logits.square().sum().backward()
+        results.append((logits.detach(), {name: p.grad for name, p in net.named_parameters()}))
+    assert candidate._PLANS, "no GEMM went through nvmath-python"
+    (logits, grads), (logits_ref, grads_ref) = results
+    assert ((logits - logits_ref).norm() / logits_ref.norm()).item() < 2e-2
+    for name, grad in grads.items():
+        error = ((grad - grads_ref[name]).norm() / grads_ref[name].norm().clamp_min(1e-12)).item()
+        assert error < 5e-2, f"gradient of {name}: relative error {error:.3g}"

@@ -21,8 +21,9 @@ hidden tensor; pre stays in that (4C, T) column-ordered layout between the forwa
 backward runs (4C, T) = W2^T (4C, C) @ dY^T (C, T) the same way. On the CPU (and wherever nvmath-python is asked
 not to run) the same arithmetic runs in torch, in the same layouts: that is what the CPU tests check.
 
-Each call plans its GEMM afresh (nvmath's function form), some host time for each of a SIFAR-B step's 48 calls;
-if the host ever limits the step, one planned ``Matmul`` kept per shape would remove it.
+Each GEMM is planned once per layout and epilog and reused (nvmath's stateful ``Matmul``): its function form
+builds and frees a cuBLASLt descriptor and runs the heuristic on every call, host time for each of a SIFAR-B
+step's 48 such GEMMs.
 
 Status: not yet run on a GPU (session 24 had spent its device time). The next device call:
 ``pytest tests/test_gelu_epilogue_train.py`` (its GPU test compares nvmath's results with the torch arithmetic)
@@ -42,13 +43,38 @@ from sifar.precision import compute_dtype
 AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
 
 
-def _nvmath_matmul():
+_PLANS: dict[tuple, object] = {}  # planned nvmath Matmul objects by operand layout and epilog
+
+
+def _nvmath():
     try:
-        from nvmath.linalg.advanced import MatmulEpilog, matmul
+        import nvmath.linalg.advanced as advanced
     except ImportError as error:
         raise ImportError("the training GELU epilogue calls cuBLASLt through nvmath-python: "
                           "pip install 'nvmath-python[cu13]'") from error
-    return matmul, MatmulEpilog
+    return advanced
+
+
+def _layout(tensor: torch.Tensor) -> tuple:
+    return tensor.device, tensor.dtype, tuple(tensor.shape), tensor.stride()
+
+
+def planned_matmul(a: torch.Tensor, b: torch.Tensor, epilog: str,
+                   epilog_inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``a @ b`` with the named ``MatmulEpilog`` on the current stream: (result, the epilog's outputs), by a
+    ``Matmul`` planned the first time these layouts come and reset to these operands afterwards; it lets go of
+    them once the GEMM is queued, so it keeps no activation alive."""
+    advanced = _nvmath()
+    key = (epilog, _layout(a), _layout(b), tuple((name, _layout(t)) for name, t in sorted(epilog_inputs.items())))
+    mm = _PLANS.get(key)
+    if mm is None:
+        mm = _PLANS[key] = advanced.Matmul(a, b)
+        mm.plan(epilog=getattr(advanced.MatmulEpilog, epilog), epilog_inputs=epilog_inputs)
+    else:
+        mm.reset_operands_unchecked(a=a, b=b, epilog_inputs=epilog_inputs)
+    result, outputs = mm.execute()
+    mm.release_operands()
+    return result, outputs
 
 
 def fc1_gelu_reference(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +95,7 @@ def fc1_gelu(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> tuple[torch
     """:func:`fc1_gelu_reference` by one cuBLASLt GEMM with ``GELU_AUX_BIAS`` on CUDA."""
     if not x.is_cuda:
         return fc1_gelu_reference(x, w1, b1)
-    matmul, epilog = _nvmath_matmul()
-    hidden_t, aux = matmul(w1, x.t(), epilog=epilog.GELU_AUX_BIAS, epilog_inputs={"bias": b1})
+    hidden_t, aux = planned_matmul(w1, x.t(), "GELU_AUX_BIAS", {"bias": b1})
     return hidden_t.t(), aux["gelu_aux"]
 
 
@@ -87,8 +112,7 @@ def dgelu_bgrad(grad_y: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> tu
     grad_y = grad_y.contiguous()
     if not grad_y.is_cuda:
         return dgelu_bgrad_reference(grad_y, w2, pre)
-    matmul, epilog = _nvmath_matmul()
-    grad_pre_t, aux = matmul(w2.t(), grad_y.t(), epilog=epilog.DGELU_BGRAD, epilog_inputs={"gelu_aux": pre})
+    grad_pre_t, aux = planned_matmul(w2.t(), grad_y.t(), "DGELU_BGRAD", {"gelu_aux": pre})
     return grad_pre_t.t(), aux["dgelu_bgrad"]
 
 
