@@ -77,8 +77,9 @@ def test_the_swap_keeps_every_parameter_and_the_cpu_keeps_timms_path():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
+@pytest.mark.parametrize("fuse_bias_grad", [True, False])
 @pytest.mark.parametrize("seed", [0, 1])  # the second call reuses the first one's planned GEMMs with new operands
-def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed):
+def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed, fuse_bias_grad):
     pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
     x, w1, b1, w2, _b2 = (t.detach() for t in mlp_inputs(rows=4096, channels=128, hidden=512, dtype=torch.bfloat16,
                                                             device="cuda", seed=seed))
@@ -88,7 +89,7 @@ def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed):
     assert pre.stride() == pre_ref.stride()
     for got, expected in ((hidden, hidden_ref), (pre, pre_ref)):
         assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
-    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre)
+    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre, fuse_bias_grad)
     grad_pre_ref, grad_b1_ref = dgelu_bgrad_reference(grad_y.float(), w2.float(), pre_ref)
     for got, expected in ((grad_pre, grad_pre_ref), (grad_b1, grad_b1_ref)):
         assert ((got.float() - expected).norm() / expected.norm()).item() < 2e-2

@@ -63,6 +63,7 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (tools/gelu_epilogue_train.py)
+    training_gelu_fuse_bias_grad: bool = True  # fc1's bias gradient in DGELU_BGRAD's epilogue, else summed by torch
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -120,6 +121,9 @@ VARIANTS = (
     # the MLP's GELU and its gradient in cuBLASLt's GEMM epilogues in training too (a candidate, needs nvmath-python)
     Variant("flex-bf16-compile-geluaux", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
+    # the same with fc1's bias gradient summed by torch after a DGELU epilogue
+    Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            training_gelu_epilogue=True, training_gelu_fuse_bias_grad=False),
 )
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
@@ -181,7 +185,7 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     if not variant.gelu_epilogue:
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
-        use_training_gelu_epilogue(model)
+        use_training_gelu_epilogue(model, variant.training_gelu_fuse_bias_grad)
     return model
 
 

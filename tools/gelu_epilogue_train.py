@@ -40,6 +40,7 @@ from torch import nn
 from sifar.models.mlp import GeluEpilogueMlp, set_gelu_epilogue
 from sifar.precision import compute_dtype
 
+AUTOTUNE_ITERATIONS = 5
 AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
 
 
@@ -62,19 +63,23 @@ def _layout(tensor: torch.Tensor) -> tuple:
 def planned_matmul(a: torch.Tensor, b: torch.Tensor, epilog: str,
                    epilog_inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``a @ b`` with the named ``MatmulEpilog`` on the current stream: (result, the epilog's outputs), by a
-    ``Matmul`` planned the first time these layouts come and reset to these operands afterwards; it lets go of
-    them once the GEMM is queued, so it keeps no activation alive."""
+    ``Matmul`` planned and autotuned the first time these layouts come and reset to these operands afterwards; it
+    lets go of them once the GEMM is queued, so it keeps no activation alive.
+
+    Autotuned because cuBLASLt's first choice for ``DGELU_BGRAD`` at these shapes is a split-K GEMM whose epilogue
+    runs in a kernel of its own, about 0.94 ms a call in SIFAR-B-12's step (session 25's profile)."""
     advanced = _nvmath()
     key = (epilog, _layout(a), _layout(b), tuple((name, _layout(t)) for name, t in sorted(epilog_inputs.items())))
     mm = _PLANS.get(key)
     if mm is None:
         mm = _PLANS[key] = advanced.Matmul(a, b)
         mm.plan(epilog=getattr(advanced.MatmulEpilog, epilog), epilog_inputs=epilog_inputs)
+        mm.autotune(iterations=AUTOTUNE_ITERATIONS)
     else:
         mm.reset_operands_unchecked(a=a, b=b, epilog_inputs=epilog_inputs)
-    result, outputs = mm.execute()
+    executed = mm.execute()
     mm.release_operands()
-    return result, outputs
+    return executed if isinstance(executed, tuple) else (executed, {})
 
 
 def fc1_gelu_reference(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,62 +112,70 @@ def _(x, w1, b1):
 
 
 @torch.library.custom_op("sifar_tools::dgelu_bgrad", mutates_args=())
-def dgelu_bgrad(grad_y: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`dgelu_bgrad_reference` by one cuBLASLt GEMM with ``DGELU_BGRAD`` on CUDA."""
+def dgelu_bgrad(grad_y: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
+                fuse_bias_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dgelu_bgrad_reference` by one cuBLASLt GEMM on CUDA: with ``DGELU_BGRAD``, or with ``DGELU`` and the
+    bias gradient summed by torch (``fuse_bias_grad=False``)."""
     grad_y = grad_y.contiguous()
     if not grad_y.is_cuda:
         return dgelu_bgrad_reference(grad_y, w2, pre)
-    grad_pre_t, aux = planned_matmul(w2.t(), grad_y.t(), "DGELU_BGRAD", {"gelu_aux": pre})
-    return grad_pre_t.t(), aux["dgelu_bgrad"]
+    if fuse_bias_grad:
+        grad_pre_t, aux = planned_matmul(w2.t(), grad_y.t(), "DGELU_BGRAD", {"gelu_aux": pre})
+        return grad_pre_t.t(), aux["dgelu_bgrad"]
+    grad_pre_t, _ = planned_matmul(w2.t(), grad_y.t(), "DGELU", {"gelu_aux": pre})
+    return grad_pre_t.t(), grad_pre_t.sum(1)
 
 
 @dgelu_bgrad.register_fake
-def _(grad_y, w2, pre):
+def _(grad_y, w2, pre, fuse_bias_grad=True):
     return grad_y.new_empty((grad_y.shape[0], w2.shape[1])), grad_y.new_empty((w2.shape[1],))
 
 
 @torch.library.custom_op("sifar_tools::mlp_gelu_epilogue", mutates_args=())
-def _mlp_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                 b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, hidden, pre): fc2(gelu(fc1(x))) of (T, C) rows, and what its backward reads."""
+def _mlp_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                 fuse_bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, hidden, pre): fc2(gelu(fc1(x))) of (T, C) rows, and what its backward reads (``fuse_bias_grad``: how
+    the backward gets fc1's bias gradient, :func:`dgelu_bgrad`)."""
     hidden, pre = fc1_gelu(x, w1, b1)
     return F.linear(hidden, w2, b2), hidden, pre
 
 
 @_mlp_forward.register_fake
-def _(x, w1, b1, w2, b2):
+def _(x, w1, b1, w2, b2, fuse_bias_grad):
     hidden, pre = fc1_gelu(x, w1, b1)  # its fake: the layouts above
     return x.new_empty((x.shape[0], w2.shape[0])), hidden, pre
 
 
 def _mlp_setup_context(ctx, inputs: tuple, output: tuple) -> None:
-    x, w1, _b1, w2, _b2 = inputs
+    x, w1, _b1, w2, _b2, ctx.fuse_bias_grad = inputs
     _y, hidden, pre = output
     ctx.save_for_backward(x, w1, w2, hidden, pre)
 
 
 def _mlp_gradients(ctx, grad_y: torch.Tensor, _grad_hidden, _grad_pre) -> tuple:
     x, w1, w2, hidden, pre = ctx.saved_tensors
-    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre)
-    return grad_pre @ w1, grad_pre.t() @ x, grad_b1, grad_y.t() @ hidden, grad_y.sum(0)
+    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre, ctx.fuse_bias_grad)
+    return grad_pre @ w1, grad_pre.t() @ x, grad_b1, grad_y.t() @ hidden, grad_y.sum(0), None
 
 
 _mlp_forward.register_autograd(_mlp_gradients, setup_context=_mlp_setup_context)
 
 
-def mlp_gelu_epilogue(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                      b2: torch.Tensor) -> torch.Tensor:
+def mlp_gelu_epilogue(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                      fuse_bias_grad: bool = True) -> torch.Tensor:
     """fc2(tanh-GELU(fc1(x))) of (T, C) rows with weights and biases as ``nn.Linear`` holds them, the GELU and its
-    gradient in the GEMMs' epilogues on CUDA; differentiable in every input."""
+    gradient in the GEMMs' epilogues on CUDA; differentiable in every tensor input."""
     if w1.shape[0] % AUX_ROWS_MULTIPLE:
         raise ValueError(f"the GELU epilogue needs a hidden width that is a multiple of {AUX_ROWS_MULTIPLE}, "
                          f"not {w1.shape[0]}")
-    return _mlp_forward(x, w1, b1, w2, b2)[0]
+    return _mlp_forward(x, w1, b1, w2, b2, fuse_bias_grad)[0]
 
 
 class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
     """:class:`sifar.models.mlp.GeluEpilogueMlp` (same parameters, same checkpoints) whose training steps in half
     precision on CUDA run :func:`mlp_gelu_epilogue`; inference keeps its parent's path."""
+
+    fuse_bias_grad = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training_epilogue_applies(x):
@@ -171,7 +184,7 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
         fc1, fc2 = self.fc1, self.fc2
         rows = x.reshape(-1, x.shape[-1]).to(dtype)
         out = mlp_gelu_epilogue(rows, fc1.weight.to(dtype), fc1.bias.to(dtype), fc2.weight.to(dtype),
-                                fc2.bias.to(dtype))
+                                fc2.bias.to(dtype), self.fuse_bias_grad)
         return self.drop2(out.view(*x.shape[:-1], fc2.out_features))
 
     def training_epilogue_applies(self, x: torch.Tensor) -> bool:
@@ -179,12 +192,14 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
                 and self.drop1.p == 0)
 
 
-def use_training_gelu_epilogue(model: nn.Module) -> int:
+def use_training_gelu_epilogue(model: nn.Module, fuse_bias_grad: bool = True) -> int:
     """Give every Swin block of ``model`` whose MLP is timm's exact-GELU ``Mlp`` a :class:`TrainingGeluEpilogueMlp`
-    holding the same layers (through :func:`sifar.models.mlp.set_gelu_epilogue`, inference's epilogue on); the
-    number changed. A benchmark's switch, not the package's."""
+    holding the same layers (through :func:`sifar.models.mlp.set_gelu_epilogue`, inference's epilogue on), its
+    backward getting fc1's bias gradient as ``fuse_bias_grad`` says (:func:`dgelu_bgrad`); the number changed. A
+    benchmark's switch, not the package's."""
     set_gelu_epilogue(model)
     mlps = [module for module in model.modules() if isinstance(module, GeluEpilogueMlp)]
     for mlp in mlps:
         mlp.__class__ = TrainingGeluEpilogueMlp
+        mlp.fuse_bias_grad = fuse_bias_grad
     return len(mlps)
