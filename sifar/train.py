@@ -43,6 +43,7 @@ from sifar.metrics_log import MetricsLog
 from sifar.data.clip import ClipSettings
 from sifar.models import SuperImageClassifier, compile_model, resolve_config
 from sifar.models.float8 import FP8_NON_FINITE_ADVICE, check_float8, convert_to_float8
+from sifar.models.gelu_epilogue_training import check_training_gelu_epilogue, use_training_gelu_epilogue
 from sifar.models.settings import build_model, resolve_clip
 from sifar.precision import allow_tf32, autocast_for, describe_precision, grad_scaler
 from sifar.resume import RunSetup, TrainState, checkpoint_state, remove_unfinished_checkpoints, restore
@@ -336,6 +337,8 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     allow_tf32()
     if config.precision == "fp8":
         check_float8(dist_info.device)  # before the loader, which may decode a whole split first
+    if config.gelu_epilogue:
+        check_training_gelu_epilogue(dist_info.device, config.precision)
     seed_everything(config.seed)  # same initial weights on every rank
     optim = config.optim
     train_loader = build_loader(config.shards, clip, config.loader, split="train", training=True, seed=config.seed,
@@ -353,6 +356,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     float8 = convert_to_float8(model, dist_info.device) if config.precision == "fp8" else []
+    gelu_epilogues = use_training_gelu_epilogue(model) if config.gelu_epilogue else 0
     updates_per_epoch = max(1, train_loader.steps_per_epoch // optim.accum_steps)
     lr = effective_lr(optim, config.loader.batch_size, dist_info.world_size)
     optimizer = build_optimizer(model, optim, lr, dist_info.device)
@@ -367,7 +371,8 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
         state, saved_rng = restore(resume_from, model, optimizer, scheduler, ema, scaler, config)
     if dist_info.is_main:  # only now: a refused resume leaves the folder as it was
         tqdm.write(describe_precision(dist_info.device, config.precision)
-                   + (f"; {len(float8)} linear layers in fp8" if float8 else ""))
+                   + (f"; {len(float8)} linear layers in fp8" if float8 else "")
+                   + (f"; GELU in cuBLASLt's epilogues in {gelu_epilogues} MLPs" if gelu_epilogues else ""))
         remove_unfinished_checkpoints(output)
         write_json(output / "config.json", dataclasses.asdict(config))
     seed_everything(config.seed + 1000 * (dist_info.rank + 1))  # per-rank drop-path and mixup streams

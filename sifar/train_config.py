@@ -74,6 +74,9 @@ class TrainConfig:
     precision: TrainPrecision = help_field("auto", TRAIN_PRECISION_HELP)
     attention: AttentionImpl = help_field("auto", ATTENTION_HELP)
     compile: bool = help_field(False, "torch.compile the model.")
+    gelu_epilogue: bool = help_field(False, "Swin MLPs' GELU (tanh) and its gradient in cuBLASLt's GEMM epilogues "
+                                            "in bf16/fp16 training on CUDA, through nvmath-python (pip install "
+                                            "'sifar[gelu]'); 1.04x on an H100 (docs/PERFORMANCE.md).")
     grad_checkpointing: bool = help_field(False, "Activation checkpointing (less memory, more compute).")
     channels_last: bool = help_field(False, "Channels-last weights and activations (faster for CNN backbones).")
 

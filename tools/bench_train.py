@@ -37,12 +37,12 @@ from sifar.models import compile_model, create_model, get_config
 from sifar.models.compile import TRAINING_COMPILE_OPTIONS
 from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
+from sifar.models.gelu_epilogue_training import use_training_gelu_epilogue
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
-from tools.gelu_epilogue_train import use_training_gelu_epilogue
 from tools.window_kernel import use_window_kernel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,7 @@ class Variant:
     window_kernel_max_tokens: int | None = None  # only windows of at most this many tokens (None: all)
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
-    training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (tools/gelu_epilogue_train.py)
-    training_gelu_fuse_bias_grad: bool = True  # fc1's bias gradient in DGELU_BGRAD's epilogue, else summed by torch
+    training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -118,12 +117,10 @@ VARIANTS = (
     # FlexAttention's forward, the kernels' backward (session 23's: each window's keys split over programs)
     Variant("flexfwd-kernelbwd-bf16-compile", attention="flex", bf16=True, compile=True, fused_adamw=True,
             window_kernel=True, window_kernel_flex_forward=True),
-    # the MLP's GELU and its gradient in cuBLASLt's GEMM epilogues in training too (a candidate, needs nvmath-python)
-    Variant("flex-bf16-compile-geluaux", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            training_gelu_epilogue=True),
-    # the same with fc1's bias gradient summed by torch after a DGELU epilogue
+    # the MLP's GELU and its gradient in cuBLASLt's GEMM epilogues in training too (sifar-train --gelu-epilogue,
+    # needs nvmath-python); session 25 measured it as "geluaux-dgelu" beside DGELU_BGRAD's "geluaux", since removed
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            training_gelu_epilogue=True, training_gelu_fuse_bias_grad=False),
+            training_gelu_epilogue=True),
 )
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
@@ -185,7 +182,7 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
     if not variant.gelu_epilogue:
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
-        use_training_gelu_epilogue(model, variant.training_gelu_fuse_bias_grad)
+        use_training_gelu_epilogue(model)
     return model
 
 

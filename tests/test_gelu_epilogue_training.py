@@ -1,9 +1,11 @@
-"""The training GELU epilogue candidate (tools/gelu_epilogue_train.py): its autograd against torch's, on the CPU
-(where the same arithmetic runs in torch, in the layouts cuBLASLt uses); nvmath-python's GEMMs on a GPU."""
+"""Training's GELU in cuBLASLt's epilogues (sifar/models/gelu_epilogue_training.py, sifar-train --gelu-epilogue):
+its autograd against torch's on the CPU (where the same arithmetic runs in torch, in the layouts cuBLASLt uses),
+what the trainer refuses, and nvmath-python's GEMMs on a GPU."""
 
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -11,8 +13,11 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 
 from sifar.models import create_model
-from tools.gelu_epilogue_train import (TrainingGeluEpilogueMlp, dgelu_bgrad, dgelu_bgrad_reference, fc1_gelu,
-                                       fc1_gelu_reference, mlp_gelu_epilogue, use_training_gelu_epilogue)
+from sifar.models.gelu_epilogue_training import (TrainingGeluEpilogueMlp, check_training_gelu_epilogue, dgelu,
+                                                 dgelu_reference, fc1_gelu, fc1_gelu_reference, mlp_gelu_epilogue,
+                                                 use_training_gelu_epilogue)
+
+from test_train import TINY, run_train
 
 
 def mlp_inputs(rows: int = 12, channels: int = 8, hidden: int = 32, dtype=torch.float64, device="cpu", seed=0):
@@ -77,9 +82,8 @@ def test_the_swap_keeps_every_parameter_and_the_cpu_keeps_timms_path():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
-@pytest.mark.parametrize("fuse_bias_grad", [True, False])
 @pytest.mark.parametrize("seed", [0, 1])  # the second call reuses the first one's planned GEMMs with new operands
-def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed, fuse_bias_grad):
+def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed):
     pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
     x, w1, b1, w2, _b2 = (t.detach() for t in mlp_inputs(rows=4096, channels=128, hidden=512, dtype=torch.bfloat16,
                                                             device="cuda", seed=seed))
@@ -89,8 +93,8 @@ def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed, fuse_bias_g
     assert pre.stride() == pre_ref.stride()
     for got, expected in ((hidden, hidden_ref), (pre, pre_ref)):
         assert ((got.float() - expected).norm() / expected.norm()).item() < 1e-2
-    grad_pre, grad_b1 = dgelu_bgrad(grad_y, w2, pre, fuse_bias_grad)
-    grad_pre_ref, grad_b1_ref = dgelu_bgrad_reference(grad_y.float(), w2.float(), pre_ref)
+    grad_pre, grad_b1 = dgelu(grad_y, w2, pre)
+    grad_pre_ref, grad_b1_ref = dgelu_reference(grad_y.float(), w2.float(), pre_ref)
     for got, expected in ((grad_pre, grad_pre_ref), (grad_b1, grad_b1_ref)):
         assert ((got.float() - expected).norm() / expected.norm()).item() < 2e-2
 
@@ -122,7 +126,7 @@ def test_a_model_trains_through_the_epilogue_as_through_a_tanh_gelu(monkeypatch)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="nvmath-python's cuBLASLt epilogues need a CUDA GPU")
 def test_a_compiled_bf16_training_step_on_the_gpu_runs_through_cublaslt_as_through_a_tanh_gelu(monkeypatch):
     pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
-    import tools.gelu_epilogue_train as candidate
+    import sifar.models.gelu_epilogue_training as candidate
     monkeypatch.setattr(candidate, "_PLANS", {})
     model = create_model("SIFAR-N-6", num_classes=5, drop_path_rate=0.0).cuda()  # no stochastic depth to match
     reference = copy.deepcopy(model)
@@ -144,3 +148,28 @@ def test_a_compiled_bf16_training_step_on_the_gpu_runs_through_cublaslt_as_throu
     for name, grad in grads.items():
         error = ((grad - grads_ref[name]).norm() / grads_ref[name].norm().clamp_min(1e-12)).item()
         assert error < 5e-2, f"gradient of {name}: relative error {error:.3g}"
+
+
+def test_the_trainer_refuses_the_epilogue_off_cuda_in_full_precision_or_without_nvmath(monkeypatch):
+    with pytest.raises(ValueError, match="runs cuBLASLt on a CUDA GPU; this run's device is cpu"):
+        check_training_gelu_epilogue(torch.device("cpu"), "bf16")
+    with pytest.raises(ValueError, match="needs --precision bf16 or fp16 \\(this run: fp32\\)"):
+        check_training_gelu_epilogue(torch.device("cuda"), "fp32")
+    with pytest.raises(ValueError, match="needs --precision bf16 or fp16 \\(this run: fp8\\)"):
+        check_training_gelu_epilogue(torch.device("cuda"), "fp8")
+    monkeypatch.setitem(sys.modules, "nvmath", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ValueError, match=r"through nvmath-python: pip install 'sifar\[gelu\]'"):
+        check_training_gelu_epilogue(torch.device("cuda"), "bf16")
+
+
+def test_a_model_without_swin_mlps_is_refused():
+    with pytest.raises(ValueError, match="--gelu-epilogue: .* has no Swin MLP"):
+        use_training_gelu_epilogue(create_model("SIFAR-R18", num_classes=5))
+
+
+def test_sifar_train_refuses_the_epilogue_on_the_cpu_before_any_data_is_read(tmp_path):
+    # shards that do not exist: the refusal names the device, so it came before the loader opened them
+    result = run_train(["--shards", str(tmp_path / "no_shards"), "--output", str(tmp_path / "run"),
+                        "--device", "cpu", "--gelu-epilogue", *TINY])
+    assert result.exit_code != 0 and "--gelu-epilogue runs cuBLASLt on a CUDA GPU" in result.output, result.output
+    assert not (tmp_path / "run" / "config.json").exists()
