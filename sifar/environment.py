@@ -16,7 +16,8 @@ from sifar.data.decoders import auto_decoder, region_decoding_available
 from sifar.data.ffmpeg import ffmpeg_exe
 from sifar.precision import resolve_precision
 
-PACKAGES = ("torch", "torchvision", "timm", "webdataset", "huggingface_hub")
+# the last two are extras that change a training step: --precision fp8 and --gelu-epilogue
+PACKAGES = ("torch", "torchvision", "timm", "webdataset", "huggingface_hub", "torchao", "nvmath-python")
 
 
 def environment() -> dict[str, Any]:

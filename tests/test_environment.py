@@ -16,7 +16,8 @@ def test_env_names_each_item_a_bug_report_needs():
     result = CliRunner().invoke(tools_main, ["env"])
     assert result.exit_code == 0, result.output
     names = [line.split()[0] for line in result.output.splitlines()]
-    assert names[:7] == ["python", "torch", "torchvision", "timm", "webdataset", "huggingface_hub", "sifar"]
+    assert names[:9] == ["python", "torch", "torchvision", "timm", "webdataset", "huggingface_hub", "torchao",
+                         "nvmath-python", "sifar"]
     assert "ffmpeg" in names and "jpeg" in names
     assert "cuda" in names or "cuda:0" in names
     ffmpeg = next(line for line in result.output.splitlines() if line.startswith("ffmpeg"))
@@ -30,7 +31,8 @@ def test_env_json_parses_with_every_item():
     assert result.exit_code == 0, result.output
     env = json.loads(result.output)
     assert set(env) >= {"python", "packages", "sifar", "ffmpeg", "jpeg_decoder", "cuda"}
-    assert set(env["packages"]) == {"torch", "torchvision", "timm", "webdataset", "huggingface_hub"}
+    assert set(env["packages"]) == {"torch", "torchvision", "timm", "webdataset", "huggingface_hub", "torchao",
+                                    "nvmath-python"}
     assert env["jpeg_decoder"]["region_decoder_built"] == region_decoding_available()
     assert env["ffmpeg"]["path"] and isinstance(env["cuda"]["devices"], list)
 
