@@ -7,13 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from tools.bench_train import VARIANTS, planned_runs
+from tools.bench_train import VARIANTS, end_to_end_choices, planned_runs
 
 
-def plan(runs: str = "", models: str = "SIFAR-B-12", variants: str = "official,flex-bf16-compile",
-         modes: str = "train,infer") -> list[tuple[str, str, str]]:
-    args = SimpleNamespace(runs=runs, models=models, variants=variants, modes=modes)
-    return [(model, variant.name, mode) for model, variant, mode in planned_runs(args)]
+def planned(runs: str = "", models: str = "SIFAR-B-12", variants: str = "official,flex-bf16-compile",
+            modes: str = "train,infer"):
+    return planned_runs(SimpleNamespace(runs=runs, models=models, variants=variants, modes=modes))
+
+
+def plan(*args: str) -> list[tuple[str, str, str]]:
+    return [(model, variant.name, mode) for model, variant, mode in planned(*args)]
 
 
 def test_without_runs_every_model_mode_and_variant_is_measured():
@@ -55,3 +58,26 @@ def test_end_to_end_compares_only_variants_the_commands_run():
     the kernel candidates (attention, training's GELU epilogue), or inference's GELU as a pass of its own."""
     assert {v.name for v in VARIANTS if v.as_the_commands_run} == {
         "official", "sdpa-bf16", "sdpa-bf16-compile", "flex-bf16-compile"}
+
+
+def test_end_to_end_runs_the_planned_default_variants_or_the_one_named_that_the_commands_can_run():
+    runs = ("SIFAR-B-12/official/train,SIFAR-B-12/flex-bf16-compile/train,SIFAR-B-12/flex-bf16-compile-geluaux-dgelu/"
+            "train,SIFAR-B-12/flex-fp8-compile/train")
+    assert end_to_end_choices("", "SIFAR-B-12", planned(runs)) == ["official", "flex-bf16-compile"]
+    assert end_to_end_choices("flex-bf16-compile-geluaux-dgelu", "SIFAR-B-12", planned(runs)) == [
+        "flex-bf16-compile-geluaux-dgelu"]
+    geluaux = next(v for v in VARIANTS if v.name == "flex-bf16-compile-geluaux-dgelu")
+    assert geluaux.commands_can_run and not geluaux.as_the_commands_run and geluaux.train_flags == ["--gelu-epilogue"]
+
+
+@pytest.mark.parametrize("name, runs, message", [
+    ("flex-fp8-compile", "SIFAR-B-12/flex-fp8-compile/train", "the commands run only official, "),
+    ("no-such-variant", "SIFAR-B-12/official/train", "--e2e-variant 'no-such-variant': the commands run only"),
+    ("flex-bf16-compile-geluaux-dgelu", "SIFAR-B-12/flex-bf16-compile/train",
+     "add SIFAR-B-12/flex-bf16-compile-geluaux-dgelu/train to the run"),
+    ("", "SIFAR-B-12/flex-bf16-compile/infer", "add SIFAR-B-12/flex-bf16-compile/train to the run"),
+])
+def test_an_end_to_end_variant_without_its_step_or_that_the_commands_cannot_run_stops_before_the_gpu(name, runs,
+                                                                                                     message):
+    with pytest.raises(SystemExit, match=message):
+        end_to_end_choices(name, "SIFAR-B-12", planned(runs))

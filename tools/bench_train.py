@@ -14,8 +14,9 @@
 3. With ``--cnn-pair``: ``--cnn-model`` (SIFAR-R50) training against timm's plain ``resnet50`` at the same
    pixels a step, both channels-last and compiled; the ratio of their speeds.
 4. With ``--end-to-end``: makes the synthetic dataset at 320x240, shards it, runs ``sifar-train`` (the real
-   loader on this machine's cores) and ``sifar-eval`` (1 clip x 3 crops) with the fastest variant and with
-   the baseline settings, and prints their throughput beside the pure-model figures of part 1.
+   loader on this machine's cores) and ``sifar-eval`` (1 clip x 3 crops) with the fastest variant the commands
+   run at their defaults (or ``--e2e-variant``, e.g. ``flex-bf16-compile-geluaux-dgelu`` for ``--gelu-epilogue``)
+   and with the baseline settings, and prints their throughput beside the pure-model figures of part 1.
 """
 
 from __future__ import annotations
@@ -65,12 +66,22 @@ class Variant:
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
 
     @property
-    def as_the_commands_run(self) -> bool:
-        """Whether ``sifar-train`` / ``sifar-eval`` at their defaults run as this variant does (none of the
-        benchmark's own tiles or compile options, no fp8, no kernel candidate, inference's GELU epilogue on): the
-        end-to-end rows compare these."""
+    def commands_can_run(self) -> bool:
+        """Whether ``sifar-train`` / ``sifar-eval`` run as this variant does, with :attr:`train_flags` (none of the
+        benchmark's own tiles or compile options, no fp8, no kernel candidate, inference's GELU epilogue on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue and not self.training_gelu_epilogue)
+                and not self.window_kernel and self.gelu_epilogue)
+
+    @property
+    def as_the_commands_run(self) -> bool:
+        """Whether the commands at their defaults run as this variant does: the end-to-end rows compare the
+        fastest of these unless ``--e2e-variant`` names another."""
+        return self.commands_can_run and not self.train_flags
+
+    @property
+    def train_flags(self) -> list[str]:
+        """``sifar-train``'s options beyond ``--attention`` and ``--compile`` that run this variant's step."""
+        return ["--gelu-epilogue"] if self.training_gelu_epilogue else []
 
 
 # FlexAttention's tiles before the backward's tiles of 16 (window_attention.FLEX_KERNEL_OPTIONS)
@@ -363,7 +374,7 @@ def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
     sifar("sifar.cli.train", "--shards", str(shards), "--output", str(run), "--model", args.e2e_model,
           "--batch-size", str(args.batch), "--workers", str(args.workers), "--attention", fast.attention,
           "--compile", "--max-steps", str(args.e2e_steps), "--steps-per-epoch", str(args.e2e_steps),
-          "--epochs", "1", "--save-every", "1000000")
+          "--epochs", "1", "--save-every", "1000000", *fast.train_flags)
     clips, wait = steady_train_speed(run / "metrics.jsonl", args.batch, skip=2 * args.warmup)
     ratio = clips / pure[args.e2e_model]
     rows.append({"what": "sifar-train", "variant": fast.name, "clips_per_s": clips, "data_wait": wait,
@@ -381,6 +392,22 @@ def end_to_end(args, fast: Variant, pure: dict[str, float]) -> list[dict]:
     rows[-1]["vs_official"] = rows[-1]["clips_per_s"] / rows[-2]["clips_per_s"]
     print(f"sifar-eval speed-up over the official-style run: {rows[-1]['vs_official']:.2f}x", flush=True)
     return rows
+
+
+def end_to_end_choices(name: str, model: str, planned: list[tuple[str, Variant, str]]) -> list[str]:
+    """The variants ``sifar-train`` may run end to end: ``name``, else those the commands run at their defaults;
+    only those whose training step of ``model`` is planned, to compare with. SystemExit, naming the problem,
+    before any GPU work."""
+    variants = {v.name: v for v in VARIANTS}
+    if name and (name not in variants or not variants[name].commands_can_run):
+        runnable = ", ".join(v.name for v in VARIANTS if v.commands_can_run)
+        sys.exit(f"--e2e-variant {name!r}: the commands run only {runnable}")
+    wanted = [name] if name else [v.name for v in VARIANTS if v.as_the_commands_run]
+    choices = [v.name for m, v, mode in planned if m == model and mode == "train" and v.name in wanted]
+    if not choices:
+        sys.exit(f"--end-to-end: add {model}/{name or 'flex-bf16-compile'}/train to the run, the step it is "
+                 "compared with")
+    return choices
 
 
 def planned_runs(args) -> list[tuple[str, Variant, str]]:
@@ -422,11 +449,15 @@ def main() -> None:
     parser.add_argument("--e2e-model", default="SIFAR-B-12")
     parser.add_argument("--e2e-videos", type=int, default=640)
     parser.add_argument("--e2e-steps", type=int, default=80)
+    parser.add_argument("--e2e-variant", default="",
+                        help="the variant sifar-train runs end to end, measured in this run as SIFAR-B-12's training "
+                             "step (default: the fastest one the commands run at their defaults)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--profile", default="", help="comma-separated variants to profile (kernel table)")
     args = parser.parse_args()
     planned = planned_runs(args)
+    choices = end_to_end_choices(args.e2e_variant, args.e2e_model, planned) if args.end_to_end else []
     if not torch.cuda.is_available():
         sys.exit("bench_train needs a CUDA GPU")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch}", flush=True)
@@ -436,12 +467,11 @@ def main() -> None:
     cnn = cnn_pair(args) if args.cnn_pair else None
     e2e = []
     if args.end_to_end:
-        # the commands run the library's defaults, so only variants with the default kernel options compare
-        defaults = {v.name: v for v in VARIANTS if v.as_the_commands_run}
-        trained = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in defaults]
-        fastest = max(trained, key=lambda r: r.clips_per_s)
-        fast = defaults[fastest.variant]
-        e2e = end_to_end(args, fast, {args.e2e_model: fastest.clips_per_s})
+        measured = [r for r in results if r.mode == "train" and r.model == args.e2e_model and r.variant in choices]
+        if not measured:
+            sys.exit(f"--end-to-end: no training step of {', '.join(choices)} was measured (out of memory?)")
+        pure = max(measured, key=lambda r: r.clips_per_s)
+        e2e = end_to_end(args, next(v for v in VARIANTS if v.name == pure.variant), {args.e2e_model: pure.clips_per_s})
     print_table(results)
     if args.json:
         write_json(args.json, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
