@@ -27,6 +27,24 @@ def mlp_inputs(rows: int = 12, channels: int = 8, hidden: int = 32, dtype=torch.
             for shape in shapes]
 
 
+def with_tanh_gelu_reference(model):
+    """(``model`` with :func:`use_training_gelu_epilogue`, a copy made before it whose MLPs run timm's tanh GELU)."""
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(module, Mlp):
+            module.act.approximate = "tanh"
+    use_training_gelu_epilogue(model)
+    return model, reference
+
+
+def training_step(net, forward):
+    """(logits, each parameter's gradient) of one training step of ``net``: ``forward(net)``, then the backward of
+    the logits' squares."""
+    logits = forward(net.train())
+    logits.square().sum().backward()
+    return logits.detach(), {name: p.grad for name, p in net.named_parameters()}
+
+
 def torch_mlp(x, w1, b1, w2, b2):
     return F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2, b2)
 
@@ -70,9 +88,12 @@ def test_the_swap_keeps_every_parameter_and_the_cpu_keeps_timms_path():
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with torch.no_grad():
         logits = model(frames)
+    parameters = {id(p) for p in model.parameters()}
+    count = len([module for module in model.modules() if isinstance(module, Mlp)])
+    assert use_training_gelu_epilogue(model) == count > 0
     mlps = [module for module in model.modules() if isinstance(module, Mlp)]
-    assert use_training_gelu_epilogue(model) == len(mlps) > 0
-    assert all(isinstance(module, TrainingGeluEpilogueMlp) for module in model.modules() if isinstance(module, Mlp))
+    assert len(mlps) == count and all(isinstance(module, TrainingGeluEpilogueMlp) for module in mlps)
+    assert {id(p) for p in model.parameters()} == parameters  # the same layers, not copies
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())
     with torch.no_grad():
@@ -102,21 +123,15 @@ def test_cublaslt_epilogues_match_the_torch_arithmetic_in_bf16(seed):
 def test_a_model_trains_through_the_epilogue_as_through_a_tanh_gelu(monkeypatch):
     """The swapped MLPs inside a whole model's training step (forced onto the CPU's torch arithmetic): the same
     logits and parameter gradients as the model with timm's MLPs on the tanh GELU."""
-    model = create_model("SIFAR-N-6", num_classes=5)
-    reference = copy.deepcopy(model)
-    for module in reference.modules():
-        if isinstance(module, Mlp):
-            module.act.approximate = "tanh"
-    use_training_gelu_epilogue(model)
+    model, reference = with_tanh_gelu_reference(create_model("SIFAR-N-6", num_classes=5))
     monkeypatch.setattr(TrainingGeluEpilogueMlp, "training_epilogue_applies", lambda self, x: self.training)
     frames = torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    results = []
-    for net in (model, reference):
-        torch.manual_seed(0)
-        logits = net.train()(frames)
-        logits.square().sum().backward()
-        results.append((logits.detach(), {name: p.grad for name, p in net.named_parameters()}))
-    (logits, grads), (logits_ref, grads_ref) = results
+
+    def forward(net):
+        torch.manual_seed(0)  # the same drop paths in both
+        return net(frames)
+
+    (logits, grads), (logits_ref, grads_ref) = (training_step(net, forward) for net in (model, reference))
     torch.testing.assert_close(logits, logits_ref, rtol=1e-4, atol=1e-5)
     assert grads.keys() == grads_ref.keys()
     for name, grad in grads.items():
@@ -128,22 +143,16 @@ def test_a_compiled_bf16_training_step_on_the_gpu_runs_through_cublaslt_as_throu
     pytest.importorskip("nvmath", reason="the training GELU epilogue calls cuBLASLt through nvmath-python")
     import sifar.models.gelu_epilogue_training as candidate
     monkeypatch.setattr(candidate, "_PLANS", {})
-    model = create_model("SIFAR-N-6", num_classes=5, drop_path_rate=0.0).cuda()  # no stochastic depth to match
-    reference = copy.deepcopy(model)
-    for module in reference.modules():
-        if isinstance(module, Mlp):
-            module.act.approximate = "tanh"
-    use_training_gelu_epilogue(model)
+    # no stochastic depth: compiled, the two models would draw different drop paths
+    model, reference = with_tanh_gelu_reference(create_model("SIFAR-N-6", num_classes=5, drop_path_rate=0.0).cuda())
     frames = torch.randn(4, 8, 3, 64, 64, generator=torch.Generator().manual_seed(3)).cuda()
-    results = []
-    for net in (model, reference):
-        step = torch.compile(net.train())
+
+    def forward(net):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = step(frames).float()
-        logits.square().sum().backward()
-        results.append((logits.detach(), {name: p.grad for name, p in net.named_parameters()}))
+            return torch.compile(net)(frames).float()
+
+    (logits, grads), (logits_ref, grads_ref) = (training_step(net, forward) for net in (model, reference))
     assert candidate._PLANS, "no GEMM went through nvmath-python"
-    (logits, grads), (logits_ref, grads_ref) = results
     assert ((logits - logits_ref).norm() / logits_ref.norm()).item() < 2e-2
     for name, grad in grads.items():
         error = ((grad - grads_ref[name]).norm() / grads_ref[name].norm().clamp_min(1e-12)).item()

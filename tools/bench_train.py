@@ -133,6 +133,7 @@ VARIANTS = (
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
 )
+VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
 CNN_VARIANT = Variant("cnn-bf16-compile-cl", attention="eager", bf16=True, compile=True, fused_adamw=True)
 
@@ -398,8 +399,7 @@ def end_to_end_choices(name: str, model: str, planned: list[tuple[str, Variant, 
     """The variants ``sifar-train`` may run end to end: ``name``, else those the commands run at their defaults;
     only those whose training step of ``model`` is planned, to compare with. SystemExit, naming the problem,
     before any GPU work."""
-    variants = {v.name: v for v in VARIANTS}
-    if name and (name not in variants or not variants[name].commands_can_run):
+    if name and (name not in VARIANTS_BY_NAME or not VARIANTS_BY_NAME[name].commands_can_run):
         runnable = ", ".join(v.name for v in VARIANTS if v.commands_can_run)
         sys.exit(f"--e2e-variant {name!r}: the commands run only {runnable}")
     wanted = [name] if name else [v.name for v in VARIANTS if v.as_the_commands_run]
@@ -413,21 +413,20 @@ def end_to_end_choices(name: str, model: str, planned: list[tuple[str, Variant, 
 def planned_runs(args) -> list[tuple[str, Variant, str]]:
     """(model, variant, mode) of each measurement: ``--runs`` if given, else every combination; checked before
     any GPU work, so a misspelt item fails at once, not after the runs before it."""
-    variants = {v.name: v for v in VARIANTS}
     if not args.runs:
         return [(name, v, mode) for name in args.models.split(",") for mode in args.modes.split(",")
                 for v in VARIANTS if v.name in args.variants.split(",")]
     planned = []
     for item in args.runs.split(","):
         name, variant, mode = (item.split("/") + ["", ""])[:3]
-        if variant not in variants or mode not in ("train", "infer"):
-            sys.exit(f"--runs: {item!r} is not MODEL/VARIANT/MODE with a variant of {', '.join(variants)} and a "
-                     "mode of train or infer")
+        if variant not in VARIANTS_BY_NAME or mode not in ("train", "infer"):
+            sys.exit(f"--runs: {item!r} is not MODEL/VARIANT/MODE with a variant of "
+                     f"{', '.join(VARIANTS_BY_NAME)} and a mode of train or infer")
         try:
             get_config(name)
         except KeyError as err:
             sys.exit(f"--runs: {item!r}: {err.args[0]}")
-        planned.append((name, variants[variant], mode))
+        planned.append((name, VARIANTS_BY_NAME[variant], mode))
     return planned
 
 
@@ -471,7 +470,7 @@ def main() -> None:
         if not measured:
             sys.exit(f"--end-to-end: no training step of {', '.join(choices)} was measured (out of memory?)")
         pure = max(measured, key=lambda r: r.clips_per_s)
-        e2e = end_to_end(args, next(v for v in VARIANTS if v.name == pure.variant), {args.e2e_model: pure.clips_per_s})
+        e2e = end_to_end(args, VARIANTS_BY_NAME[pure.variant], {args.e2e_model: pure.clips_per_s})
     print_table(results)
     if args.json:
         write_json(args.json, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -34,6 +34,8 @@ call (session 25), for each of a SIFAR-B step's 48 such GEMMs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +61,7 @@ def check_training_gelu_epilogue(device: torch.device, precision: str) -> None:
     _nvmath()
 
 
+@functools.cache  # imported once: planned_matmul asks on every GEMM of a step
 def _nvmath():
     try:
         import nvmath.linalg.advanced as advanced
@@ -193,12 +196,9 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
 
 def use_training_gelu_epilogue(model: nn.Module) -> int:
     """Give every Swin block of ``model`` whose MLP is timm's exact-GELU ``Mlp`` a :class:`TrainingGeluEpilogueMlp`
-    holding the same layers (through :func:`sifar.models.mlp.set_gelu_epilogue`, inference's epilogue on); the
-    number changed. ValueError for a model without such MLPs (a CNN)."""
-    set_gelu_epilogue(model)
-    mlps = [module for module in model.modules() if isinstance(module, GeluEpilogueMlp)]
+    holding the same layers (:func:`sifar.models.mlp.set_gelu_epilogue`, inference's epilogue on); the number.
+    ValueError for a model without such MLPs (a CNN)."""
+    mlps = set_gelu_epilogue(model, mlp_class=TrainingGeluEpilogueMlp)
     if not mlps:
         raise ValueError(f"--gelu-epilogue: {getattr(model, 'name', type(model).__name__)} has no Swin MLP")
-    for mlp in mlps:
-        mlp.__class__ = TrainingGeluEpilogueMlp
-    return len(mlps)
+    return mlps

@@ -56,24 +56,28 @@ class GeluEpilogueMlp(Mlp):
                 and compute_dtype(x) in HALF_DTYPES)
 
 
-def gelu_epilogue_mlp(mlp: Mlp) -> GeluEpilogueMlp:
-    """A :class:`GeluEpilogueMlp` made of ``mlp``'s own layers (the same modules and parameters), in its
-    training mode."""
+def gelu_epilogue_mlp(mlp: Mlp, mlp_class: type[GeluEpilogueMlp] = GeluEpilogueMlp) -> GeluEpilogueMlp:
+    """A ``mlp_class`` made of ``mlp``'s own layers (the same modules and parameters), in its training mode."""
     with torch.device("meta"):  # its own layers are replaced at once
-        replacement = GeluEpilogueMlp(mlp.fc1.in_features, mlp.fc1.out_features, mlp.fc2.out_features)
+        replacement = mlp_class(mlp.fc1.in_features, mlp.fc1.out_features, mlp.fc2.out_features)
     for name in MLP_LAYERS:
         setattr(replacement, name, getattr(mlp, name))
     return replacement.train(mlp.training)
 
 
-def set_gelu_epilogue(model: nn.Module, enabled: bool = True) -> None:
-    """Give every Swin block of ``model`` whose MLP is timm's exact-GELU ``Mlp`` a :class:`GeluEpilogueMlp`,
-    with its epilogue ``enabled`` or not."""
+def set_gelu_epilogue(model: nn.Module, enabled: bool = True,
+                      mlp_class: type[GeluEpilogueMlp] = GeluEpilogueMlp) -> int:
+    """Give every Swin block of ``model`` whose MLP is timm's exact-GELU ``Mlp`` a ``mlp_class`` (unless it has
+    one already), with its epilogue ``enabled`` or not; the number of such MLPs. ``mlp_class``: a subclass adds
+    paths of its own (``sifar.models.gelu_epilogue_training``'s for training)."""
+    mlps = 0
     for block in model.modules():
         if isinstance(block, SwinTransformerBlock) and _plain_gelu_mlp(block.mlp):
-            if not isinstance(block.mlp, GeluEpilogueMlp):
-                block.mlp = gelu_epilogue_mlp(block.mlp)
+            if not isinstance(block.mlp, mlp_class):
+                block.mlp = gelu_epilogue_mlp(block.mlp, mlp_class)
             block.mlp.gelu_epilogue = enabled
+            mlps += 1
+    return mlps
 
 
 def _plain_gelu_mlp(mlp: nn.Module) -> bool:
