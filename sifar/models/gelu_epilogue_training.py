@@ -34,8 +34,6 @@ call (session 25), for each of a SIFAR-B step's 48 such GEMMs.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,7 +59,6 @@ def check_training_gelu_epilogue(device: torch.device, precision: str) -> None:
     _nvmath()
 
 
-@functools.cache  # imported once: planned_matmul asks on every GEMM of a step
 def _nvmath():
     try:
         import nvmath.linalg.advanced as advanced
