@@ -3,6 +3,7 @@ starts, and what it concludes from runs' results; plus one tiny run of the whole
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -28,6 +29,14 @@ def test_a_longer_schedule_row_trains_more_epochs_after_the_same_warmup(tmp_path
                   for name in ("sifar_3x3", "sifar_3x3_long"))
     assert long.epochs == 2 * base.epochs == 2 * GPU_SETTINGS.epochs
     assert (long.warmup_epochs, long.lr, long.min_lr) == (base.warmup_epochs, base.lr, base.min_lr)
+
+
+def test_the_issue_30_rows_differ_from_the_3x3_row_only_in_their_training_option(tmp_path):
+    run = RunOptions(device="cpu", workers=1)
+    base, fp8, gelu = (train_config(ROWS_BY_NAME[name], 0, GPU_SETTINGS, "shards", tmp_path, run)
+                       for name in ("sifar_3x3", "sifar_3x3_fp8", "sifar_3x3_gelu_epilogue"))
+    assert (base.precision, base.gelu_epilogue) == ("auto", False)
+    assert replace(fp8, precision="auto") == base and replace(gelu, gelu_epilogue=False) == base
 
 
 def test_throughput_is_the_median_over_epochs_of_each_epochs_last_step(tmp_path):

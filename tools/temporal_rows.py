@@ -24,6 +24,7 @@ class RowSpec:
     cam: bool = False  # score its class activation maps by the pointing game (tools.cam_study)
     schedule: int = 1  # training length, in multiples of the recipe's epochs (the warmup stays the recipe's)
     precision: str = "auto"  # sifar-train --precision ("auto": bf16 on the GPU)
+    gelu_epilogue: bool = False  # sifar-train --gelu-epilogue (the MLPs' tanh GELU in cuBLASLt's epilogues)
 
 
 ROWS = (
@@ -43,6 +44,9 @@ ROWS = (
     RowSpec("sifar_3x3_long", "SIFAR Swin, 3x3, twice the steps", "swin", "3x3", seeds=1, schedule=2),
     # issue 30: fp8 linear layers (torchao) adopted only if they train as bf16 does
     RowSpec("sifar_3x3_fp8", "SIFAR Swin, 3x3, fp8 linear layers", "swin", "3x3", precision="fp8"),
+    # issue 30: the tanh GELU of --gelu-epilogue made a default only if it trains as the exact GELU does
+    RowSpec("sifar_3x3_gelu_epilogue", "SIFAR Swin, 3x3, GELU in the GEMM epilogues", "swin", "3x3",
+            gelu_epilogue=True),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)
 ROWS_BY_NAME = {row.name: row for row in ROWS}

@@ -154,7 +154,7 @@ def train_config(row: RowSpec, seed: int, settings: StudySettings, shards: str, 
     turns move_right into move_left and rotate_cw into rotate_ccw), no validation during training."""
     return TrainConfig(
         shards=shards, output=str(output), steps_per_epoch=settings.steps_per_epoch, device=run.device,
-        seed=seed, save_every=10**9, resume="off", precision=row.precision,
+        seed=seed, save_every=10**9, resume="off", precision=row.precision, gelu_epilogue=row.gelu_epilogue,
         model=ModelSettings(settings.model(row.backbone), frame_average=row.frame_average,
                             frame_embed=row.frame_embed, drop_path=settings.drop_path),
         clip=ClipSettings(num_frames=row.num_frames, frame_size=row.frame_size or settings.frame_size,
@@ -178,7 +178,7 @@ def run_row(row: RowSpec, seed: int, settings: StudySettings, shards: str, outpu
         "row": row.name, "seed": seed, "title": row.title, "model": settings.model(row.backbone),
         "layout": "1x1 per frame" if row.frame_average else row.layout, "frame_average": row.frame_average,
         "frame_embed": row.frame_embed, "num_frames": row.num_frames, "precision": row.precision,
-        "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips,
+        "gelu_epilogue": row.gelu_epilogue, "frame_size": row.frame_size or settings.frame_size, "steps": summary["steps"], "clips_seen": clips,
         "train_s": round(train_s, 1),
         "train_clips_per_s": round(clips / train_s, 1), **epoch_throughput(output),
         **evaluate_orders(output / "last.pt", shards, row.orders, seed, settings, run),
