@@ -6,6 +6,7 @@ import torch
 from shard_files import write_split
 from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.models import compile_model, create_model
+from sifar.models.window_order import use_window_order
 from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
 MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
@@ -64,6 +65,20 @@ def test_bf16_compiled_training_gradients_stay_close_to_fp32():
             _assert_close_in_norm(got, expected, 3e-2, f"{name}: bf16 gradient")
     expected, got = (torch.cat([pair[i].flatten() for pair in pairs]) for i in (1, 2))
     _assert_close_in_norm(got, expected, 3e-2, "bf16 gradients")
+
+
+def test_window_order_keeps_compiled_fp32_gradients_and_bf16_logits():
+    """Swin blocks in window order (sifar.models.window_order), compiled as sifar-train and sifar-eval compile:
+    fp32 gradients equal the eager explicit path's, bf16 logits stay within bf16 tolerance of fp32."""
+    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    use_window_order(fast)
+    _assert_fp32_gradients_match(reference, fast, compile_model(fast, training=True))
+    frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        expected = reference.eval()(frames)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = compile_model(fast.eval(), training=False)(frames).float()
+    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits in window order")
 
 
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():

@@ -41,6 +41,7 @@ from sifar.models.flops import count_cost
 from sifar.models.gelu_epilogue_training import use_training_gelu_epilogue
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
+from sifar.models.window_order import use_window_order
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
@@ -64,13 +65,15 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
+    window_order: bool = False  # Swin blocks computing in window order (sifar.models.window_order, a candidate)
 
     @property
     def commands_can_run(self) -> bool:
         """Whether ``sifar-train`` / ``sifar-eval`` run as this variant does, with :attr:`train_flags` (none of the
-        benchmark's own tiles or compile options, no fp8, no kernel candidate, inference's GELU epilogue on)."""
+        benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
+        on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue)
+                and not self.window_kernel and not self.window_order and self.gelu_epilogue)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -132,6 +135,11 @@ VARIANTS = (
     # needs nvmath-python); session 25 measured it as "geluaux-dgelu" beside DGELU_BGRAD's "geluaux", since removed
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
+    # the Swin blocks in window order, so that each LayerNorm pass reduces and writes in one order (session 26)
+    Variant("flex-bf16-compile-winorder", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            window_order=True),
+    Variant("flex-bf16-compile-geluaux-dgelu-winorder", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            training_gelu_epilogue=True, window_order=True),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
@@ -195,6 +203,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
+    if variant.window_order:
+        use_window_order(model)
     return model
 
 
@@ -278,16 +288,22 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
     return result
 
 
-def profile(step, label: str, json_path: str | None) -> None:
-    """Print the 60 kernels that take the most GPU time over 3 steps (and save the table beside the JSON)."""
+def profile(step, label: str, json_path: str | None, steps: int = 3) -> None:
+    """Print the 60 kernels that take the most GPU time over ``steps`` steps; beside the JSON, save that table
+    and every kernel's GPU time per step (``profile-<label>.json``, to sum by kind: the table omits the tail)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
+        for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90)
     print(f"--- profile {label}\n{table}", flush=True)
     if json_path:
         Path(json_path).with_name(f"profile-{label}.txt").write_text(table)
+        kernels = sorted(({"name": e.key, "calls_per_step": e.count / steps,
+                           "gpu_ms_per_step": e.self_device_time_total / 1000 / steps}
+                          for e in averages if e.self_device_time_total > 0), key=lambda k: -k["gpu_ms_per_step"])
+        write_json(Path(json_path).with_name(f"profile-{label}.json"), kernels)
 
 
 def add_speedups(results: list[Measurement]) -> None:
