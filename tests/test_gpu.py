@@ -6,7 +6,7 @@ import torch
 from shard_files import write_split
 from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.models import compile_model, create_model
-from sifar.models.window_order import use_window_order
+from tools.window_order import use_window_order
 from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
 MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
@@ -68,7 +68,7 @@ def test_bf16_compiled_training_gradients_stay_close_to_fp32():
 
 
 def test_window_order_keeps_compiled_fp32_gradients_and_bf16_logits():
-    """Swin blocks in window order (sifar.models.window_order), compiled as sifar-train and sifar-eval compile:
+    """Swin blocks in window order (tools.window_order), compiled as sifar-train and sifar-eval compile:
     fp32 gradients equal the eager explicit path's, bf16 logits stay within bf16 tolerance of fp32."""
     reference, fast = _model_pair("flex", model="SIFAR-N-6")
     use_window_order(fast)

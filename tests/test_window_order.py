@@ -1,4 +1,4 @@
-"""Swin blocks in window order (sifar/models/window_order.py): the same function, parameters and random draws as
+"""Swin blocks in window order (tools/window_order.py): the same function, parameters and random draws as
 timm's block, on the CPU (the compiled GPU step is checked in tests/test_gpu.py)."""
 
 import copy
@@ -8,7 +8,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from sifar.models import create_model
-from sifar.models.window_order import WindowOrderSwinBlock, use_window_order
+from tools.window_order import WindowOrderSwinBlock, use_window_order
 
 
 def _pair(name: str, drop_path: float):

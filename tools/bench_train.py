@@ -41,11 +41,11 @@ from sifar.models.flops import count_cost
 from sifar.models.gelu_epilogue_training import use_training_gelu_epilogue
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
-from sifar.models.window_order import use_window_order
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
 from tools.window_kernel import use_window_kernel
+from tools.window_order import use_window_order
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
-    window_order: bool = False  # Swin blocks computing in window order (sifar.models.window_order, a candidate)
+    window_order: bool = False  # Swin blocks computing in window order (tools.window_order, a candidate)
 
     @property
     def commands_can_run(self) -> bool:
