@@ -338,7 +338,7 @@ def _train_in(output: Path, config: TrainConfig, clip: ClipSettings, resume_from
     if config.precision == "fp8":
         check_float8(dist_info.device)  # before the loader, which may decode a whole split first
     if config.gelu_epilogue:
-        check_training_gelu_epilogue(dist_info.device, config.precision)
+        check_training_gelu_epilogue(dist_info.device, config.precision, config.model.name)
     seed_everything(config.seed)  # same initial weights on every rank
     optim = config.optim
     train_loader = build_loader(config.shards, clip, config.loader, split="train", training=True, seed=config.seed,

@@ -161,19 +161,29 @@ def test_a_compiled_bf16_training_step_on_the_gpu_runs_through_cublaslt_as_throu
 
 def test_the_trainer_refuses_the_epilogue_off_cuda_in_full_precision_or_without_nvmath(monkeypatch):
     with pytest.raises(ValueError, match="runs cuBLASLt on a CUDA GPU; this run's device is cpu"):
-        check_training_gelu_epilogue(torch.device("cpu"), "bf16")
+        check_training_gelu_epilogue(torch.device("cpu"), "bf16", "SIFAR-N-6")
     with pytest.raises(ValueError, match="needs --precision bf16 or fp16 \\(this run: fp32\\)"):
-        check_training_gelu_epilogue(torch.device("cuda"), "fp32")
+        check_training_gelu_epilogue(torch.device("cuda"), "fp32", "SIFAR-N-6")
     with pytest.raises(ValueError, match="needs --precision bf16 or fp16 \\(this run: fp8\\)"):
-        check_training_gelu_epilogue(torch.device("cuda"), "fp8")
+        check_training_gelu_epilogue(torch.device("cuda"), "fp8", "SIFAR-N-6")
     monkeypatch.setitem(sys.modules, "nvmath", None)  # as if not installed: importing it raises ImportError
     with pytest.raises(ValueError, match=r"through nvmath-python: pip install 'sifar\[gelu\]'"):
-        check_training_gelu_epilogue(torch.device("cuda"), "bf16")
+        check_training_gelu_epilogue(torch.device("cuda"), "bf16", "SIFAR-N-6")
 
 
-def test_a_model_without_swin_mlps_is_refused():
+def test_a_model_without_swin_mlps_is_refused_by_its_family_before_it_is_built_or_once_built():
+    with pytest.raises(ValueError, match="--gelu-epilogue: SIFAR-R18 is a resnet model, without Swin MLPs"):
+        check_training_gelu_epilogue(torch.device("cuda"), "bf16", "SIFAR-R18")
+    # a timm: model passes the family check (a timm Swin has Swin MLPs); a built model without them is refused
     with pytest.raises(ValueError, match="--gelu-epilogue: .* has no Swin MLP"):
         use_training_gelu_epilogue(create_model("SIFAR-R18", num_classes=5))
+
+
+def test_sifar_train_refuses_the_epilogue_for_a_cnn_before_any_data_is_read(tmp_path):
+    result = run_train(["--shards", str(tmp_path / "no_shards"), "--output", str(tmp_path / "run"),
+                        "--device", "cpu", "--gelu-epilogue", *TINY, "--model", "SIFAR-R18"])
+    assert result.exit_code != 0 and "SIFAR-R18 is a resnet model, without Swin MLPs" in result.output, result.output
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_sifar_train_refuses_the_epilogue_on_the_cpu_before_any_data_is_read(tmp_path):

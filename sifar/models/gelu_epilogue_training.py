@@ -38,19 +38,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sifar.models.factory import resolve_config
 from sifar.models.mlp import GeluEpilogueMlp, set_gelu_epilogue
 from sifar.precision import compute_dtype, resolve_precision
 
 AUTOTUNE_ITERATIONS = 5
 AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
 INSTALL_HINT = "pip install 'sifar[gelu]'"
+SWIN_MLP_FAMILIES = ("swin", "timm")  # model families that may hold Swin MLPs (a timm Swin does)
 
 _PLANS: dict[tuple, object] = {}  # planned nvmath Matmul objects by operand layout and epilog
 
 
-def check_training_gelu_epilogue(device: torch.device, precision: str) -> None:
-    """ValueError, naming the reason, unless ``--gelu-epilogue`` can run: on CUDA, in bf16 or fp16 (``precision``
-    as the run resolves it), with nvmath-python installed. The trainer asks before it reads any data."""
+def check_training_gelu_epilogue(device: torch.device, precision: str, model: str) -> None:
+    """ValueError, naming the reason, unless ``--gelu-epilogue`` can run: a Swin ``model`` (by its family; a
+    ``timm:`` model is checked once built), on CUDA, in bf16 or fp16 (``precision`` as the run resolves it), with
+    nvmath-python installed. The trainer asks before it reads any data."""
+    family = resolve_config(model).family
+    if family not in SWIN_MLP_FAMILIES:
+        raise ValueError(f"--gelu-epilogue: {model} is a {family} model, without Swin MLPs")
     if device.type != "cuda":
         raise ValueError(f"--gelu-epilogue runs cuBLASLt on a CUDA GPU; this run's device is {device}")
     resolved = resolve_precision(device, precision)
