@@ -48,6 +48,7 @@ from tools.window_kernel import use_window_kernel
 from tools.window_order import use_window_order
 
 REPO = Path(__file__).resolve().parents[1]
+PROFILE_STEPS = 3  # steps a --profile table sums
 
 
 @dataclass(frozen=True)
@@ -288,11 +289,12 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
     return result
 
 
-def profile(step, label: str, json_path: str | None, steps: int = 3) -> None:
-    """Print the 60 kernels that take the most GPU time over ``steps`` steps; beside the JSON, save that table
-    and every kernel's GPU time per step (``profile-<label>.json``, to sum by kind: the table omits the tail)."""
+def profile(step, label: str, json_path: str | None) -> None:
+    """Print the 60 kernels that take the most GPU time over PROFILE_STEPS steps; beside the JSON, save that table
+    and every kernel's GPU time per step (``profile-<label>.json``, for tools.profile_kinds: the table omits the
+    tail)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
+        for _ in range(PROFILE_STEPS):
             step()
         torch.cuda.synchronize()
     averages = prof.key_averages()
@@ -300,8 +302,8 @@ def profile(step, label: str, json_path: str | None, steps: int = 3) -> None:
     print(f"--- profile {label}\n{table}", flush=True)
     if json_path:
         Path(json_path).with_name(f"profile-{label}.txt").write_text(table)
-        kernels = sorted(({"name": e.key, "calls_per_step": e.count / steps,
-                           "gpu_ms_per_step": e.self_device_time_total / 1000 / steps}
+        kernels = sorted(({"name": e.key, "calls_per_step": e.count / PROFILE_STEPS,
+                           "gpu_ms_per_step": e.self_device_time_total / 1000 / PROFILE_STEPS}
                           for e in averages if e.self_device_time_total > 0), key=lambda k: -k["gpu_ms_per_step"])
         write_json(Path(json_path).with_name(f"profile-{label}.json"), kernels)
 
