@@ -44,6 +44,7 @@ def test_the_kinds_sum_every_kernel_and_the_table_shows_each_profiles_share():
     table = kinds_table({"run": totals})
     assert "| GEMMs (cuBLAS / cuBLASLt, with their epilogues) | 4.0 (50%) |" in table
     assert table.endswith("| **all kernels** | **8.0** |")
+    assert "| memsets | 0.0 (-) |" in kinds_table({"no GPU kernel": sum_by_kind([])})
 
 
 def test_the_command_reads_bench_trains_files_and_names_a_bad_one(tmp_path):

@@ -44,6 +44,7 @@ from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
+from tools.profile_kinds import kinds_table, sum_by_kind
 from tools.window_kernel import use_window_kernel
 from tools.window_order import use_window_order
 
@@ -290,21 +291,21 @@ def measure(model_name: str, variant: Variant, mode: str, args) -> Measurement |
 
 
 def profile(step, label: str, json_path: str | None) -> None:
-    """Print the 60 kernels that take the most GPU time over PROFILE_STEPS steps; beside the JSON, save that table
-    and every kernel's GPU time per step (``profile-<label>.json``, for tools.profile_kinds: the table omits the
-    tail)."""
+    """Print the 60 kernels that take the most GPU time over PROFILE_STEPS steps and every kernel's time summed by
+    kind (tools.profile_kinds); beside the JSON, save that table and every kernel's GPU time per step
+    (``profile-<label>.json``, for tools.profile_kinds: the table omits the tail)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(PROFILE_STEPS):
             step()
         torch.cuda.synchronize()
     averages = prof.key_averages()
     table = averages.table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90)
-    print(f"--- profile {label}\n{table}", flush=True)
+    kernels = sorted(({"name": e.key, "calls_per_step": e.count / PROFILE_STEPS,
+                       "gpu_ms_per_step": e.self_device_time_total / 1000 / PROFILE_STEPS}
+                      for e in averages if e.self_device_time_total > 0), key=lambda k: -k["gpu_ms_per_step"])
+    print(f"--- profile {label}\n{table}\n{kinds_table({f'{label}, GPU ms a step': sum_by_kind(kernels)})}", flush=True)
     if json_path:
         Path(json_path).with_name(f"profile-{label}.txt").write_text(table)
-        kernels = sorted(({"name": e.key, "calls_per_step": e.count / PROFILE_STEPS,
-                           "gpu_ms_per_step": e.self_device_time_total / 1000 / PROFILE_STEPS}
-                          for e in averages if e.self_device_time_total > 0), key=lambda k: -k["gpu_ms_per_step"])
         write_json(Path(json_path).with_name(f"profile-{label}.json"), kernels)
 
 

@@ -62,10 +62,14 @@ def kinds_table(columns: dict[str, dict[str, float]]) -> str:
     lines = ["| kernels | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     totals = {name: sum(column.values()) for name, column in columns.items()}
     for kind in next(iter(columns.values())):
-        cells = [f"{columns[n][kind]:.1f} ({100 * columns[n][kind] / totals[n]:.0f}%)" for n in names]
+        cells = [f"{columns[n][kind]:.1f} ({_share(columns[n][kind], totals[n])})" for n in names]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines.append("| **all kernels** | " + " | ".join(f"**{totals[n]:.1f}**" for n in names) + " |")
     return "\n".join(lines)
+
+
+def _share(part: float, total: float) -> str:
+    return f"{100 * part / total:.0f}%" if total > 0 else "-"  # a profile that caught no GPU kernel
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
