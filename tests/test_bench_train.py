@@ -55,8 +55,8 @@ def test_steady_train_speed_reads_the_trainers_metrics_after_the_skipped_steps(t
 
 def test_end_to_end_compares_only_variants_the_commands_run():
     """The end-to-end commands run the library's defaults: not the benchmark's own tiles or compile options, fp8 or
-    the kernel and block candidates (attention, training's GELU epilogue, window order), or inference's GELU as a
-    pass of its own."""
+    the kernel and block candidates (attention, training's GELU epilogue, window order, fused norms), or inference's
+    GELU as a pass of its own."""
     assert {v.name for v in VARIANTS if v.as_the_commands_run} == {
         "official", "sdpa-bf16", "sdpa-bf16-compile", "flex-bf16-compile"}
 
@@ -74,6 +74,7 @@ def test_end_to_end_runs_the_planned_default_variants_or_the_one_named_that_the_
 @pytest.mark.parametrize("name, runs, message", [
     ("flex-fp8-compile", "SIFAR-B-12/flex-fp8-compile/train", "the commands run only official, "),
     ("flex-bf16-compile-winorder", "SIFAR-B-12/flex-bf16-compile-winorder/train", "the commands run only official, "),
+    ("flex-bf16-compile-fusednorm", "SIFAR-B-12/flex-bf16-compile-fusednorm/train", "the commands run only official, "),
     ("no-such-variant", "SIFAR-B-12/official/train", "--e2e-variant 'no-such-variant': the commands run only"),
     ("flex-bf16-compile-geluaux-dgelu", "SIFAR-B-12/flex-bf16-compile/train",
      "add SIFAR-B-12/flex-bf16-compile-geluaux-dgelu/train to the run"),

@@ -6,6 +6,7 @@ import torch
 from shard_files import write_split
 from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.models import compile_model, create_model
+from tools.fused_norm import add_layer_norm, add_layer_norm_reference, use_fused_norm, window_rows
 from tools.window_order import use_window_order
 from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
@@ -79,6 +80,27 @@ def test_window_order_keeps_compiled_fp32_gradients_and_bf16_logits():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             got = compile_model(fast.eval(), training=False)(frames).float()
     _assert_close_in_norm(got, expected, 2e-2, "bf16 logits in window order")
+
+
+def test_fused_norm_kernel_and_compiled_inference_keep_bf16_numerics():
+    """tools/fused_norm.py on the GPU: its bf16 kernel against torch (the sum exactly, the LayerNorm within a bf16
+    rounding), and the compiled bf16 inference of a model with it within bf16 tolerance of fp32."""
+    table = window_rows(12, 12, (6, 6), (3, 3)).cuda()
+    x, y = (torch.randn(4 * 144, 96, device="cuda").bfloat16() for _ in range(2))
+    weight, bias = torch.randn(96, device="cuda"), torch.randn(96, device="cuda")
+    for args in ((y, table, None), (None, None, table)):
+        got = add_layer_norm(x, args[0], args[1], weight, bias, 1e-5, args[2], torch.bfloat16)
+        want = add_layer_norm_reference(x, args[0], args[1], weight, bias, 1e-5, args[2], torch.bfloat16)
+        torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+        _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, "the fused LayerNorm")
+    reference, fast = _model_pair("flex", model="SIFAR-N-6")
+    use_fused_norm(fast)
+    frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        expected = reference.eval()(frames)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = compile_model(fast.eval(), training=False)(frames).float()
+    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits with the fused norms")
 
 
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():

@@ -44,6 +44,7 @@ from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
+from tools.fused_norm import use_fused_norm
 from tools.profile_kinds import kinds_table, sum_by_kind
 from tools.window_kernel import use_window_kernel
 from tools.window_order import use_window_order
@@ -68,6 +69,7 @@ class Variant:
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
     window_order: bool = False  # Swin blocks computing in window order (tools.window_order, a candidate)
+    fused_norm: bool = False  # inference's residual adds and LayerNorms in Triton kernels (tools.fused_norm, candidate)
 
     @property
     def commands_can_run(self) -> bool:
@@ -75,7 +77,7 @@ class Variant:
         benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
         on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and not self.window_order and self.gelu_epilogue)
+                and not self.window_kernel and not self.window_order and not self.fused_norm and self.gelu_epilogue)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -142,6 +144,10 @@ VARIANTS = (
             window_order=True),
     Variant("flex-bf16-compile-geluaux-dgelu-winorder", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True, window_order=True),
+    # inference's residual adds and LayerNorms with the rolls and window copies as one Triton kernel a pass
+    # (session 26; training takes timm's path, as the default does)
+    Variant("flex-bf16-compile-fusednorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            fused_norm=True),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
@@ -207,6 +213,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         use_training_gelu_epilogue(model)
     if variant.window_order:
         use_window_order(model)
+    if variant.fused_norm:
+        use_fused_norm(model)
     return model
 
 
