@@ -3,11 +3,12 @@ partitions folded into the rows it reads and writes: half-precision inference on
 by ``tools/bench_train``'s ``flex-bf16-compile-fusednorm`` variant; no command uses it yet).
 
 Why by hand: a SIFAR-B-12 inference step spent 18.0 ms in Inductor's LayerNorm, residual, roll and window-copy
-kernels, about 1.7 times what their bytes take at the H100's bandwidth. The kernels that roll and partition ran at
-1.2-2.1 TB/s, the one that does not at 3.0 (docs/PERFORMANCE.md, "Session 26"): Inductor computes the rolled
-and partitioned index of every element, and splits a LayerNorm whose output is written in another order than
-it is reduced into a reduction and a second pass. Here a program maps each of its rows once (a table of the
-window position of every token of an image) and moves whole rows.
+kernels, about 1.7 times what their bytes take at the H100's bandwidth. At stage 0, where one tensor is 510 MB,
+the pointwise kernel that writes rolled windows took 0.67 ms and the one without a roll 0.34 ms for what their
+names say are the same bytes (docs/PERFORMANCE.md, "Session 26"). Inductor computes the rolled and partitioned
+index of every element, and splits a LayerNorm whose output is written in another order than it is reduced into a
+reduction and a second pass. Here a program maps each of its rows once (a table of the window position of every
+token of an image) and moves whole rows.
 
 A block needs two passes over its (tokens, C) stream, each reading two bf16 tensors and writing two:
 
