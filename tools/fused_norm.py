@@ -43,7 +43,7 @@ def _add_layer_norm_kernel(x_ptr, y_ptr, in_rows_ptr, weight_ptr, bias_ptr, sum_
     """Rows r of a program: s = x[r] + y[map(in_rows, r)] (rounded to x's dtype, as torch's add is), written to
     sum[r]; LayerNorm(s) to out[map(out_rows, r)]. ``map`` keeps the image (r // tokens) and looks the token
     (r % tokens) up in the (tokens,) table."""
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)  # offsets past 2**31 elements
     c = tl.arange(0, BLOCK_C)
     row_ok = r < rows
     mask = row_ok[:, None] & (c < channels)[None, :]
