@@ -24,14 +24,19 @@ def _model_pair(fast_attention: str, model: str = MODEL):
 
 @pytest.mark.parametrize("attention", ["sdpa", "flex"])
 def test_bf16_compiled_logits_match_fp32_eager(attention):
-    reference, fast = _model_pair(attention)
-    frames = torch.randn(4, 8, 3, 96, 96, device="cuda")
+    _assert_compiled_bf16_logits_near_fp32(*_model_pair(attention), "bf16 logits", size=96)
+
+
+def _assert_compiled_bf16_logits_near_fp32(reference, fast, what: str, size: int = 64) -> None:
+    """``fast`` compiled for inference (as sifar-eval compiles) under bf16 autocast gives logits within 2% (relative
+    norm) of ``reference``'s fp32 eager ones on the same clips of ``size`` px frames."""
+    frames = torch.randn(4, 8, 3, size, size, device="cuda")
     with torch.no_grad():
         torch.backends.cuda.matmul.allow_tf32 = False
         expected = reference.eval()(frames)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             got = compile_model(fast.eval(), training=False)(frames).float()
-    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits")
+    _assert_close_in_norm(got, expected, 2e-2, what)
 
 
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-8"])  # windows 6; windows 8, 8, 4 (16 tokens), 6
@@ -74,12 +79,7 @@ def test_window_order_keeps_compiled_fp32_gradients_and_bf16_logits():
     reference, fast = _model_pair("flex", model="SIFAR-N-6")
     use_window_order(fast)
     _assert_fp32_gradients_match(reference, fast, compile_model(fast, training=True))
-    frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
-    with torch.no_grad():
-        expected = reference.eval()(frames)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            got = compile_model(fast.eval(), training=False)(frames).float()
-    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits in window order")
+    _assert_compiled_bf16_logits_near_fp32(reference, fast, "bf16 logits in window order")
 
 
 def test_fused_norm_kernel_and_compiled_inference_keep_bf16_numerics():
@@ -95,12 +95,7 @@ def test_fused_norm_kernel_and_compiled_inference_keep_bf16_numerics():
         _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, "the fused LayerNorm")
     reference, fast = _model_pair("flex", model="SIFAR-N-6")
     use_fused_norm(fast)
-    frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
-    with torch.no_grad():
-        expected = reference.eval()(frames)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            got = compile_model(fast.eval(), training=False)(frames).float()
-    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits with the fused norms")
+    _assert_compiled_bf16_logits_near_fp32(reference, fast, "bf16 logits with the fused norms")
 
 
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():
