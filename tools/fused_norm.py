@@ -166,10 +166,10 @@ class FusedNormSwinStage(SwinTransformerStage):
     runs :func:`fused_stage_forward`; everything else takes timm's path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
-        if self.training or torch.is_grad_enabled() or not x.is_cuda or dtype not in (torch.bfloat16, torch.float16):
+        # the stream's dtype: under autocast SIFAR's Swin carries it in the autocast dtype from the patch embedding on
+        if self.training or torch.is_grad_enabled() or not x.is_cuda or x.dtype not in (torch.bfloat16, torch.float16):
             return super().forward(x)
-        return fused_stage_forward(self, x, dtype)
+        return fused_stage_forward(self, x, x.dtype)
 
 
 def use_fused_norm(model: nn.Module) -> int:
