@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sifar.models.factory import resolve_config
-from sifar.models.mlp import GeluEpilogueMlp, set_gelu_epilogue
-from sifar.precision import compute_dtype, resolve_precision
+from sifar.models.mlp import GeluEpilogueMlp, rows_in_compute_dtype, set_gelu_epilogue
+from sifar.precision import resolve_precision
 
 AUTOTUNE_ITERATIONS = 5
 AUX_ROWS_MULTIPLE = 8  # cuBLASLt pads the GELU aux output's rows to a multiple of 8 (nvmath's gelu_aux_mm_shape)
@@ -185,9 +185,8 @@ class TrainingGeluEpilogueMlp(GeluEpilogueMlp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training_epilogue_applies(x):
             return super().forward(x)
-        dtype = compute_dtype(x)
+        rows, dtype = rows_in_compute_dtype(x)
         fc1, fc2 = self.fc1, self.fc2
-        rows = x.reshape(-1, x.shape[-1]).to(dtype)
         out = mlp_gelu_epilogue(rows, fc1.weight.to(dtype), fc1.bias.to(dtype), fc2.weight.to(dtype),
                                 fc2.bias.to(dtype))
         return self.drop2(out.view(*x.shape[:-1], fc2.out_features))

@@ -24,11 +24,17 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 MLP_LAYERS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")
 
 
+def rows_in_compute_dtype(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """(``x``'s (tokens, C) rows, any leading dimensions flattened, in :func:`compute_dtype`; that dtype): what the
+    fused GEMMs of the MLP's epilogue paths take, their weights cast to the same dtype."""
+    dtype = compute_dtype(x)
+    return x.reshape(-1, x.shape[-1]).to(dtype), dtype
+
+
 def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``gelu(linear(x))`` as one GEMM with GELU in its epilogue (tanh GELU on CUDA, exact on the CPU), in
     :func:`compute_dtype`; any number of leading dimensions."""
-    dtype = compute_dtype(x)
-    rows = x.reshape(-1, x.shape[-1]).to(dtype)
+    rows, dtype = rows_in_compute_dtype(x)
     out = torch._addmm_activation(linear.bias.to(dtype), rows, linear.weight.to(dtype).t(), use_gelu=True)
     return out.view(*x.shape[:-1], linear.out_features)
 
