@@ -2,12 +2,14 @@
 discusses, and a file that is not a kernel list is named in the error."""
 
 import json
+from types import SimpleNamespace
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
-from tools.profile_kinds import OTHER, kind_of, kinds_table, main, read_kernels, sum_by_kind
+from tools.profile_kinds import OTHER, device_kernels, kind_of, kinds_table, main, read_kernels, sum_by_kind
 
 
 @pytest.mark.parametrize("name, kind", [
@@ -58,3 +60,14 @@ def test_the_command_reads_bench_trains_files_and_names_a_bad_one(tmp_path):
         read_kernels(bad)
     with pytest.raises(click.BadParameter, match="missing.json"):
         read_kernels(tmp_path / "missing.json")
+
+
+def test_device_kernels_keep_the_gpu_kernels_per_call_longest_first():
+    def event(key, device, us, count=6, annotation=False):
+        return SimpleNamespace(key=key, count=count, self_device_time_total=us, is_user_annotation=annotation,
+                               device_type=getattr(torch.autograd.DeviceType, device))
+    averages = [event("aten::mm", "CPU", 0.0), event("nvjet_a", "CUDA", 3000.0), event("step", "CUDA", 9000.0, 3, True),
+                event("triton_poi_b", "CUDA", 6000.0, count=3)]
+    assert device_kernels(averages, 3) == [
+        {"name": "triton_poi_b", "calls_per_step": 1.0, "gpu_ms_per_step": 2.0},
+        {"name": "nvjet_a", "calls_per_step": 2.0, "gpu_ms_per_step": 1.0}]

@@ -45,7 +45,7 @@ from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
 from tools.fused_norm import use_fused_norm
-from tools.profile_kinds import kinds_table, sum_by_kind
+from tools.profile_kinds import device_kernels, kinds_table, sum_by_kind
 from tools.window_kernel import use_window_kernel
 from tools.window_order import use_window_order
 
@@ -308,9 +308,7 @@ def profile(step, label: str, json_path: str | None) -> None:
         torch.cuda.synchronize()
     averages = prof.key_averages()
     table = averages.table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90)
-    kernels = sorted(({"name": e.key, "calls_per_step": e.count / PROFILE_STEPS,
-                       "gpu_ms_per_step": e.self_device_time_total / 1000 / PROFILE_STEPS}
-                      for e in averages if e.self_device_time_total > 0), key=lambda k: -k["gpu_ms_per_step"])
+    kernels = device_kernels(averages, PROFILE_STEPS)
     print(f"--- profile {label}\n{table}\n{kinds_table({f'{label}, GPU ms a step': sum_by_kind(kernels)})}", flush=True)
     if json_path:
         Path(json_path).with_name(f"profile-{label}.txt").write_text(table)

@@ -38,6 +38,7 @@ from sifar.io import write_json
 from sifar.models import create_model
 from sifar.models.window_attention import SifarWindowAttention, merge_heads, split_heads
 from tools.bench_train import back_to_back_ms
+from tools.profile_kinds import device_kernels
 from tools.window_kernel import tuned_tiles, window_attention_qkv
 
 IMPLS = ("flex", "kernel-qkv", "flex-fwd-kernel-bwd")
@@ -125,17 +126,15 @@ def attention_step(impl: str, attn: SifarWindowAttention, qkv: torch.Tensor, mas
 
 
 def kernel_times_ms(fn: Callable[[], object], reps: int) -> dict[str, float]:
-    """Mean milliseconds a call of each GPU kernel ``fn`` launches, by the kernel's name, as the profiler's "Self
-    CUDA time total" counts them; empty under Nsight Compute, which holds the GPU's profiling interface.
-    Wall-clock timing of calls of under a millisecond also times the host's launches (FlexAttention's compiled
-    call wraps each in guards): the two agreed to 1% at stage 0, but at stages 1-3 one FlexAttention row moved by
-    up to 2x between two machines (session 19)."""
+    """Mean milliseconds a call of each GPU kernel ``fn`` launches, by the kernel's name
+    (:func:`tools.profile_kinds.device_kernels`; empty under Nsight Compute). Wall-clock timing of calls of under a
+    millisecond also times the host's launches (FlexAttention's compiled call wraps each in guards): the two agreed
+    to 1% at stage 0, but at stages 1-3 one FlexAttention row moved by up to 2x between two machines (session 19)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    return {e.key: e.self_device_time_total / reps / 1000.0 for e in prof.key_averages()
-            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation}
+    return {kernel["name"]: kernel["gpu_ms_per_step"] for kernel in device_kernels(prof.key_averages(), reps)}
 
 
 def summed_ms(times: dict[str, float], names: re.Pattern | None = None) -> float:

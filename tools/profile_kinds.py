@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import click
+import torch
 
 KINDS: tuple[tuple[str, str], ...] = (
     ("FlexAttention backward", r"^triton_tem_fused.*flex_attention_backward"),
@@ -30,6 +31,16 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("memsets", r"^Memset"),
 )
 OTHER = "the rest"
+
+
+def device_kernels(averages, calls: int) -> list[dict]:
+    """Every GPU kernel of a ``torch.profiler`` run's ``key_averages()`` over ``calls`` calls (steps) of what it
+    profiled: name, launches and GPU ms a call ("Self CUDA time total" over ``calls``), the longest first; empty
+    under Nsight Compute, which holds the GPU's profiling interface."""
+    kernels = ({"name": e.key, "calls_per_step": e.count / calls,
+                "gpu_ms_per_step": e.self_device_time_total / 1000 / calls}
+               for e in averages if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation)
+    return sorted(kernels, key=lambda kernel: -kernel["gpu_ms_per_step"])
 
 
 def kind_of(name: str) -> str:
