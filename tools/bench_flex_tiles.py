@@ -117,14 +117,12 @@ def sweep(blocks: list[tuple[str, torch.nn.Module, int]], settings: dict[str, di
     reference: dict[str, dict] = {}
     rows = []
     for name, setting in settings.items():
-        total = 0.0
         for label, block, count in blocks:
             try:
                 result = time_setting(block, {**FLEX_KERNEL_OPTIONS, **setting}, batch, train, args)
             except Exception as error:  # a setting the template refuses (resources, sizes): say so, go on
                 print(f"  {name:<34}{label:<16} failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
                 rows.append({"setting": name, "options": setting, "block": label, "error": str(error)[:2000]})
-                total = float("nan")
                 continue
             tensors = result.pop("tensors")
             reference.setdefault(label, tensors)
@@ -132,11 +130,10 @@ def sweep(blocks: list[tuple[str, torch.nn.Module, int]], settings: dict[str, di
                    "floor_ms": attention_floor_ms(block, batch, train),
                    "vs_first": differences(tensors, reference[label])}
             rows.append(row)
-            total += count * row["gpu_ms"]
             worst = max((d["rel_norm"] for d in row["vs_first"].values()), default=0.0)
             print(f"  {name:<34}{label:<16}{row['gpu_ms']:>9.3f} ms  {row['gpu_ms'] / row['floor_ms']:>5.1f}x the "
                   f"memory floor  (relative difference {worst:.1e})", flush=True)
-        print(f"{name:<34} all {args.model}'s blocks: {total:.2f} GPU ms", flush=True)
+        print(f"{name:<34} all {args.model}'s blocks: {setting_totals(rows)[name]:.2f} GPU ms", flush=True)
     return rows
 
 
