@@ -18,6 +18,7 @@ PRECISION_HELP = ("auto: bf16 autocast on GPUs that support it, else fp16 (train
 TRAIN_PRECISION_HELP = PRECISION_HELP + (" fp8: linear layers in float8 through torchao (pip install 'sifar[fp8]'; "
                                          "GPUs of compute capability 8.9+), the rest under bf16 autocast.")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}  # fp8: what is not a linear layer
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 AUTOCAST_DEVICES = ("cuda", "cpu")  # torch.amp.is_autocast_available would break a compiled graph
 
 

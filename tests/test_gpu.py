@@ -6,8 +6,8 @@ import torch
 from shard_files import write_split
 from sifar.data import ClipSettings, LoaderSettings, build_loader
 from sifar.models import compile_model, create_model
-from tools.fused_norm import add_layer_norm, add_layer_norm_reference, use_fused_norm, window_rows
-from tools.window_order import use_window_order
+from sifar.models.fused_norm import add_layer_norm, add_layer_norm_reference, window_rows
+from sifar.models.swin import set_fused_norm
 from test_train import check_fp16_training_resumes_with_its_scale, data  # noqa: F401 - data: the shards fixture
 
 MODEL = "SIFAR-T-6-96"  # Swin-T widths: the same kernels as SIFAR-B-12, a quicker compile
@@ -73,29 +73,41 @@ def test_bf16_compiled_training_gradients_stay_close_to_fp32():
     _assert_close_in_norm(got, expected, 3e-2, "bf16 gradients")
 
 
-def test_window_order_keeps_compiled_fp32_gradients_and_bf16_logits():
-    """Swin blocks in window order (tools.window_order), compiled as sifar-train and sifar-eval compile:
-    fp32 gradients equal the eager explicit path's, bf16 logits stay within bf16 tolerance of fp32."""
-    reference, fast = _model_pair("flex", model="SIFAR-N-6")
-    use_window_order(fast)
-    _assert_fp32_gradients_match(reference, fast, compile_model(fast, training=True))
-    _assert_compiled_bf16_logits_near_fp32(reference, fast, "bf16 logits in window order")
-
-
-def test_fused_norm_kernel_and_compiled_inference_keep_bf16_numerics():
-    """tools/fused_norm.py on the GPU: its bf16 kernel against torch (the sum exactly, the LayerNorm within a bf16
-    rounding), and the compiled bf16 inference of a model with it within bf16 tolerance of fp32."""
+def test_the_fused_norm_kernel_keeps_the_sums_exact_and_the_layer_norm_within_a_rounding():
+    """sifar.models.fused_norm's bf16 and fp16 kernel against torch: the residual sums bit for bit, the
+    LayerNorm within a rounding of the half dtype, through either table."""
     table = window_rows(12, 12, (6, 6), (3, 3)).cuda()
-    x, y = (torch.randn(4 * 144, 96, device="cuda").bfloat16() for _ in range(2))
     weight, bias = torch.randn(96, device="cuda"), torch.randn(96, device="cuda")
-    for args in ((y, table, None), (None, None, table)):
-        got = add_layer_norm(x, args[0], args[1], weight, bias, 1e-5, args[2], torch.bfloat16)
-        want = add_layer_norm_reference(x, args[0], args[1], weight, bias, 1e-5, args[2], torch.bfloat16)
-        torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
-        _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, "the fused LayerNorm")
-    reference, fast = _model_pair("flex", model="SIFAR-N-6")
-    use_fused_norm(fast)
-    _assert_compiled_bf16_logits_near_fp32(reference, fast, "bf16 logits with the fused norms")
+    for dtype in (torch.bfloat16, torch.float16):
+        x, y = (torch.randn(4 * 144, 96, device="cuda").to(dtype) for _ in range(2))
+        for y_, in_rows, out_rows in ((y, table, None), (y, None, table), (None, None, table)):
+            got = add_layer_norm(x, y_, in_rows, weight, bias, 1e-5, out_rows)
+            want = add_layer_norm_reference(x, y_, in_rows, weight, bias, 1e-5, out_rows)
+            torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+            _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, f"the fused LayerNorm in {dtype}")
+
+
+@pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
+def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
+    """Compiled bf16 inference with the fused residual adds and LayerNorms (on as built) runs the Triton kernel and
+    gives logits as close to the fp32 eager model's as with timm's blocks (``set_fused_norm(..., False)``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    reference, fast = _model_pair("flex", model=model)
+    frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    errors = {}
+    with torch.no_grad():
+        expected = reference.eval()(frames)
+        for enabled in (True, False):
+            set_fused_norm(fast, enabled)
+            torch._dynamo.reset()
+            with torch.autocast("cuda", dtype=torch.bfloat16), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                got = compile_model(fast.eval(), training=False)(frames).float()
+            fused_kernels = [e.name for e in prof.events() if "add_layer_norm_kernel" in e.name]
+            assert bool(fused_kernels) == enabled, fused_kernels
+            errors[enabled] = ((got - expected).norm() / expected.norm()).item()
+    assert errors[True] <= 2e-2 and errors[True] <= 1.5 * errors[False], errors
 
 
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():

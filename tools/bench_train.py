@@ -40,14 +40,13 @@ from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
 from sifar.models.gelu_epilogue_training import use_training_gelu_epilogue
 from sifar.models.mlp import set_gelu_epilogue
+from sifar.models.swin import set_fused_norm
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
-from tools.fused_norm import use_fused_norm
 from tools.profile_kinds import device_kernels, kinds_table, sum_by_kind
 from tools.window_kernel import use_window_kernel
-from tools.window_order import use_window_order
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE_STEPS = 3  # steps a --profile table sums
@@ -68,8 +67,7 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
-    window_order: bool = False  # Swin blocks computing in window order (tools.window_order, a candidate)
-    fused_norm: bool = False  # inference's residual adds and LayerNorms in Triton kernels (tools.fused_norm, candidate)
+    fused_norm: bool = True  # inference's residual adds and LayerNorms fused (sifar.models.fused_norm), as commands run
 
     @property
     def commands_can_run(self) -> bool:
@@ -77,7 +75,7 @@ class Variant:
         benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
         on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and not self.window_order and not self.fused_norm and self.gelu_epilogue)
+                and not self.window_kernel and self.gelu_epilogue and self.fused_norm)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -139,15 +137,13 @@ VARIANTS = (
     # needs nvmath-python); session 25 measured it as "geluaux-dgelu" beside DGELU_BGRAD's "geluaux", since removed
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
-    # the Swin blocks in window order, so that each LayerNorm pass reduces and writes in one order (session 26)
-    Variant("flex-bf16-compile-winorder", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            window_order=True),
-    Variant("flex-bf16-compile-geluaux-dgelu-winorder", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            training_gelu_epilogue=True, window_order=True),
-    # inference's residual adds and LayerNorms with the rolls and window copies as one Triton kernel a pass
-    # (session 26; training takes timm's path, as the default does)
-    Variant("flex-bf16-compile-fusednorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm=True),
+    # inference's residual adds, LayerNorms, rolls and window copies as Inductor compiles timm's blocks, to measure
+    # what sifar.models.fused_norm moves (training takes timm's path either way)
+    Variant("flex-bf16-compile-normpass", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            fused_norm=False),
+    # CUDA graphs without PDL (inference compiles without it)
+    Variant("flex-bf16-compile-cudagraphs-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            compile_options={"triton.cudagraphs": True}),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
@@ -211,10 +207,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
-    if variant.window_order:
-        use_window_order(model)
-    if variant.fused_norm:
-        use_fused_norm(model)
+    if not variant.fused_norm:
+        set_fused_norm(model, enabled=False)
     return model
 
 

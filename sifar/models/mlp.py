@@ -18,9 +18,8 @@ from timm.layers import Mlp
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
-from sifar.precision import compute_dtype
+from sifar.precision import HALF_DTYPES, compute_dtype
 
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 MLP_LAYERS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")
 
 

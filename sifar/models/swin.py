@@ -17,6 +17,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from sifar.layout import Layout, frame_cell_map
+from sifar.models.fused_norm import add_window_tables, run_stages
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.registry import ModelConfig, register_config, register_family
 from sifar.models.window_attention import AttentionImpl, set_attention
@@ -36,10 +37,15 @@ WIDTHS: dict[str, dict[str, Any]] = {
 
 
 class SifarSwin(SwinTransformer):
-    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid."""
+    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid; its stages
+    run half-precision inference on CUDA through :mod:`sifar.models.fused_norm` unless ``fused_norm`` is off
+    (:func:`set_fused_norm`)."""
+
+    fused_norm: bool = True
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        add_window_tables(self.layers)
         self.grid = grid
         self.frame_pos_embed: nn.Parameter | None = None
         if frame_embed:
@@ -56,7 +62,16 @@ class SifarSwin(SwinTransformer):
         x = embed_patches(self.patch_embed, x)  # (B, H, W, C)
         if self.frame_pos_embed is not None:
             x = x + self.frame_pos_embed[0, self.frame_index]
-        return self.norm(self.layers(_in_autocast_dtype(x)))
+        return self.norm(run_stages(self.layers, _in_autocast_dtype(x), self.fused_norm))
+
+
+def set_fused_norm(model: nn.Module, enabled: bool = True) -> int:
+    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (on as built); the
+    number of SifarSwins."""
+    swins = [m for m in model.modules() if isinstance(m, SifarSwin)]
+    for swin in swins:
+        swin.fused_norm = enabled
+    return len(swins)
 
 
 def embed_patches(embed: PatchEmbed, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,140 @@
+"""Swin stages whose residual adds and LayerNorms run as one Triton kernel a pass, with the rolls and window
+partitions folded into the rows it reads and writes: half-precision inference on CUDA (``sifar-eval``,
+``sifar-predict``, a training run's validation). Training, fp32 and the CPU keep timm's blocks.
+
+Why by hand: in a compiled SIFAR-B-12 inference step on an H100, Inductor's LayerNorm, residual, roll and
+window-copy kernels took 18.1 GPU ms, about 1.9 times what their bytes take at the card's bandwidth. It computes
+the rolled and partitioned index of every element, and splits a LayerNorm whose output is written in another
+order than it is reduced into a reduction and a second pass (docs/PERFORMANCE.md, "Session 26"). No library
+fuses a LayerNorm with a gather and a scatter of its rows. Here a program maps each of its rows once, through a
+table of the window position of every token of an image, and moves whole rows: the same step's kernels of that
+kind took 11.8 ms, the fused kernel 10.2 of them (92% of the bandwidth), and the step ran at 482.6 clips/s
+against 441.7 (same run, session 27).
+
+A block needs two passes over its (tokens, C) stream, each reading two tensors and writing two:
+
+- ``stream, normed1 = add_layer_norm(stream, mlp_out_of_the_previous_block, norm1, out_rows=window_rows)``:
+  the previous block's MLP residual, then norm1, written in the block's window order (roll and partition);
+- ``stream, normed2 = add_layer_norm(stream, attention_out, norm2, in_rows=window_rows)``: the attention's
+  output read back from window order (merge and roll back), its residual, then norm2.
+
+The MLP of a stage's last block is added by torch at the stage's end. Drop path is the identity in inference.
+The normalised rows are rounded to the stream's dtype once, where timm's LayerNorm under autocast returns fp32
+that the next linear layer rounds to the same dtype.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Iterable
+
+import torch
+from timm.models.swin_transformer import SwinTransformerBlock, SwinTransformerStage, window_partition
+from torch import nn
+
+from sifar.precision import HALF_DTYPES
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # torch for Linux ships it; macOS and Windows do not
+
+
+def add_layer_norm_reference(x: torch.Tensor, y: torch.Tensor | None, in_rows: torch.Tensor | None,
+                             weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                             out_rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`add_layer_norm`'s result in torch (its path off CUDA, and the tests' reference)."""
+    total = x if y is None else x + y[_mapped_rows(in_rows, x)]
+    normed = nn.functional.layer_norm(total.float(), total.shape[-1:], weight.float(), bias.float(), eps)
+    out = torch.empty_like(x)
+    out[_mapped_rows(out_rows, x)] = normed.to(x.dtype)
+    return (x.new_empty(0) if y is None else total), out
+
+
+def _mapped_rows(table: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Every row's mapped row: its image's first row plus the table's entry for its token (identity without)."""
+    index = torch.arange(x.shape[0], device=x.device)
+    if table is None:
+        return index
+    tokens = table.numel()
+    return index // tokens * tokens + table.long()[index % tokens]
+
+
+@torch.library.triton_op("sifar::add_layer_norm", mutates_args=())
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor | None, in_rows: torch.Tensor | None, weight: torch.Tensor,
+                   bias: torch.Tensor, eps: float, out_rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + y with y's rows read through ``in_rows``, or an empty tensor without ``y``; the LayerNorm of that sum in
+    x's dtype, written through ``out_rows``) for (rows, C) ``x``: one Triton kernel on CUDA (inside a compiled graph
+    too), torch elsewhere. The tables hold a row for each token of an image (:func:`window_rows`)."""
+    if not x.is_cuda:
+        return add_layer_norm_reference(x, y, in_rows, weight, bias, eps, out_rows)
+    from sifar.models.add_layer_norm_kernel import add_layer_norm_kernel, launch_add_layer_norm
+
+    return launch_add_layer_norm(torch.library.wrap_triton(add_layer_norm_kernel), x, y, in_rows, weight, bias,
+                                 eps, out_rows)
+
+
+def window_rows(height: int, width: int, window: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """(height * width,) int32: the row of each token of an image in the block's window order (its map rolled by
+    -shift, then partitioned into windows as timm's ``window_partition`` does)."""
+    tokens = torch.arange(height * width).view(1, height, width, 1)
+    if any(shift):
+        tokens = torch.roll(tokens, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    order = window_partition(tokens, window).flatten()  # order[p]: the token at window position p
+    rows = torch.empty_like(order)
+    rows[order] = torch.arange(order.numel())
+    return rows.to(torch.int32)
+
+
+def add_window_tables(stages: Iterable[SwinTransformerStage]) -> int:
+    """Give each block of every stage whose maps divide into whole windows its :func:`window_rows` table (a buffer
+    ``window_rows`` outside the checkpoint); the number of such stages. A stage whose map needs padding has none
+    and keeps timm's path."""
+    fusable = 0
+    for stage in stages:
+        blocks = list(stage.blocks)
+        if not all(_whole_windows(block) for block in blocks):
+            continue
+        for block in blocks:
+            table = window_rows(*block.input_resolution, tuple(block.window_size), tuple(block.shift_size))
+            block.register_buffer("window_rows", table.to(block.norm1.weight.device), persistent=False)
+        fusable += 1
+    return fusable
+
+
+def _whole_windows(block: SwinTransformerBlock) -> bool:
+    height, width = block.input_resolution
+    return height % block.window_size[0] == 0 and width % block.window_size[1] == 0
+
+
+def fused_norm_applies(stage: SwinTransformerStage, x: torch.Tensor) -> bool:
+    """Whether ``stage`` runs :func:`fused_stage_forward` on its (B, H, W, C) input ``x``: inference without
+    gradients, a half-precision stream on CUDA with Triton, and a table on every block."""
+    return (not stage.training and not torch.is_grad_enabled() and x.is_cuda and x.dtype in HALF_DTYPES
+            and HAS_TRITON and all(hasattr(block, "window_rows") for block in stage.blocks))
+
+
+def fused_stage_forward(stage: SwinTransformerStage, x: torch.Tensor) -> torch.Tensor:
+    """The stage's inference on the (B, H, W, C) ``x`` through :func:`add_layer_norm` (the module docstring); each
+    block holds its :func:`window_rows` table (:func:`add_window_tables`)."""
+    x = stage.downsample(x)
+    batch, height, width, channels = x.shape
+    if any(block.window_rows.numel() != height * width for block in stage.blocks):
+        return stage.blocks(x)  # a map of another size than the tables were made for: timm's blocks
+    stream, pending = x.reshape(-1, channels), None
+    for block in stage.blocks:
+        rows, norm1, norm2 = block.window_rows, block.norm1, block.norm2
+        total, windows = add_layer_norm(stream, pending, None, norm1.weight, norm1.bias, norm1.eps, rows)
+        stream = stream if pending is None else total
+        attended = block.attn(windows.view(-1, block.window_area, channels), mask=block.attn_mask)
+        stream, normed = add_layer_norm(stream, attended.reshape(-1, channels), rows, norm2.weight, norm2.bias,
+                                        norm2.eps, None)
+        pending = block.mlp(normed)
+    if pending is not None:
+        stream = stream + pending
+    return stream.view(batch, height, width, channels)
+
+
+def run_stages(stages: Iterable[SwinTransformerStage], x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """``x`` through ``stages`` in turn, each by :func:`fused_stage_forward` where ``fused`` and
+    :func:`fused_norm_applies`, else by timm's forward."""
+    for stage in stages:
+        x = fused_stage_forward(stage, x) if fused and fused_norm_applies(stage, x) else stage(x)
+    return x
