@@ -87,29 +87,76 @@ def test_the_op_on_the_cpu_is_the_reference():
     x, y = torch.randn(32, 24), torch.randn(32, 24)
     table = window_rows(4, 4, (2, 2), (1, 1))
     weight, bias = torch.randn(24), torch.randn(24)
-    total, normed = add_layer_norm(x, y, table, weight, bias, 1e-5, table)
-    expected = add_layer_norm_reference(x, y, table, weight, bias, 1e-5, table)
+    total, normed = add_layer_norm(x, y, None, table, weight, bias, 1e-5, table)
+    expected = add_layer_norm_reference(x, y, None, table, weight, bias, 1e-5, table)
     torch.testing.assert_close(total, expected[0])
     torch.testing.assert_close(normed, expected[1])
-    assert add_layer_norm(x, None, None, weight, bias, 1e-5, table)[0].numel() == 0
+    assert add_layer_norm(x, None, None, None, weight, bias, 1e-5, table)[0].numel() == 0
+
+
+@pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-M-12"])
+def test_in_training_each_stage_draws_the_same_drop_paths_and_gives_the_same_gradients(name):
+    """The fused stage in training (the candidate behind ``set_fused_norm(..., training=True)``), through the op's
+    torch path and its registered gradient: timm's outputs under the same seed, and its gradients."""
+    torch.manual_seed(0)
+    model = create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train()
+    stages = model.backbone.layers
+    x = torch.randn(3, *stages[0].blocks[0].input_resolution, stages[0].dim)
+    for stage in stages:
+        outputs, gradients = [], []
+        for forward in (stage, lambda x_: fused_stage_forward(stage, x_)):
+            x_ = x.clone().requires_grad_()
+            torch.manual_seed(5)
+            outputs.append(forward(x_))
+            torch.manual_seed(6)
+            gradients.append(torch.autograd.grad(outputs[-1], [x_, *stage.parameters()],
+                                                 torch.randn_like(outputs[-1])))
+        torch.testing.assert_close(outputs[1], outputs[0], atol=0, rtol=0)
+        for got, expected in zip(*gradients[::-1]):
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+        x = outputs[0].detach()
+
+
+def test_the_training_flag_reaches_every_stage_only_with_the_fused_norm_on():
+    model = create_model("SIFAR-N-6", 10, attention="sdpa")
+    stage = model.backbone.layers[0]
+    set_fused_norm(model, enabled=True, training=True)
+    assert model.backbone.fused_norm_training
+    set_fused_norm(model, enabled=False, training=True)
+    assert not model.backbone.fused_norm and not model.backbone.fused_norm_training
+    stage.grad_checkpointing = True
+    assert not fused_norm_applies(stage, torch.empty(1, 16, 16, 32, dtype=torch.bfloat16), training=True)
 
 
 KERNEL_CHECK = r"""
 import torch
-from sifar.models.add_layer_norm_kernel import add_layer_norm_kernel, launch_add_layer_norm
-from sifar.models.fused_norm import add_layer_norm_reference, window_rows
+from sifar.models.add_layer_norm_kernel import (add_layer_norm_backward_kernel, add_layer_norm_kernel,
+                                                launch_add_layer_norm, launch_add_layer_norm_backward)
+from sifar.models.fused_norm import add_layer_norm_backward_reference, add_layer_norm_reference, window_rows
 torch.manual_seed(0)
 for dtype, channels in ((torch.float32, 24), (torch.float16, 40)):
     # 24 tokens an image, 8 images: 192 rows, in programs of 128 (fp32: the last one half empty) or 64 (fp16)
     table = window_rows(4, 6, (2, 3), (1, 1))
-    x, y = (torch.randn(8 * 24, channels).to(dtype) for _ in range(2))
+    x, y, grad_sum, grad_out = (torch.randn(8 * 24, channels).to(dtype) for _ in range(4))
+    scale = torch.tensor([0.0, 1.25, 1.25, 0.0, 1.25, 1.25, 1.25, 0.0]).to(dtype)  # drop path's, keeping 0.8
     weight, bias = torch.randn(channels), torch.randn(channels)
-    for y_, in_rows, out_rows in ((y, table, None), (y, None, table), (None, None, table), (y, None, None)):
-        got = launch_add_layer_norm(add_layer_norm_kernel, x, y_, in_rows, weight, bias, 1e-5, out_rows)
-        want = add_layer_norm_reference(x, y_, in_rows, weight, bias, 1e-5, out_rows)
+    for y_, y_scale, in_rows, out_rows in ((y, None, table, None), (y, scale, table, None), (y, None, None, table),
+                                           (y, scale, None, table), (None, None, None, table), (y, None, None, None)):
+        got = launch_add_layer_norm(add_layer_norm_kernel, x, y_, y_scale, in_rows, weight, bias, 1e-5, out_rows, 24)
+        want = add_layer_norm_reference(x, y_, y_scale, in_rows, weight, bias, 1e-5, out_rows)
         torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
-        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
-print("kernel matches")
+        one_rounding = 1e-5 if dtype == torch.float32 else 1e-3  # fp16: an output next to a rounding boundary
+        torch.testing.assert_close(got[1], want[1], atol=one_rounding, rtol=one_rounding)
+    for grad_sum_, write_grad_y, y_scale, in_rows, out_rows in (
+            (grad_sum, True, scale, table, None), (grad_sum, True, None, table, None), (grad_sum, True, scale, None,
+            table), (None, False, None, None, table), (grad_sum, False, None, None, None)):
+        args = (x, grad_sum_, grad_out, out_rows, weight, write_grad_y, y_scale, in_rows, 1e-5)
+        got = launch_add_layer_norm_backward(add_layer_norm_backward_kernel, *args, 24)
+        want = add_layer_norm_backward_reference(*args)
+        for name, g, w in zip(("x", "y", "weight", "bias"), got, want):
+            tolerance = 1e-5 if dtype == torch.float32 or name in ("weight", "bias") else 1e-3
+            torch.testing.assert_close(g, w, atol=tolerance, rtol=tolerance, msg=name)
+print("kernels match")
 """
 
 
@@ -118,4 +165,4 @@ def test_the_triton_kernel_under_the_interpreter_matches_the_reference():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 0 and "kernel matches" in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0 and "kernels match" in result.stdout, result.stderr[-3000:]

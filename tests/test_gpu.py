@@ -81,8 +81,8 @@ def test_the_fused_norm_kernel_keeps_the_sums_exact_and_the_layer_norm_within_a_
     for dtype in (torch.bfloat16, torch.float16):
         x, y = (torch.randn(4 * 144, 96, device="cuda").to(dtype) for _ in range(2))
         for y_, in_rows, out_rows in ((y, table, None), (y, None, table), (None, None, table)):
-            got = add_layer_norm(x, y_, in_rows, weight, bias, 1e-5, out_rows)
-            want = add_layer_norm_reference(x, y_, in_rows, weight, bias, 1e-5, out_rows)
+            got = add_layer_norm(x, y_, None, in_rows, weight, bias, 1e-5, out_rows)
+            want = add_layer_norm_reference(x, y_, None, in_rows, weight, bias, 1e-5, out_rows)
             torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
             _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, f"the fused LayerNorm in {dtype}")
 
@@ -114,6 +114,21 @@ def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model
                 errors[enabled, run] = ((got - expected[:clips]).norm() / expected[:clips].norm()).item()
     for run in ("compiled", "compiled again", "eager"):
         assert errors[True, run] <= 2e-2 and errors[True, run] <= 1.5 * errors[False, run], errors
+
+
+def test_fused_norm_in_training_keeps_bf16_gradients_close_to_fp32():
+    """The training candidate (``set_fused_norm(..., training=True)``: the Triton kernels and their gradients in
+    sifar-train's compiled bf16 step): all gradients within bf16 tolerance of the fp32 eager explicit model's, as
+    timm's blocks are (test_bf16_compiled_training_gradients_stay_close_to_fp32)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    reference, fast = _model_pair("flex", model="SIFAR-M-12")
+    set_fused_norm(fast, enabled=True, training=True)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        pairs = _gradients(reference, fast, compile_model(fast, training=True), bf16=True)
+    assert any("add_layer_norm_backward_kernel" in e.name for e in prof.events())
+    expected, got = (torch.cat([pair[i].flatten() for pair in pairs]) for i in (1, 2))
+    _assert_close_in_norm(got, expected, 3e-2, "bf16 gradients with the fused norms")
 
 
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():

@@ -68,6 +68,7 @@ class Variant:
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
     fused_norm: bool = True  # inference's residual adds and LayerNorms fused (sifar.models.fused_norm), as commands run
+    fused_norm_training: bool = False  # training's too (set_fused_norm(..., training=True), a candidate)
 
     @property
     def commands_can_run(self) -> bool:
@@ -75,7 +76,7 @@ class Variant:
         benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
         on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue and self.fused_norm)
+                and not self.window_kernel and self.gelu_epilogue and self.fused_norm and not self.fused_norm_training)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -141,6 +142,11 @@ VARIANTS = (
     # what sifar.models.fused_norm moves (training takes timm's path either way)
     Variant("flex-bf16-compile-normpass", attention="flex", bf16=True, compile=True, fused_adamw=True,
             fused_norm=False),
+    # training's residual adds and LayerNorms fused too, with their gradients (session 27's candidate)
+    Variant("flex-bf16-compile-fusednorm-train", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            fused_norm_training=True),
+    Variant("flex-bf16-compile-geluaux-dgelu-fusednorm-train", attention="flex", bf16=True, compile=True,
+            fused_adamw=True, training_gelu_epilogue=True, fused_norm_training=True),
     # CUDA graphs without PDL (inference compiles without it)
     Variant("flex-bf16-compile-cudagraphs-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={"triton.cudagraphs": True}),
@@ -207,8 +213,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
-    if not variant.fused_norm:
-        set_fused_norm(model, enabled=False)
+    if not variant.fused_norm or variant.fused_norm_training:
+        set_fused_norm(model, variant.fused_norm, training=variant.fused_norm_training)
     return model
 
 

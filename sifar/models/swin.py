@@ -38,10 +38,11 @@ WIDTHS: dict[str, dict[str, Any]] = {
 
 class SifarSwin(SwinTransformer):
     """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid; its stages
-    run half-precision inference on CUDA through :mod:`sifar.models.fused_norm` unless ``fused_norm`` is off
-    (:func:`set_fused_norm`)."""
+    run half-precision inference on CUDA through :mod:`sifar.models.fused_norm` unless ``fused_norm`` is off, and
+    training too with ``fused_norm_training`` (a candidate, off: :func:`set_fused_norm`)."""
 
     fused_norm: bool = True
+    fused_norm_training: bool = False
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -62,15 +63,15 @@ class SifarSwin(SwinTransformer):
         x = embed_patches(self.patch_embed, x)  # (B, H, W, C)
         if self.frame_pos_embed is not None:
             x = x + self.frame_pos_embed[0, self.frame_index]
-        return self.norm(run_stages(self.layers, _in_autocast_dtype(x), self.fused_norm))
+        return self.norm(run_stages(self.layers, _in_autocast_dtype(x), self.fused_norm, self.fused_norm_training))
 
 
-def set_fused_norm(model: nn.Module, enabled: bool = True) -> int:
-    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (on as built); the
-    number of SifarSwins."""
+def set_fused_norm(model: nn.Module, enabled: bool = True, training: bool = False) -> int:
+    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (on as built, for
+    inference), in training too with ``training``; the number of SifarSwins."""
     swins = [m for m in model.modules() if isinstance(m, SifarSwin)]
     for swin in swins:
-        swin.fused_norm = enabled
+        swin.fused_norm, swin.fused_norm_training = enabled, enabled and training
     return len(swins)
 
 
