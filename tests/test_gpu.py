@@ -87,6 +87,21 @@ def test_the_fused_norm_kernel_keeps_the_sums_exact_and_the_layer_norm_within_a_
             _assert_close_in_norm(got[1].float(), want[1].float(), 4e-3, f"the fused LayerNorm in {dtype}")
 
 
+def test_fused_norm_applies_to_half_precision_inference_and_the_training_candidate_only():
+    from sifar.models.fused_norm import fused_norm_applies
+
+    stage = create_model("SIFAR-N-6", 10).cuda().eval().backbone.layers[0]
+    half = torch.empty(1, 16, 16, 32, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert fused_norm_applies(stage, half) and fused_norm_applies(stage, half.half())
+        assert not fused_norm_applies(stage, half.float())
+        assert not fused_norm_applies(stage.train(), half)
+    assert not fused_norm_applies(stage.eval(), half)  # gradients on
+    assert fused_norm_applies(stage.train(), half, training=True)
+    stage.grad_checkpointing = True
+    assert not fused_norm_applies(stage, half, training=True)
+
+
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
     """bf16 inference with the fused residual adds and LayerNorms (on as built) runs the Triton kernel and gives
