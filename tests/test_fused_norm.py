@@ -59,22 +59,23 @@ def test_the_model_builds_its_tables_outside_the_checkpoint_and_a_map_needing_pa
     assert add_window_tables([stage]) == 0 and not hasattr(stage.blocks[0], "window_rows")
 
 
-def test_off_cuda_it_never_applies_and_it_can_be_turned_off():
+def test_it_is_off_as_built_and_never_applies_off_cuda():
     """(Where it applies on CUDA: tests/test_gpu.py.)"""
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
+    assert model.backbone.fused_norm is False and model.backbone.fused_norm_training is False
+    assert set_fused_norm(model) == 1 and model.backbone.fused_norm
     with torch.no_grad():
         assert not fused_norm_applies(model.backbone.layers[0], torch.empty(1, 16, 16, 32, dtype=torch.bfloat16))
-    assert set_fused_norm(model, enabled=False) == 1 and model.backbone.fused_norm is False
 
 
 def test_off_cuda_the_model_takes_timms_path_and_gives_its_logits():
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
-    timm_path = copy.deepcopy(model)
-    set_fused_norm(timm_path, enabled=False)
+    fused = copy.deepcopy(model)
+    set_fused_norm(fused, training=True)
     frames = torch.randn(2, 8, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model(frames), timm_path(frames), atol=0, rtol=0)
+        torch.testing.assert_close(fused(frames), model(frames), atol=0, rtol=0)
 
 
 def test_the_op_on_the_cpu_is_the_reference():

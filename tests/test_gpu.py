@@ -104,7 +104,7 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
 
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
-    """bf16 inference with the fused residual adds and LayerNorms (on as built) runs the Triton kernel and gives
+    """bf16 inference with the fused residual adds and LayerNorms (``set_fused_norm``) runs the Triton kernel and gives
     logits as close to the fp32 eager model's as with timm's blocks (``set_fused_norm(..., False)``): compiled as
     sifar-eval compiles, again at a second batch size (Dynamo's recompile with a dynamic batch, as an evaluation's
     last batch takes), and eager."""

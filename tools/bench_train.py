@@ -67,7 +67,7 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
-    fused_norm: bool = True  # inference's residual adds and LayerNorms fused (sifar.models.fused_norm), as commands run
+    fused_norm: bool = False  # inference's residual adds and LayerNorms fused (sifar.models.fused_norm, a candidate)
     fused_norm_training: bool = False  # training's too (set_fused_norm(..., training=True), a candidate)
 
     @property
@@ -76,7 +76,7 @@ class Variant:
         benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
         on)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue and self.fused_norm and not self.fused_norm_training)
+                and not self.window_kernel and self.gelu_epilogue and not self.fused_norm)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -138,15 +138,15 @@ VARIANTS = (
     # needs nvmath-python); session 25 measured it as "geluaux-dgelu" beside DGELU_BGRAD's "geluaux", since removed
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
-    # inference's residual adds, LayerNorms, rolls and window copies as Inductor compiles timm's blocks, to measure
-    # what sifar.models.fused_norm moves (training takes timm's path either way)
-    Variant("flex-bf16-compile-normpass", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm=False),
-    # training's residual adds and LayerNorms fused too, with their gradients (session 27's candidate)
+    # inference's residual adds and LayerNorms with the rolls and window copies as one Triton kernel a pass
+    # (sifar.models.fused_norm; training takes timm's blocks, as the default does)
+    Variant("flex-bf16-compile-fusednorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            fused_norm=True),
+    # training's too, with their gradients (session 27's candidate)
     Variant("flex-bf16-compile-fusednorm-train", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm_training=True),
+            fused_norm=True, fused_norm_training=True),
     Variant("flex-bf16-compile-geluaux-dgelu-fusednorm-train", attention="flex", bf16=True, compile=True,
-            fused_adamw=True, training_gelu_epilogue=True, fused_norm_training=True),
+            fused_adamw=True, training_gelu_epilogue=True, fused_norm=True, fused_norm_training=True),
     # CUDA graphs without PDL (inference compiles without it)
     Variant("flex-bf16-compile-cudagraphs-nopdl", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={"triton.cudagraphs": True}),
@@ -213,8 +213,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
-    if not variant.fused_norm or variant.fused_norm_training:
-        set_fused_norm(model, variant.fused_norm, training=variant.fused_norm_training)
+    if variant.fused_norm:
+        set_fused_norm(model, training=variant.fused_norm_training)
     return model
 
 

@@ -37,11 +37,12 @@ WIDTHS: dict[str, dict[str, Any]] = {
 
 
 class SifarSwin(SwinTransformer):
-    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid; its stages
-    run half-precision inference on CUDA through :mod:`sifar.models.fused_norm` unless ``fused_norm`` is off, and
-    training too with ``fused_norm_training`` (a candidate, off: :func:`set_fused_norm`)."""
+    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid. With
+    ``fused_norm`` its stages run half-precision inference on CUDA through :mod:`sifar.models.fused_norm`, and
+    training too with ``fused_norm_training`` (:func:`set_fused_norm`); both are off until their GPU tests have run
+    (docs/PERFORMANCE.md, "Session 27")."""
 
-    fused_norm: bool = True
+    fused_norm: bool = False
     fused_norm_training: bool = False
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
@@ -67,8 +68,8 @@ class SifarSwin(SwinTransformer):
 
 
 def set_fused_norm(model: nn.Module, enabled: bool = True, training: bool = False) -> int:
-    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (on as built, for
-    inference), in training too with ``training``; the number of SifarSwins."""
+    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (off as built) for
+    inference, and for training too with ``training``; the number of SifarSwins."""
     swins = [m for m in model.modules() if isinstance(m, SifarSwin)]
     for swin in swins:
         swin.fused_norm, swin.fused_norm_training = enabled, enabled and training
