@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from timm.models.swin_transformer import SwinTransformerStage, window_partition
 
 from sifar.models import create_model
@@ -25,11 +27,15 @@ from sifar.models.swin import set_fused_norm
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("shift", [(0, 0), (2, 2)])
-def test_the_table_puts_each_token_where_roll_and_partition_put_it(shift):
-    height, width, window = 8, 12, (4, 4)
+@settings(max_examples=40, deadline=None)
+@given(windows=st.tuples(st.integers(1, 4), st.integers(1, 4)), window=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       shift_fraction=st.tuples(st.floats(0, 0.99), st.floats(0, 0.99)))
+def test_the_table_puts_each_token_where_roll_and_partition_put_it(windows, window, shift_fraction):
+    height, width = windows[0] * window[0], windows[1] * window[1]
+    shift = (int(shift_fraction[0] * window[0]), int(shift_fraction[1] * window[1]))
     image = torch.randn(1, height, width, 3)
     rows = window_rows(height, width, window, shift)
+    assert sorted(rows.tolist()) == list(range(height * width))  # a permutation: every row written once
     placed = torch.empty(height * width, 3)
     placed[rows.long()] = image.view(-1, 3)
     rolled = torch.roll(image, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else image
