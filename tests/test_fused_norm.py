@@ -119,6 +119,23 @@ def test_in_training_each_stage_draws_the_same_drop_paths_and_gives_the_same_gra
         x = outputs[0].detach()
 
 
+def test_the_stage_compiles_whole_with_its_gradient():
+    """The op and its registered gradient trace into one graph (fullgraph) and through AOTAutograd, as sifar-train's
+    compiled step needs: outputs and gradients as timm's stage gives them (the op's torch path on the CPU)."""
+    torch.manual_seed(0)
+    stage = create_model("SIFAR-N-6", 10, attention="sdpa").train().backbone.layers[0]
+    x = torch.randn(2, *stage.blocks[0].input_resolution, stage.dim)
+    compiled = torch.compile(lambda x_: fused_stage_forward(stage, x_), fullgraph=True)
+    results = []
+    for forward in (stage, compiled):
+        x_ = x.clone().requires_grad_()
+        out = forward(x_)
+        results.append((out, torch.autograd.grad(out, [x_, *stage.parameters()], torch.ones_like(out))))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+    for got, expected in zip(results[1][1], results[0][1]):
+        assert (got - expected).norm() <= 1e-4 * expected.norm() + 1e-6
+
+
 def test_the_training_flag_is_set_only_with_the_fused_norm_on():
     model = create_model("SIFAR-N-6", 10, attention="sdpa")
     set_fused_norm(model, enabled=True, training=True)
