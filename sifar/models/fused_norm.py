@@ -32,7 +32,7 @@ import importlib.util
 from typing import Iterable
 
 import torch
-from timm.layers import DropPath
+from timm.layers import DropPath, drop_path
 from timm.models.swin_transformer import SwinTransformerBlock, SwinTransformerStage, window_partition
 from torch import nn
 
@@ -166,17 +166,19 @@ def window_rows(height: int, width: int, window: tuple[int, int], shift: tuple[i
 
 def add_window_tables(stages: Iterable[SwinTransformerStage]) -> int:
     """Give each block of every stage whose maps divide into whole windows its :func:`window_rows` table (a buffer
-    ``window_rows`` outside the checkpoint); the number of such stages. A stage whose map needs padding has none
-    and keeps timm's path."""
+    ``window_rows`` outside the checkpoint), unless it has one; the number of such stages. A stage whose map needs
+    padding has none and keeps timm's path."""
     fusable = 0
     for stage in stages:
         blocks = list(stage.blocks)
         if not all(_whole_windows(block) for block in blocks):
             continue
+        fusable += 1
+        if all(hasattr(block, "window_rows") for block in blocks):
+            continue
         for block in blocks:
             table = window_rows(*block.input_resolution, tuple(block.window_size), tuple(block.shift_size))
             block.register_buffer("window_rows", table.to(block.norm1.weight.device), persistent=False)
-        fusable += 1
     return fusable
 
 
@@ -194,14 +196,13 @@ def fused_norm_applies(stage: SwinTransformerStage, x: torch.Tensor, training: b
     return usable and (training or (not stage.training and not torch.is_grad_enabled()))
 
 
-def drop_path_scale(drop_path: nn.Module, batch: int, like: torch.Tensor) -> torch.Tensor | None:
-    """timm's ``DropPath`` as a (batch,) factor for each image, drawn as it draws it (so the same seed keeps the same
-    paths), in ``like``'s dtype; None where it is the identity (inference, or no drop)."""
-    if not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0.0:
+def drop_path_scale(module: nn.Module, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+    """timm's ``DropPath`` as a (batch,) factor for each image in ``like``'s dtype: timm's ``drop_path`` of ones, so
+    the draw is timm's own (the same seed keeps the same paths); None where it is the identity (inference, or no
+    drop)."""
+    if not isinstance(module, DropPath) or not module.training or module.drop_prob == 0.0:
         return None
-    keep = 1.0 - drop_path.drop_prob
-    scale = like.new_empty(batch).bernoulli_(keep)
-    return scale.div_(keep) if keep > 0.0 and drop_path.scale_by_keep else scale
+    return drop_path(like.new_ones(batch), module.drop_prob, module.training, module.scale_by_keep)
 
 
 def fused_stage_forward(stage: SwinTransformerStage, x: torch.Tensor) -> torch.Tensor:

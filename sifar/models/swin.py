@@ -47,7 +47,6 @@ class SifarSwin(SwinTransformer):
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        add_window_tables(self.layers)
         self.grid = grid
         self.frame_pos_embed: nn.Parameter | None = None
         if frame_embed:
@@ -69,10 +68,13 @@ class SifarSwin(SwinTransformer):
 
 def set_fused_norm(model: nn.Module, enabled: bool = True, training: bool = False) -> int:
     """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (off as built) for
-    inference, and for training too with ``training``; the number of SifarSwins."""
+    inference, and for training too with ``training``; turned on, each block gets its window table
+    (:func:`add_window_tables`, once). The number of SifarSwins."""
     swins = [m for m in model.modules() if isinstance(m, SifarSwin)]
     for swin in swins:
         swin.fused_norm, swin.fused_norm_training = enabled, enabled and training
+        if enabled:
+            add_window_tables(swin.layers)
     return len(swins)
 
 
