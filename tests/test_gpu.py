@@ -110,8 +110,6 @@ def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model
     logits as close to the fp32 eager model's as with timm's blocks (``set_fused_norm(..., False)``): compiled as
     sifar-eval compiles, again at a second batch size (Dynamo's recompile with a dynamic batch, as an evaluation's
     last batch takes), and eager."""
-    from torch.profiler import ProfilerActivity, profile
-
     reference, fast = _model_pair("flex", model=model)
     frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -123,12 +121,9 @@ def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model
             torch._dynamo.reset()
             compiled = compile_model(fast.eval(), training=False)
             for run, clips in (("compiled", 4), ("compiled again", 3), ("eager", 4)):
-                model_run = fast if run == "eager" else compiled
-                with torch.autocast("cuda", dtype=torch.bfloat16), profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    got = model_run(frames[:clips]).float()
-                fused_kernels = [e.name for e in prof.events() if "add_layer_norm_kernel" in e.name]
-                assert bool(fused_kernels) == enabled, (run, fused_kernels)
-                errors[enabled, run] = ((got - expected[:clips]).norm() / expected[:clips].norm()).item()
+                got, kernels = _bf16_logits_and_kernels(fast if run == "eager" else compiled, frames[:clips])
+                assert any("add_layer_norm_kernel" in name for name in kernels) == enabled, run
+                errors[enabled, run] = _relative_error(got, expected[:clips])
     for run in ("compiled", "compiled again", "eager"):
         assert errors[True, run] <= 2e-2 and errors[True, run] <= 1.5 * errors[False, run], errors
 
@@ -137,13 +132,11 @@ def test_fused_norm_in_training_keeps_bf16_gradients_close_to_fp32():
     """The training candidate (``set_fused_norm(..., training=True)``: the Triton kernels and their gradients in
     sifar-train's compiled bf16 step): all gradients within bf16 tolerance of the fp32 eager explicit model's, as
     timm's blocks are (test_bf16_compiled_training_gradients_stay_close_to_fp32)."""
-    from torch.profiler import ProfilerActivity, profile
-
     reference, fast = _model_pair("flex", model="SIFAR-M-12")
     set_fused_norm(fast, enabled=True, training=True)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        pairs = _gradients(reference, fast, compile_model(fast, training=True), bf16=True)
-    assert any("add_layer_norm_backward_kernel" in e.name for e in prof.events())
+    pairs, kernels = _with_kernel_names(lambda: _gradients(reference, fast, compile_model(fast, training=True),
+                                                           bf16=True))
+    assert any("add_layer_norm_backward_kernel" in name for name in kernels)
     expected, got = (torch.cat([pair[i].flatten() for pair in pairs]) for i in (1, 2))
     _assert_close_in_norm(got, expected, 3e-2, "bf16 gradients with the fused norms")
 
@@ -151,23 +144,19 @@ def test_fused_norm_in_training_keeps_bf16_gradients_close_to_fp32():
 def test_gelu_epilogue_keeps_bf16_logits_as_close_to_fp32_and_runs_in_one_gemm():
     """Inference's MLP GELU in cuBLASLt's GEMM epilogue (tanh GELU, sifar.models.mlp): bf16 logits stay as close to
     the fp32 exact-GELU model's as bf16 logits with GELU as a pass of its own, and no GELU kernel of its own runs."""
-    from torch.profiler import ProfilerActivity, profile
-
     from sifar.models.mlp import set_gelu_epilogue
 
     reference, fast = _model_pair("flex")
     frames = torch.randn(4, 8, 3, 96, 96, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    logits = {}
+    errors = {}
     with torch.no_grad():
         expected = reference.eval()(frames)  # fp32: the epilogue stays off
         for enabled in (True, False):
             set_gelu_epilogue(fast, enabled)
-            with torch.autocast("cuda", dtype=torch.bfloat16), profile(activities=[ProfilerActivity.CUDA]) as prof:
-                logits[enabled] = fast.eval()(frames).float()
-            gelu_passes = [e.name for e in prof.events() if "GeluCUDAKernel" in e.name]
-            assert bool(gelu_passes) != enabled, gelu_passes
-    errors = {enabled: ((got - expected).norm() / expected.norm()).item() for enabled, got in logits.items()}
+            got, kernels = _bf16_logits_and_kernels(fast.eval(), frames)
+            assert any("GeluCUDAKernel" in name for name in kernels) != enabled
+            errors[enabled] = _relative_error(got, expected)
     assert errors[True] <= 2e-2 and errors[True] <= 1.5 * errors[False], errors
 
 
@@ -189,9 +178,29 @@ def test_the_gelu_epilogue_applies_only_to_half_precision_inference(training, gr
         assert not mlp.epilogue_applies(torch.randn(2, 8, device="cuda"))
 
 
+def _with_kernel_names(fn):
+    """(``fn()``, the names of the CUDA kernels it ran, by the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        result = fn()
+    return result, [event.name for event in prof.events()]
+
+
+def _bf16_logits_and_kernels(model, frames: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """(``model``'s logits of ``frames`` under bf16 autocast, in fp32; the CUDA kernels it ran)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        return _with_kernel_names(lambda: model(frames).float())
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """``|got - expected| / |expected|`` (Euclidean norms), the measure for bf16 against fp32."""
+    return ((got - expected).norm() / expected.norm()).item()
+
+
 def _assert_close_in_norm(got: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str) -> None:
-    """``|got - expected| <= tolerance * |expected|`` (Euclidean norms), the measure for bf16 against fp32."""
-    error = (got - expected).norm() / expected.norm()
+    """:func:`_relative_error` at most ``tolerance``."""
+    error = _relative_error(got, expected)
     assert error <= tolerance, f"{what} off by {error:.2e} (relative norm)"
 
 
