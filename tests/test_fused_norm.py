@@ -69,7 +69,7 @@ def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_m
     tables = [block.window_rows for block in blocks]
     assert all(table.dtype == torch.int32 for table in tables)
     assert not any("window_rows" in key for key in model.state_dict())
-    set_fused_norm(model, training=True)
+    set_fused_norm(model, "training")
     assert all(block.window_rows is table for block, table in zip(blocks, tables))  # made once
     stage = SwinTransformerStage(dim=16, out_dim=16, input_resolution=(10, 10), depth=1, downsample=False,
                                  num_heads=2, window_size=4)
@@ -79,8 +79,8 @@ def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_m
 def test_it_is_off_as_built_and_never_applies_off_cuda():
     """(Where it applies on CUDA: tests/test_gpu.py.)"""
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
-    assert model.backbone.fused_norm is False and model.backbone.fused_norm_training is False
-    assert set_fused_norm(model) == 1 and model.backbone.fused_norm
+    assert model.backbone.fused_norm == "off"
+    assert set_fused_norm(model) == 1 and model.backbone.fused_norm == "inference"
     with torch.no_grad():
         assert not fused_norm_applies(model.backbone.layers[0], torch.empty(1, 16, 16, 32, dtype=torch.bfloat16))
 
@@ -89,7 +89,7 @@ def test_off_cuda_the_model_takes_timms_path_and_gives_its_logits():
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
     fused = copy.deepcopy(model)
-    set_fused_norm(fused, training=True)
+    set_fused_norm(fused, "training")
     frames = torch.randn(2, 8, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(fused(frames), model(frames), atol=0, rtol=0)
@@ -109,7 +109,7 @@ def test_the_op_on_the_cpu_is_the_reference():
 
 @pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-M-12"])
 def test_in_training_each_stage_draws_the_same_drop_paths_and_gives_the_same_gradients(name):
-    """The fused stage in training (the candidate behind ``set_fused_norm(..., training=True)``), through the op's
+    """The fused stage in training (the candidate behind ``set_fused_norm(model, "training")``), through the op's
     torch path and its registered gradient: timm's outputs under the same seed, and its gradients."""
     torch.manual_seed(0)
     model = _with_tables(create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train())
@@ -147,12 +147,14 @@ def test_the_stage_compiles_whole_with_its_gradient():
         assert (got - expected).norm() <= 1e-4 * expected.norm() + 1e-6
 
 
-def test_the_training_flag_is_set_only_with_the_fused_norm_on():
+def test_it_takes_one_of_three_modes_and_names_a_wrong_one():
     model = create_model("SIFAR-N-6", 10, attention="sdpa")
-    set_fused_norm(model, enabled=True, training=True)
-    assert model.backbone.fused_norm_training
-    set_fused_norm(model, enabled=False, training=True)
-    assert not model.backbone.fused_norm and not model.backbone.fused_norm_training
+    for mode in ("training", "off", "inference"):
+        set_fused_norm(model, mode)
+        assert model.backbone.fused_norm == mode
+    with pytest.raises(ValueError, match="fused norm mode 'train': expected one of off, inference, training"):
+        set_fused_norm(model, "train")
+    assert model.backbone.fused_norm == "inference"
 
 
 KERNEL_CHECK = r"""

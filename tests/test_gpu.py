@@ -106,8 +106,8 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
 
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
-    """bf16 inference with the fused residual adds and LayerNorms (``set_fused_norm``) runs the Triton kernel and gives
-    logits as close to the fp32 eager model's as with timm's blocks (``set_fused_norm(..., False)``): compiled as
+    """bf16 inference with the fused residual adds and LayerNorms (``set_fused_norm(model, "inference")``) runs the
+    Triton kernel and gives logits as close to the fp32 eager model's as with timm's blocks ("off"): compiled as
     sifar-eval compiles, again at a second batch size (Dynamo's recompile with a dynamic batch, as an evaluation's
     last batch takes), and eager."""
     reference, fast = _model_pair("flex", model=model)
@@ -116,24 +116,24 @@ def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model
     errors = {}
     with torch.no_grad():
         expected = reference.eval()(frames)
-        for enabled in (True, False):
-            set_fused_norm(fast, enabled)
+        for mode in ("inference", "off"):
+            set_fused_norm(fast, mode)
             torch._dynamo.reset()
             compiled = compile_model(fast.eval(), training=False)
             for run, clips in (("compiled", 4), ("compiled again", 3), ("eager", 4)):
                 got, kernels = _bf16_logits_and_kernels(fast if run == "eager" else compiled, frames[:clips])
-                assert any("add_layer_norm_kernel" in name for name in kernels) == enabled, run
-                errors[enabled, run] = _relative_error(got, expected[:clips])
+                assert any("add_layer_norm_kernel" in name for name in kernels) == (mode != "off"), run
+                errors[mode, run] = _relative_error(got, expected[:clips])
     for run in ("compiled", "compiled again", "eager"):
-        assert errors[True, run] <= 2e-2 and errors[True, run] <= 1.5 * errors[False, run], errors
+        assert errors["inference", run] <= 2e-2 and errors["inference", run] <= 1.5 * errors["off", run], errors
 
 
 def test_fused_norm_in_training_keeps_bf16_gradients_close_to_fp32():
-    """The training candidate (``set_fused_norm(..., training=True)``: the Triton kernels and their gradients in
+    """The training candidate (``set_fused_norm(model, "training")``: the Triton kernels and their gradients in
     sifar-train's compiled bf16 step): all gradients within bf16 tolerance of the fp32 eager explicit model's, as
     timm's blocks are (test_bf16_compiled_training_gradients_stay_close_to_fp32)."""
     reference, fast = _model_pair("flex", model="SIFAR-M-12")
-    set_fused_norm(fast, enabled=True, training=True)
+    set_fused_norm(fast, "training")
     pairs, kernels = _with_kernel_names(lambda: _gradients(reference, fast, compile_model(fast, training=True),
                                                            bf16=True))
     assert any("add_layer_norm_backward_kernel" in name for name in kernels)

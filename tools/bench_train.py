@@ -38,9 +38,10 @@ from sifar.models import compile_model, create_model, get_config
 from sifar.models.compile import TRAINING_COMPILE_OPTIONS
 from sifar.models.float8 import convert_to_float8
 from sifar.models.flops import count_cost
+from sifar.models.fused_norm import FusedNorm
 from sifar.models.gelu_epilogue_training import use_training_gelu_epilogue
 from sifar.models.mlp import set_gelu_epilogue
-from sifar.models.swin import set_fused_norm
+from sifar.models.swin import SifarSwin, set_fused_norm
 from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
@@ -67,16 +68,15 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
-    fused_norm: bool = False  # inference's residual adds and LayerNorms fused (sifar.models.fused_norm, a candidate)
-    fused_norm_training: bool = False  # training's too (set_fused_norm(..., training=True), a candidate)
+    fused_norm: FusedNorm = "off"  # where the residual adds and LayerNorms are fused (sifar.models.fused_norm)
 
     @property
     def commands_can_run(self) -> bool:
         """Whether ``sifar-train`` / ``sifar-eval`` run as this variant does, with :attr:`train_flags` (none of the
         benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
-        on)."""
+        on, the fused norm as models are built)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue and not self.fused_norm)
+                and not self.window_kernel and self.gelu_epilogue and self.fused_norm == SifarSwin.fused_norm)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -141,15 +141,15 @@ VARIANTS = (
     # inference's residual adds and LayerNorms with the rolls and window copies as one Triton kernel a pass
     # (sifar.models.fused_norm; training takes timm's blocks, as the default does)
     Variant("flex-bf16-compile-fusednorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm=True),
+            fused_norm="inference"),
     # training's too, with their gradients (session 27's candidate)
     Variant("flex-bf16-compile-fusednorm-train", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm=True, fused_norm_training=True),
+            fused_norm="training"),
     Variant("flex-bf16-compile-geluaux-dgelu-fusednorm-train", attention="flex", bf16=True, compile=True,
-            fused_adamw=True, training_gelu_epilogue=True, fused_norm=True, fused_norm_training=True),
+            fused_adamw=True, training_gelu_epilogue=True, fused_norm="training"),
     # inference with the fused norms replayed as CUDA graphs (no launch gaps; inference compiles without PDL)
     Variant("flex-bf16-compile-fusednorm-cudagraphs", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm=True, compile_options={"triton.cudagraphs": True}),
+            fused_norm="inference", compile_options={"triton.cudagraphs": True}),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW
@@ -213,8 +213,7 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
-    if variant.fused_norm:
-        set_fused_norm(model, training=variant.fused_norm_training)
+    set_fused_norm(model, variant.fused_norm)
     return model
 
 

@@ -1,6 +1,6 @@
 """Swin stages whose residual adds and LayerNorms run as one Triton kernel a pass, with the rolls and window
 partitions folded into the rows it reads and writes, for half-precision inference on CUDA: turned on by
-``sifar.models.swin.set_fused_norm(model)``, and for training too by ``set_fused_norm(model, training=True)`` (the
+``sifar.models.swin.set_fused_norm(model)``, and for training too by ``set_fused_norm(model, "training")`` (the
 op's gradient is a Triton kernel through the same tables, drop path a factor for each image). Both are off as a
 model is built until their GPU tests (tests/test_gpu.py) have run; ``bench_train``'s ``fusednorm`` variants
 measure them. fp32 and the CPU always keep timm's blocks.
@@ -29,7 +29,7 @@ that the next linear layer rounds to the same dtype.
 from __future__ import annotations
 
 import importlib.util
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 import torch
 from timm.layers import DropPath, drop_path
@@ -37,6 +37,9 @@ from timm.models.swin_transformer import SwinTransformerBlock, SwinTransformerSt
 from torch import nn
 
 from sifar.precision import HALF_DTYPES
+
+FusedNorm = Literal["off", "inference", "training"]  # where a SifarSwin takes the fused path ("training": both)
+FUSED_NORM_MODES: tuple[str, ...] = get_args(FusedNorm)
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # torch for Linux ships it; macOS and Windows do not
 
@@ -229,10 +232,10 @@ def fused_stage_forward(stage: SwinTransformerStage, x: torch.Tensor) -> torch.T
     return stream.view(batch, height, width, channels)
 
 
-def run_stages(stages: Iterable[SwinTransformerStage], x: torch.Tensor, fused: bool = True,
-               training: bool = False) -> torch.Tensor:
-    """``x`` through ``stages`` in turn, each by :func:`fused_stage_forward` where ``fused`` and
-    :func:`fused_norm_applies` (with ``training``), else by timm's forward."""
+def run_stages(stages: Iterable[SwinTransformerStage], x: torch.Tensor, mode: FusedNorm = "inference") -> torch.Tensor:
+    """``x`` through ``stages`` in turn, each by :func:`fused_stage_forward` where ``mode`` allows it and
+    :func:`fused_norm_applies`, else by timm's forward."""
     for stage in stages:
-        x = fused_stage_forward(stage, x) if fused and fused_norm_applies(stage, x, training) else stage(x)
+        fused = mode != "off" and fused_norm_applies(stage, x, training=mode == "training")
+        x = fused_stage_forward(stage, x) if fused else stage(x)
     return x

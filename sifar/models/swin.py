@@ -17,7 +17,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from sifar.layout import Layout, frame_cell_map
-from sifar.models.fused_norm import add_window_tables, run_stages
+from sifar.models.fused_norm import FUSED_NORM_MODES, FusedNorm, add_window_tables, run_stages
 from sifar.models.mlp import set_gelu_epilogue
 from sifar.models.registry import ModelConfig, register_config, register_family
 from sifar.models.window_attention import AttentionImpl, set_attention
@@ -38,12 +38,11 @@ WIDTHS: dict[str, dict[str, Any]] = {
 
 class SifarSwin(SwinTransformer):
     """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid. With
-    ``fused_norm`` its stages run half-precision inference on CUDA through :mod:`sifar.models.fused_norm`, and
-    training too with ``fused_norm_training`` (:func:`set_fused_norm`); both are off until their GPU tests have run
-    (docs/PERFORMANCE.md, "Session 27")."""
+    ``fused_norm`` "inference" its stages run half-precision inference on CUDA through
+    :mod:`sifar.models.fused_norm`, with "training" training too (:func:`set_fused_norm`); "off" until its GPU tests
+    have run (docs/PERFORMANCE.md, "Session 27")."""
 
-    fused_norm: bool = False
-    fused_norm_training: bool = False
+    fused_norm: FusedNorm = "off"
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -63,17 +62,19 @@ class SifarSwin(SwinTransformer):
         x = embed_patches(self.patch_embed, x)  # (B, H, W, C)
         if self.frame_pos_embed is not None:
             x = x + self.frame_pos_embed[0, self.frame_index]
-        return self.norm(run_stages(self.layers, _in_autocast_dtype(x), self.fused_norm, self.fused_norm_training))
+        return self.norm(run_stages(self.layers, _in_autocast_dtype(x), self.fused_norm))
 
 
-def set_fused_norm(model: nn.Module, enabled: bool = True, training: bool = False) -> int:
-    """Turn the fused residual adds and LayerNorms of every SifarSwin in ``model`` on or off (off as built) for
-    inference, and for training too with ``training``; turned on, each block gets its window table
-    (:func:`add_window_tables`, once). The number of SifarSwins."""
+def set_fused_norm(model: nn.Module, mode: FusedNorm = "inference") -> int:
+    """Set where every SifarSwin in ``model`` takes the fused residual adds and LayerNorms ("off", "inference", or
+    "training": both); turned on, each block gets its window table (:func:`add_window_tables`, once). The number of
+    SifarSwins."""
+    if mode not in FUSED_NORM_MODES:
+        raise ValueError(f"fused norm mode {mode!r}: expected one of {', '.join(FUSED_NORM_MODES)}")
     swins = [m for m in model.modules() if isinstance(m, SifarSwin)]
     for swin in swins:
-        swin.fused_norm, swin.fused_norm_training = enabled, enabled and training
-        if enabled:
+        swin.fused_norm = mode
+        if mode != "off":
             add_window_tables(swin.layers)
     return len(swins)
 
