@@ -107,25 +107,26 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
     """bf16 inference with the fused residual adds and LayerNorms (``set_fused_norm(model, "inference")``) runs the
-    Triton kernel and gives logits as close to the fp32 eager model's as with timm's blocks ("off"): compiled as
-    sifar-eval compiles, again at a second batch size (Dynamo's recompile with a dynamic batch, as an evaluation's
-    last batch takes), and eager."""
+    Triton kernel and gives logits as close to the fp32 eager model's as timm's blocks in bf16 do ("off", eager; the
+    compiled ones: test_bf16_compiled_logits_match_fp32_eager): compiled as sifar-eval compiles, again at a second
+    batch size (Dynamo's recompile with a dynamic batch, as an evaluation's last batch takes), and eager."""
     reference, fast = _model_pair("flex", model=model)
     frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    errors = {}
     with torch.no_grad():
         expected = reference.eval()(frames)
-        for mode in ("inference", "off"):
-            set_fused_norm(fast, mode)
-            torch._dynamo.reset()
-            compiled = compile_model(fast.eval(), training=False)
-            for run, clips in (("compiled", 4), ("compiled again", 3), ("eager", 4)):
-                got, kernels = _bf16_logits_and_kernels(fast if run == "eager" else compiled, frames[:clips])
-                assert any("add_layer_norm_kernel" in name for name in kernels) == (mode != "off"), run
-                errors[mode, run] = _relative_error(got, expected[:clips])
-    for run in ("compiled", "compiled again", "eager"):
-        assert errors["inference", run] <= 2e-2 and errors["inference", run] <= 1.5 * errors["off", run], errors
+        set_fused_norm(fast, "off")
+        got, kernels = _bf16_logits_and_kernels(fast.eval(), frames)
+        assert not any("add_layer_norm_kernel" in name for name in kernels)
+        bound = min(2e-2, 1.5 * _relative_error(got, expected))
+        set_fused_norm(fast, "inference")
+        torch._dynamo.reset()
+        compiled = compile_model(fast, training=False)
+        for run, clips in (("compiled", 4), ("compiled again", 3), ("eager", 4)):
+            got, kernels = _bf16_logits_and_kernels(fast if run == "eager" else compiled, frames[:clips])
+            assert any("add_layer_norm_kernel" in name for name in kernels), run
+            error = _relative_error(got, expected[:clips])
+            assert error <= bound, f"{run}: {error:.2e} against timm's blocks' bound {bound:.2e}"
 
 
 def test_fused_norm_in_training_keeps_bf16_gradients_close_to_fp32():
