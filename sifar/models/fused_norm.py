@@ -232,7 +232,7 @@ def fused_stage_forward(stage: SwinTransformerStage, x: torch.Tensor) -> torch.T
     return stream.view(batch, height, width, channels)
 
 
-def run_stages(stages: Iterable[SwinTransformerStage], x: torch.Tensor, mode: FusedNorm = "inference") -> torch.Tensor:
+def run_stages(stages: Iterable[SwinTransformerStage], x: torch.Tensor, mode: FusedNorm) -> torch.Tensor:
     """``x`` through ``stages`` in turn, each by :func:`fused_stage_forward` where ``mode`` allows it and
     :func:`fused_norm_applies`, else by timm's forward."""
     for stage in stages:
