@@ -107,9 +107,9 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_fused_norm_runs_its_kernel_and_keeps_bf16_logits_as_close_to_fp32(model):
     """bf16 inference with the fused residual adds and LayerNorms (``set_fused_norm(model, "inference")``) runs the
-    Triton kernel and gives logits as close to the fp32 eager model's as timm's blocks in bf16 do ("off", eager; the
-    compiled ones: test_bf16_compiled_logits_match_fp32_eager): compiled as sifar-eval compiles, again at a second
-    batch size (Dynamo's recompile with a dynamic batch, as an evaluation's last batch takes), and eager."""
+    Triton kernel and gives logits as close to the fp32 eager model's as timm's blocks in bf16 do ("off", eager):
+    compiled as sifar-eval compiles, again at a second batch size (Dynamo's recompile with a dynamic batch, as an
+    evaluation's last batch takes), and eager."""
     reference, fast = _model_pair("flex", model=model)
     frames = torch.randn(4, 8, 3, 64, 64, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
