@@ -24,19 +24,16 @@ def _model_pair(fast_attention: str, model: str = MODEL):
 
 @pytest.mark.parametrize("attention", ["sdpa", "flex"])
 def test_bf16_compiled_logits_match_fp32_eager(attention):
-    _assert_compiled_bf16_logits_near_fp32(*_model_pair(attention), "bf16 logits", size=96)
-
-
-def _assert_compiled_bf16_logits_near_fp32(reference, fast, what: str, size: int = 64) -> None:
-    """``fast`` compiled for inference (as sifar-eval compiles) under bf16 autocast gives logits within 2% (relative
-    norm) of ``reference``'s fp32 eager ones on the same clips of ``size`` px frames."""
-    frames = torch.randn(4, 8, 3, size, size, device="cuda")
+    """Compiled for inference (as sifar-eval compiles) under bf16 autocast, logits within 2% (relative norm) of the
+    fp32 eager explicit model's on the same clips."""
+    reference, fast = _model_pair(attention)
+    frames = torch.randn(4, 8, 3, 96, 96, device="cuda")
     with torch.no_grad():
         torch.backends.cuda.matmul.allow_tf32 = False
         expected = reference.eval()(frames)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             got = compile_model(fast.eval(), training=False)(frames).float()
-    _assert_close_in_norm(got, expected, 2e-2, what)
+    _assert_close_in_norm(got, expected, 2e-2, "bf16 logits")
 
 
 @pytest.mark.parametrize("model", ["SIFAR-N-6", "SIFAR-M-8"])  # windows 6; windows 8, 8, 4 (16 tokens), 6
