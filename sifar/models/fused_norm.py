@@ -167,22 +167,18 @@ def window_rows(height: int, width: int, window: tuple[int, int], shift: tuple[i
     return rows.to(torch.int32)
 
 
-def add_window_tables(stages: Iterable[SwinTransformerStage]) -> int:
+def add_window_tables(stages: Iterable[SwinTransformerStage]) -> None:
     """Give each block of every stage whose maps divide into whole windows its :func:`window_rows` table (a buffer
-    ``window_rows`` outside the checkpoint), unless it has one; the number of such stages. A stage whose map needs
-    padding has none and keeps timm's path."""
-    fusable = 0
+    ``window_rows`` outside the checkpoint), unless it has one. A stage whose map needs padding has none and keeps
+    timm's path."""
     for stage in stages:
         blocks = list(stage.blocks)
         if not all(_whole_windows(block) for block in blocks):
             continue
-        fusable += 1
-        if all(hasattr(block, "window_rows") for block in blocks):
-            continue
         for block in blocks:
-            table = window_rows(*block.input_resolution, tuple(block.window_size), tuple(block.shift_size))
-            block.register_buffer("window_rows", table.to(block.norm1.weight.device), persistent=False)
-    return fusable
+            if not hasattr(block, "window_rows"):
+                table = window_rows(*block.input_resolution, tuple(block.window_size), tuple(block.shift_size))
+                block.register_buffer("window_rows", table.to(block.norm1.weight.device), persistent=False)
 
 
 def _whole_windows(block: SwinTransformerBlock) -> bool:
@@ -194,9 +190,9 @@ def fused_norm_applies(stage: SwinTransformerStage, x: torch.Tensor, training: b
     """Whether ``stage`` runs :func:`fused_stage_forward` on its (B, H, W, C) input ``x``: a half-precision stream on
     CUDA with Triton, a table on every block, and inference without gradients (or, with ``training``, training
     without gradient checkpointing)."""
-    usable = (x.is_cuda and x.dtype in HALF_DTYPES and HAS_TRITON and not stage.grad_checkpointing
-              and all(hasattr(block, "window_rows") for block in stage.blocks))
-    return usable and (training or (not stage.training and not torch.is_grad_enabled()))
+    wanted = training or (not stage.training and not torch.is_grad_enabled())  # first: cheap in timm's training
+    return (wanted and x.is_cuda and x.dtype in HALF_DTYPES and HAS_TRITON and not stage.grad_checkpointing
+            and all(hasattr(block, "window_rows") for block in stage.blocks))
 
 
 def drop_path_scale(module: nn.Module, batch: int, like: torch.Tensor) -> torch.Tensor | None:
