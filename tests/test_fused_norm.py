@@ -45,7 +45,7 @@ def test_the_table_puts_each_token_where_roll_and_partition_put_it(windows, wind
 @pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_each_stage_computes_what_timms_stage_does(name):
     torch.manual_seed(0)
-    model = _with_tables(create_model(name, 10, attention="sdpa", drop_path_rate=0.1).eval())
+    model = create_model(name, 10, attention="sdpa", drop_path_rate=0.1).eval()
     stages = model.backbone.layers
     x = torch.randn(2, *stages[0].blocks[0].input_resolution, stages[0].dim)
     with torch.no_grad():
@@ -55,17 +55,9 @@ def test_each_stage_computes_what_timms_stage_does(name):
             x = expected
 
 
-def _with_tables(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with the fused norm turned on, so that each block holds its window table."""
-    set_fused_norm(model)
-    return model
-
-
-def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_map_needing_padding_none():
+def test_each_block_is_built_with_one_table_outside_the_checkpoint_and_a_map_needing_padding_none():
     model = create_model("SIFAR-N-6", 10)
     blocks = [block for stage in model.backbone.layers for block in stage.blocks]
-    assert not any(hasattr(block, "window_rows") for block in blocks)  # as built: off, no tables
-    set_fused_norm(model)
     tables = [block.window_rows for block in blocks]
     assert all(table.dtype == torch.int32 for table in tables)
     assert not any("window_rows" in key for key in model.state_dict())
@@ -77,11 +69,10 @@ def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_m
     assert not hasattr(stage.blocks[0], "window_rows")
 
 
-def test_it_is_off_as_built_and_never_applies_off_cuda():
+def test_it_is_on_for_inference_as_built_and_never_applies_off_cuda():
     """(Where it applies on CUDA: tests/test_gpu.py.)"""
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
-    assert model.backbone.fused_norm == "off"
-    assert set_fused_norm(model) == 1 and model.backbone.fused_norm == "inference"
+    assert model.backbone.fused_norm == "inference"
     with torch.no_grad():
         assert not fused_norm_applies(model.backbone.layers[0], torch.empty(1, 16, 16, 32, dtype=torch.bfloat16))
 
@@ -89,6 +80,7 @@ def test_it_is_off_as_built_and_never_applies_off_cuda():
 def test_off_cuda_the_model_takes_timms_path_and_gives_its_logits():
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
+    set_fused_norm(model, "off")
     fused = copy.deepcopy(model)
     set_fused_norm(fused, "training")
     frames = torch.randn(2, 8, 3, 64, 64)
@@ -113,7 +105,7 @@ def test_in_training_each_stage_draws_the_same_drop_paths_and_gives_the_same_gra
     """The fused stage in training (the candidate behind ``set_fused_norm(model, "training")``), through the op's
     torch path and its registered gradient: timm's outputs under the same seed, and its gradients."""
     torch.manual_seed(0)
-    model = _with_tables(create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train())
+    model = create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train()
     stages = model.backbone.layers
     x = torch.randn(3, *stages[0].blocks[0].input_resolution, stages[0].dim)
     for stage in stages:
@@ -135,7 +127,7 @@ def test_the_stage_compiles_whole_with_its_gradient():
     """The op and its registered gradient trace into one graph (fullgraph) and through AOTAutograd, as sifar-train's
     compiled step needs: outputs and gradients as timm's stage gives them (the op's torch path on the CPU)."""
     torch.manual_seed(0)
-    stage = _with_tables(create_model("SIFAR-N-6", 10, attention="sdpa").train()).backbone.layers[0]
+    stage = create_model("SIFAR-N-6", 10, attention="sdpa").train().backbone.layers[0]
     x = torch.randn(2, *stage.blocks[0].input_resolution, stage.dim)
     compiled = torch.compile(lambda x_: fused_stage_forward(stage, x_), fullgraph=True)
     results = []

@@ -88,7 +88,6 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
     from sifar.models.fused_norm import fused_norm_applies
 
     model = create_model("SIFAR-N-6", 10)
-    set_fused_norm(model)
     stage = model.cuda().eval().backbone.layers[0]
     half = torch.empty(1, 16, 16, 32, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
