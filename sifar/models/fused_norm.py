@@ -1,6 +1,6 @@
 """Swin stages whose residual adds and LayerNorms run as one Triton kernel a pass, with the rolls and window
 partitions folded into the rows it reads and writes, for half-precision inference on CUDA: on as a SifarSwin is
-built (its GPU tests, tests/test_gpu.py, passed in session 28), and for training too by
+built (its GPU tests, tests/test_gpu.py, passed in session 29), and for training too by
 ``sifar.models.swin.set_fused_norm(model, "training")`` (the op's gradient is a Triton kernel through the same
 tables, drop path a factor for each image; a candidate, measured by ``bench_train``'s ``fusednorm-train``
 variants). fp32 and the CPU always keep timm's blocks.
