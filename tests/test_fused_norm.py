@@ -1,9 +1,9 @@
-"""The fused residual adds and LayerNorms of Swin inference (sifar.models.fused_norm): its row tables, its torch
-path against timm's stages on the CPU, when it applies, and its Triton kernel under Triton's interpreter (in a
-subprocess: TRITON_INTERPRET must be set before Triton kernels are defined, and would turn every other kernel of
-the session into an interpreted one). The interpreter rounds to bf16 otherwise than the GPU does (one unit in the
-last place, where the GPU rounds to nearest even), so it checks fp32 and fp16, which take the same casts; bf16 and
-the compiled GPU path are checked in tests/test_gpu.py."""
+"""The fused residual adds and LayerNorms of Swin inference (sifar.models.fused_norm): its row tables, its torch path
+against timm's stages on the CPU, when it applies, and its Triton kernels compiled for an H100 (no GPU needed) and
+run under Triton's interpreter (in a subprocess: TRITON_INTERPRET must be set before Triton kernels are defined, and
+would turn every other kernel of the session into an interpreted one). The interpreter rounds to bf16 otherwise than
+the GPU does (one unit in the last place, where the GPU rounds to nearest even), so it checks fp32 and fp16, which
+take the same casts; bf16 and the compiled GPU path are checked in tests/test_gpu.py."""
 
 from __future__ import annotations
 
@@ -188,3 +188,32 @@ def test_the_triton_kernel_under_the_interpreter_matches_the_reference():
     result = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "kernels match" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("eps_type", ["fp32", "fp64"])
+def test_both_kernels_compile_for_an_h100_with_eps_typed_as_inductor_may_type_it(eps_type):
+    """Triton's compiler, for sm_90 without a GPU: Inductor may pass the Python float ``eps`` as fp64 (torch 2.11
+    did in the compiled backward, and Triton then refused the kernel: its fp32 dweight sum turned fp64 in the
+    loop). Both kernels compile either way, and no arithmetic but eps's own truncation is done in fp64."""
+    triton = pytest.importorskip("triton", reason="the fused kernel is written in Triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sifar.models import add_layer_norm_kernel
+
+    def arg_type(name: str) -> str:
+        if name.endswith("rows_ptr"):
+            return "*i32"
+        if name.endswith("_ptr"):
+            return "*fp32" if name in ("grad_weight_ptr", "grad_bias_ptr") else "*bf16"
+        return eps_type if name == "eps" else "constexpr" if name.isupper() else "i32"
+
+    for kernel in (add_layer_norm_kernel.add_layer_norm_kernel, add_layer_norm_kernel.add_layer_norm_backward_kernel):
+        names = kernel.arg_names
+        flags = {name: True for name in names if name.isupper() and not name.startswith("BLOCK")}
+        constants = {**flags, "BLOCK_R": 8, "BLOCK_C": 512}
+        source = ASTSource(kernel, {name: arg_type(name) for name in names},
+                           constexprs={(names.index(name),): value for name, value in constants.items()})
+        ir = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ttir"]
+        fp64_ops = [line for line in ir.splitlines() if "f64" in line and "tt.func" not in line]
+        assert all("arith.truncf %eps" in line for line in fp64_ops), (kernel.__name__, fp64_ops)
