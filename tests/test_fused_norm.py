@@ -1,9 +1,9 @@
-"""The fused residual adds and LayerNorms of Swin inference (sifar.models.fused_norm): its row tables, its torch
-path against timm's stages on the CPU, when it applies, and its Triton kernel under Triton's interpreter (in a
-subprocess: TRITON_INTERPRET must be set before Triton kernels are defined, and would turn every other kernel of
-the session into an interpreted one). The interpreter rounds to bf16 otherwise than the GPU does (one unit in the
-last place, where the GPU rounds to nearest even), so it checks fp32 and fp16, which take the same casts; bf16 and
-the compiled GPU path are checked in tests/test_gpu.py."""
+"""The fused residual adds and LayerNorms of Swin inference (sifar.models.fused_norm): its row tables, its torch path
+against timm's stages on the CPU, when it applies, and its Triton kernels compiled for an H100 (no GPU needed) and
+run under Triton's interpreter (in a subprocess: TRITON_INTERPRET must be set before Triton kernels are defined, and
+would turn every other kernel of the session into an interpreted one). The interpreter rounds to bf16 otherwise than
+the GPU does (one unit in the last place, where the GPU rounds to nearest even), so it checks fp32 and fp16, which
+take the same casts; bf16 and the compiled GPU path are checked in tests/test_gpu.py."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_the_table_puts_each_token_where_roll_and_partition_put_it(windows, wind
 @pytest.mark.parametrize("name", ["SIFAR-N-6", "SIFAR-M-12"])  # windows inside frames; windows across frames
 def test_each_stage_computes_what_timms_stage_does(name):
     torch.manual_seed(0)
-    model = _with_tables(create_model(name, 10, attention="sdpa", drop_path_rate=0.1).eval())
+    model = create_model(name, 10, attention="sdpa", drop_path_rate=0.1).eval()
     stages = model.backbone.layers
     x = torch.randn(2, *stages[0].blocks[0].input_resolution, stages[0].dim)
     with torch.no_grad():
@@ -55,17 +55,9 @@ def test_each_stage_computes_what_timms_stage_does(name):
             x = expected
 
 
-def _with_tables(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with the fused norm turned on, so that each block holds its window table."""
-    set_fused_norm(model)
-    return model
-
-
-def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_map_needing_padding_none():
+def test_each_block_is_built_with_one_table_outside_the_checkpoint_and_a_map_needing_padding_none():
     model = create_model("SIFAR-N-6", 10)
     blocks = [block for stage in model.backbone.layers for block in stage.blocks]
-    assert not any(hasattr(block, "window_rows") for block in blocks)  # as built: off, no tables
-    set_fused_norm(model)
     tables = [block.window_rows for block in blocks]
     assert all(table.dtype == torch.int32 for table in tables)
     assert not any("window_rows" in key for key in model.state_dict())
@@ -77,11 +69,10 @@ def test_turning_it_on_gives_each_block_one_table_outside_the_checkpoint_and_a_m
     assert not hasattr(stage.blocks[0], "window_rows")
 
 
-def test_it_is_off_as_built_and_never_applies_off_cuda():
+def test_it_is_on_for_inference_as_built_and_never_applies_off_cuda():
     """(Where it applies on CUDA: tests/test_gpu.py.)"""
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
-    assert model.backbone.fused_norm == "off"
-    assert set_fused_norm(model) == 1 and model.backbone.fused_norm == "inference"
+    assert model.backbone.fused_norm == "inference"
     with torch.no_grad():
         assert not fused_norm_applies(model.backbone.layers[0], torch.empty(1, 16, 16, 32, dtype=torch.bfloat16))
 
@@ -89,6 +80,7 @@ def test_it_is_off_as_built_and_never_applies_off_cuda():
 def test_off_cuda_the_model_takes_timms_path_and_gives_its_logits():
     torch.manual_seed(0)
     model = create_model("SIFAR-N-6", 10, attention="sdpa").eval()
+    set_fused_norm(model, "off")
     fused = copy.deepcopy(model)
     set_fused_norm(fused, "training")
     frames = torch.randn(2, 8, 3, 64, 64)
@@ -113,7 +105,7 @@ def test_in_training_each_stage_draws_the_same_drop_paths_and_gives_the_same_gra
     """The fused stage in training (the candidate behind ``set_fused_norm(model, "training")``), through the op's
     torch path and its registered gradient: timm's outputs under the same seed, and its gradients."""
     torch.manual_seed(0)
-    model = _with_tables(create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train())
+    model = create_model(name, 10, attention="sdpa", drop_path_rate=0.3).train()
     stages = model.backbone.layers
     x = torch.randn(3, *stages[0].blocks[0].input_resolution, stages[0].dim)
     for stage in stages:
@@ -135,7 +127,7 @@ def test_the_stage_compiles_whole_with_its_gradient():
     """The op and its registered gradient trace into one graph (fullgraph) and through AOTAutograd, as sifar-train's
     compiled step needs: outputs and gradients as timm's stage gives them (the op's torch path on the CPU)."""
     torch.manual_seed(0)
-    stage = _with_tables(create_model("SIFAR-N-6", 10, attention="sdpa").train()).backbone.layers[0]
+    stage = create_model("SIFAR-N-6", 10, attention="sdpa").train().backbone.layers[0]
     x = torch.randn(2, *stage.blocks[0].input_resolution, stage.dim)
     compiled = torch.compile(lambda x_: fused_stage_forward(stage, x_), fullgraph=True)
     results = []
@@ -196,3 +188,32 @@ def test_the_triton_kernel_under_the_interpreter_matches_the_reference():
     result = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "kernels match" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("eps_type", ["fp32", "fp64"])
+def test_both_kernels_compile_for_an_h100_with_eps_typed_as_inductor_may_type_it(eps_type):
+    """Triton's compiler, for sm_90 without a GPU: Inductor may pass the Python float ``eps`` as fp64 (torch 2.11
+    did in the compiled backward, and Triton then refused the kernel: its fp32 dweight sum turned fp64 in the
+    loop). Both kernels compile either way, and no arithmetic but eps's own truncation is done in fp64."""
+    triton = pytest.importorskip("triton", reason="the fused kernel is written in Triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sifar.models import add_layer_norm_kernel
+
+    def arg_type(name: str) -> str:
+        if name.endswith("rows_ptr"):
+            return "*i32"
+        if name.endswith("_ptr"):
+            return "*fp32" if name in ("grad_weight_ptr", "grad_bias_ptr") else "*bf16"
+        return eps_type if name == "eps" else "constexpr" if name.isupper() else "i32"
+
+    for kernel in (add_layer_norm_kernel.add_layer_norm_kernel, add_layer_norm_kernel.add_layer_norm_backward_kernel):
+        names = kernel.arg_names
+        flags = {name: True for name in names if name.isupper() and not name.startswith("BLOCK")}
+        constants = {**flags, "BLOCK_R": 8, "BLOCK_C": 512}
+        source = ASTSource(kernel, {name: arg_type(name) for name in names},
+                           constexprs={(names.index(name),): value for name, value in constants.items()})
+        ir = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ttir"]
+        fp64_ops = [line for line in ir.splitlines() if "f64" in line and "tt.func" not in line]
+        assert all("arith.truncf %eps" in line for line in fp64_ops), (kernel.__name__, fp64_ops)

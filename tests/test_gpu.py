@@ -88,7 +88,6 @@ def test_fused_norm_applies_to_half_precision_inference_and_the_training_candida
     from sifar.models.fused_norm import fused_norm_applies
 
     model = create_model("SIFAR-N-6", 10)
-    set_fused_norm(model)
     stage = model.cuda().eval().backbone.layers[0]
     half = torch.empty(1, 16, 16, 32, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
@@ -236,11 +235,12 @@ def test_flex_attention_reads_no_bias_past_its_end(tokens, heads, windows):
 
 
 def test_under_autocast_every_stage_carries_its_stream_in_bf16():
-    """Stage 1 too: PatchEmbed's LayerNorm returns fp32 under autocast, and the model casts it."""
+    """Stage 1 too: PatchEmbed's LayerNorm returns fp32 under autocast, and the model casts it. A stage's input is
+    its downsample's (timm's stage and the fused one both call it first; the fused one does not call the stage)."""
     model = create_model("SIFAR-N-6", num_classes=4).cuda().eval()
     dtypes = []
     for stage in model.backbone.layers:
-        stage.register_forward_pre_hook(lambda _module, args: dtypes.append(args[0].dtype))
+        stage.downsample.register_forward_pre_hook(lambda _module, args: dtypes.append(args[0].dtype))
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         model(torch.randn(2, 8, 3, 64, 64, device="cuda"))
     assert dtypes == [torch.bfloat16] * 4

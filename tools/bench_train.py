@@ -68,7 +68,7 @@ class Variant:
     window_kernel_flex_forward: bool = False  # only the kernels' backward, after FlexAttention's forward
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
-    fused_norm: FusedNorm = "off"  # where the residual adds and LayerNorms are fused (sifar.models.fused_norm)
+    fused_norm: FusedNorm = SifarSwin.fused_norm  # where residual adds and LayerNorms are fused, as models are built
 
     @property
     def commands_can_run(self) -> bool:
@@ -138,18 +138,18 @@ VARIANTS = (
     # needs nvmath-python); session 25 measured it as "geluaux-dgelu" beside DGELU_BGRAD's "geluaux", since removed
     Variant("flex-bf16-compile-geluaux-dgelu", attention="flex", bf16=True, compile=True, fused_adamw=True,
             training_gelu_epilogue=True),
-    # inference's residual adds and LayerNorms with the rolls and window copies as one Triton kernel a pass
-    # (sifar.models.fused_norm; training takes timm's blocks, as the default does)
-    Variant("flex-bf16-compile-fusednorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm="inference"),
-    # training's too, with their gradients (session 27's candidate)
+    # inference's residual adds and LayerNorms as timm's blocks run them, to measure what the fused kernel moves
+    # (sifar.models.fused_norm: as models are built, one Triton kernel a pass with the rolls and window copies)
+    Variant("flex-bf16-compile-timmnorm", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            fused_norm="off"),
+    # training's fused too, with their gradients (session 27's candidate)
     Variant("flex-bf16-compile-fusednorm-train", attention="flex", bf16=True, compile=True, fused_adamw=True,
             fused_norm="training"),
     Variant("flex-bf16-compile-geluaux-dgelu-fusednorm-train", attention="flex", bf16=True, compile=True,
             fused_adamw=True, training_gelu_epilogue=True, fused_norm="training"),
-    # inference with the fused norms replayed as CUDA graphs (no launch gaps; inference compiles without PDL)
+    # inference replayed as CUDA graphs (no launch gaps; inference compiles without PDL)
     Variant("flex-bf16-compile-fusednorm-cudagraphs", attention="flex", bf16=True, compile=True, fused_adamw=True,
-            fused_norm="inference", compile_options={"triton.cudagraphs": True}),
+            compile_options={"triton.cudagraphs": True}),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # CNN SIFAR against the plain image model it wraps: channels-last, bf16, compiled, fused AdamW

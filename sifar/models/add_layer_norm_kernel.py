@@ -22,7 +22,9 @@ def _mapped(r, table_ptr, tokens, row_ok, USE_TABLE: tl.constexpr):
 
 @triton.jit
 def _normalised(s, mask, channels, eps):
-    """(the fp32 rows ``s`` centred and scaled to unit variance, 1 / their standard deviation)."""
+    """(the fp32 rows ``s`` centred and scaled to unit variance, 1 / their standard deviation). ``eps`` is cast:
+    Inductor may pass a Python float as fp64 (torch 2.11 did in the backward), which would make the sums fp64."""
+    eps = tl.cast(eps, tl.float32)
     mean = tl.sum(s, axis=1) / channels
     centred = tl.where(mask, s - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / channels + eps)

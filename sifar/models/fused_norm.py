@@ -1,9 +1,9 @@
 """Swin stages whose residual adds and LayerNorms run as one Triton kernel a pass, with the rolls and window
-partitions folded into the rows it reads and writes, for half-precision inference on CUDA: turned on by
-``sifar.models.swin.set_fused_norm(model)``, and for training too by ``set_fused_norm(model, "training")`` (the
-op's gradient is a Triton kernel through the same tables, drop path a factor for each image). Both are off as a
-model is built until their GPU tests (tests/test_gpu.py) have run; ``bench_train``'s ``fusednorm`` variants
-measure them. fp32 and the CPU always keep timm's blocks.
+partitions folded into the rows it reads and writes, for half-precision inference on CUDA: on as a SifarSwin is
+built (its GPU tests, tests/test_gpu.py, passed in session 29), and for training too by
+``sifar.models.swin.set_fused_norm(model, "training")`` (the op's gradient is a Triton kernel through the same
+tables, drop path a factor for each image; a candidate, measured by ``bench_train``'s ``fusednorm-train``
+variants). fp32 and the CPU always keep timm's blocks.
 
 Why by hand: in a compiled SIFAR-B-12 inference step on an H100, Inductor's LayerNorm, residual, roll and
 window-copy kernels took 18.1 GPU ms, about 1.9 times what their bytes take at the card's bandwidth. It computes

@@ -37,12 +37,11 @@ WIDTHS: dict[str, dict[str, Any]] = {
 
 
 class SifarSwin(SwinTransformer):
-    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid. With
-    ``fused_norm`` "inference" its stages run half-precision inference on CUDA through
-    :mod:`sifar.models.fused_norm`, with "training" training too (:func:`set_fused_norm`); "off" until its GPU tests
-    have run (docs/PERFORMANCE.md, "Session 27")."""
+    """timm's Swin over a super image, with an optional learned embedding per frame cell of the grid. Its stages run
+    half-precision inference on CUDA through :mod:`sifar.models.fused_norm` (``fused_norm`` "inference", as built),
+    training too with "training", neither with "off" (:func:`set_fused_norm`)."""
 
-    fused_norm: FusedNorm = "off"
+    fused_norm: FusedNorm = "inference"
 
     def __init__(self, grid: Layout, frame_embed: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -54,6 +53,8 @@ class SifarSwin(SwinTransformer):
             trunc_normal_(self.frame_pos_embed, std=0.02)
             height, width = self.patch_embed.grid_size
             self.register_buffer("frame_index", frame_cell_map(rows, cols, height, width), persistent=False)
+        if self.fused_norm != "off":
+            add_window_tables(self.layers)
 
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"frame_pos_embed"}
