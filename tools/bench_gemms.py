@@ -1,0 +1,149 @@
+"""A SIFAR model's inference GEMMs, each timed as the model runs it and as cuBLASLt's autotuned best.
+
+    python -m tools.bench_gemms [--model SIFAR-B-12] [--clips 32] [--crops 3] [--json gemms.json]
+
+Every ``nn.Linear`` call of one inference step (``--clips`` x ``--crops`` super images), grouped by shape: the
+rows it multiplies, its in and out features, and its epilogue (bias; bias and GELU for a Swin MLP's ``fc1``, which
+half-precision inference runs through cuBLASLt's GELU epilogue, :mod:`sifar.models.mlp`). The shapes are read on
+the CPU from forward hooks on one super image; on the GPU each shape is timed in bf16 (GPU us a call, between CUDA
+events over back-to-back calls) two ways:
+
+- torch: ``F.linear`` or ``torch._addmm_activation``, cuBLAS's heuristic pick, as the model's forward calls them;
+- nvmath: the same product and epilogue through nvmath-python's ``Matmul``, planned and autotuned over
+  cuBLASLt's algorithms (``sifar.models.gelu_epilogue_training.planned_matmul``, as ``--gelu-epilogue`` plans).
+
+Why: session 27's inference profile had fc1 with its GELU epilogue at ~470 TFLOP/s against ~710 for fc2 at the
+same FLOPs, about its compute plus its 4x wider output's store, unoverlapped. Whether another cuBLASLt algorithm
+overlaps them is what this measures before any model path changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sifar.models import create_model, get_config
+from sifar.models.mlp import GeluEpilogueMlp
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """One kind of ``nn.Linear`` call: ``layers`` names its modules (a stage's blocks as ``blocks.*``); ``calls`` a
+    step."""
+
+    layers: str
+    rows: int
+    in_features: int
+    out_features: int
+    epilogue: str  # nvmath's MatmulEpilog name: "BIAS", "GELU_BIAS" (fc1), "DEFAULT" (no bias)
+    calls: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.rows * self.in_features * self.out_features
+
+
+def _gelu_fc1s(model: nn.Module) -> set[nn.Module]:
+    """The ``fc1`` layers whose GELU half-precision inference runs in the GEMM's epilogue."""
+    return {m.fc1 for m in model.modules() if isinstance(m, GeluEpilogueMlp) and m.gelu_epilogue}
+
+
+def inference_gemms(model_name: str, super_images: int) -> list[GemmShape]:
+    """The GEMM shapes of ``model_name``'s inference on ``super_images`` super images, in call order, found by
+    running one random super image on the CPU with a hook on every ``nn.Linear``."""
+    model = create_model(model_name, num_classes=400).eval()
+    config = get_config(model_name)
+    gelu = _gelu_fc1s(model)
+    seen: dict[tuple, list] = {}
+
+    def record(name: str):
+        def hook(module: nn.Linear, args: tuple) -> None:
+            rows = args[0].numel() // module.in_features * super_images
+            epilogue = "GELU_BIAS" if module in gelu else "BIAS" if module.bias is not None else "DEFAULT"
+            key = (re.sub(r"blocks\.\d+", "blocks.*", name), rows, module.in_features, module.out_features, epilogue)
+            seen.setdefault(key, [0])[0] += 1
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(torch.randn(1, config.num_frames, 3, config.frame_size, config.frame_size))
+    for handle in handles:
+        handle.remove()
+    return [GemmShape(*key, calls=count[0]) for key, count in seen.items()]
+
+
+def _gpu_us(fn, iterations: int) -> float:
+    """GPU microseconds a call of ``fn``, ``iterations`` calls back to back between two CUDA events."""
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iterations):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iterations * 1e3
+
+
+def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
+    """``shape`` in bf16 on the GPU: GPU us a call through torch and through nvmath (autotuned), and the two
+    results' relative difference."""
+    from sifar.models.gelu_epilogue_training import planned_matmul
+
+    x = torch.randn(shape.rows, shape.in_features, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(shape.out_features, shape.in_features, device="cuda", dtype=torch.bfloat16)
+    weight /= shape.in_features ** 0.5
+    bias = torch.randn(shape.out_features, device="cuda", dtype=torch.bfloat16)
+    if shape.epilogue == "GELU_BIAS":
+        def through_torch():
+            return torch._addmm_activation(bias, x, weight.t(), use_gelu=True)
+    else:
+        def through_torch():
+            return F.linear(x, weight, bias if shape.epilogue == "BIAS" else None)
+    inputs = {"bias": bias} if shape.epilogue != "DEFAULT" else {}
+
+    def through_nvmath():  # cuBLASLt adds the bias along the result's rows: (out, rows), read back transposed
+        return planned_matmul(weight, x.t(), shape.epilogue, inputs)[0].t()
+
+    expected = through_torch().float()
+    difference = ((through_nvmath().float() - expected).norm() / expected.norm()).item()
+    return {"torch_us": _gpu_us(through_torch, iterations), "nvmath_us": _gpu_us(through_nvmath, iterations),
+            "relative_difference": difference}
+
+
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--model", "model_name", default="SIFAR-B-12", show_default=True)
+@click.option("--clips", default=32, show_default=True, help="clips a step")
+@click.option("--crops", default=3, show_default=True, help="super images a clip")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the rows here")
+def main(model_name: str, clips: int, crops: int, json_path: Path | None) -> None:
+    if not torch.cuda.is_available():
+        raise click.UsageError("bench_gemms times cuBLAS on a CUDA GPU; this machine has none")
+    rows, totals = [], {"torch_ms": 0.0, "nvmath_ms": 0.0}
+    for shape in inference_gemms(model_name, clips * crops):
+        timed = time_gemm(shape)
+        rows.append(asdict(shape) | timed)
+        for way in ("torch", "nvmath"):
+            totals[f"{way}_ms"] += shape.calls * timed[f"{way}_us"] / 1e3
+        print(f"{shape.layers:32s} x{shape.calls:<2d} {shape.rows:8d} x {shape.in_features:4d} -> "
+              f"{shape.out_features:4d} {shape.epilogue:9s} torch {timed['torch_us']:7.1f} us "
+              f"({shape.flops / timed['torch_us'] / 1e6:4.0f} TFLOP/s)  nvmath {timed['nvmath_us']:7.1f} us "
+              f"({shape.flops / timed['nvmath_us'] / 1e6:4.0f})  difference {timed['relative_difference']:.1e}",
+              flush=True)
+    print(f"a step's GEMMs: torch {totals['torch_ms']:.2f} ms, nvmath autotuned {totals['nvmath_ms']:.2f} ms")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"model": model_name, "super_images": clips * crops, "gemms": rows,
+                                         **totals, "device": torch.cuda.get_device_name()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
