@@ -74,6 +74,8 @@ def test_end_to_end_runs_the_planned_default_variants_or_the_one_named_that_the_
 @pytest.mark.parametrize("name, runs, message", [
     ("flex-fp8-compile", "SIFAR-B-12/flex-fp8-compile/train", "the commands run only official, "),
     ("flex-bf16-compile-timmnorm", "SIFAR-B-12/flex-bf16-compile-timmnorm/infer", "the commands run only official, "),
+    ("flex-bf16-compile-autotuned-linears", "SIFAR-B-12/flex-bf16-compile-autotuned-linears/infer",
+     "the commands run only official, "),
     ("flex-bf16-compile-fusednorm-train", "SIFAR-B-12/flex-bf16-compile-fusednorm-train/train",
      "the commands run only official, "),
     ("no-such-variant", "SIFAR-B-12/official/train", "--e2e-variant 'no-such-variant': the commands run only"),

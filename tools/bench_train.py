@@ -46,6 +46,7 @@ from sifar.models.window_attention import FLEX_KERNEL_OPTIONS, set_attention
 from sifar.io import write_json
 from sifar.metrics_log import read_metrics
 from sifar.precision import allow_tf32
+from tools.autotuned_linears import use_autotuned_linears
 from tools.profile_kinds import device_kernels, kinds_table, sum_by_kind
 from tools.window_kernel import use_window_kernel
 
@@ -69,14 +70,16 @@ class Variant:
     gelu_epilogue: bool = True  # inference's MLP GELU in the GEMM's epilogue (sifar.models.mlp), as the commands run
     training_gelu_epilogue: bool = False  # training's GELU in cuBLASLt's epilogues (sifar-train --gelu-epilogue)
     fused_norm: FusedNorm = SifarSwin.fused_norm  # where residual adds and LayerNorms are fused, as models are built
+    autotuned_linears: bool = False  # inference's qkv and fc1 on nvmath-autotuned cuBLASLt (tools/autotuned_linears.py)
 
     @property
     def commands_can_run(self) -> bool:
         """Whether ``sifar-train`` / ``sifar-eval`` run as this variant does, with :attr:`train_flags` (none of the
-        benchmark's own tiles or compile options, no fp8, no kernel or block candidate, inference's GELU epilogue
+        benchmark's own tiles or compile options, no fp8, no kernel, block or GEMM candidate, inference's GELU epilogue
         on, the fused norm as models are built)."""
         return (self.flex_kernel_options is None and self.compile_options is None and not self.fp8
-                and not self.window_kernel and self.gelu_epilogue and self.fused_norm == SifarSwin.fused_norm)
+                and not self.window_kernel and self.gelu_epilogue and self.fused_norm == SifarSwin.fused_norm
+                and not self.autotuned_linears)
 
     @property
     def as_the_commands_run(self) -> bool:
@@ -128,6 +131,9 @@ VARIANTS = (
     Variant("flex-bf16-compile-autotune-tma-gelupass", attention="flex", bf16=True, compile=True, fused_adamw=True,
             compile_options={**AUTOTUNE_COMPILE_OPTIONS, "triton.enable_persistent_tma_matmul": True},
             gelu_epilogue=False),
+    # inference's qkv and fc1 + GELU on the cuBLASLt algorithm nvmath-python times fastest (session 29's candidate)
+    Variant("flex-bf16-compile-autotuned-linears", attention="flex", bf16=True, compile=True, fused_adamw=True,
+            autotuned_linears=True),
     # sifar-train --precision fp8 --compile (torchao's float8 linear layers)
     Variant("flex-fp8-compile", attention="flex", bf16=True, compile=True, fused_adamw=True, fp8=True),
     # the candidate Triton window-attention kernels in place of FlexAttention (tools/window_kernel.py)
@@ -215,6 +221,8 @@ def build(model_name: str, variant: Variant, num_classes: int) -> torch.nn.Modul
         set_gelu_epilogue(model, enabled=False)
     if variant.training_gelu_epilogue:
         use_training_gelu_epilogue(model)
+    if variant.autotuned_linears:
+        use_autotuned_linears(model)
     set_fused_norm(model, variant.fused_norm)
     return model
 
