@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from sifar.models import create_model
 from tools import autotuned_linears
-from tools.autotuned_linears import AutotunedGeluMlp, AutotunedLinear, autotuned_linear, use_autotuned_linears
+from tools.autotuned_linears import (AutotunedGeluMlp, AutotunedLinear, autotuned_linear, epilog_name,
+                                    use_autotuned_linears)
 
 
 def test_every_block_gets_an_autotuned_qkv_and_mlp_holding_its_own_parameters():
@@ -36,13 +37,18 @@ def test_off_cuda_the_model_gives_the_same_logits():
         torch.testing.assert_close(swapped(frames), model(frames), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("gelu", [False, True])
-def test_the_op_is_linear_and_tanh_gelu_on_the_cpu_and_its_fake_agrees(gelu):
-    x, weight, bias = torch.randn(6, 4), torch.randn(8, 4), torch.randn(8)
+@pytest.mark.parametrize("gelu, bias", [(False, True), (True, True), (False, False), (True, False)])
+def test_the_op_is_linear_and_tanh_gelu_on_the_cpu_and_its_fake_agrees(gelu, bias):
+    x, weight, bias = torch.randn(6, 4), torch.randn(8, 4), torch.randn(8) if bias else None
     expected = F.linear(x, weight, bias)
     torch.testing.assert_close(autotuned_linear(x, weight, bias, gelu),
                                F.gelu(expected, approximate="tanh") if gelu else expected)
     torch.library.opcheck(autotuned_linear, (x, weight, bias, gelu))
+
+
+def test_each_epilogue_has_nvmaths_name():
+    assert [epilog_name(gelu, bias) for gelu, bias in ((True, True), (False, True), (True, False), (False, False))] == [
+        "GELU_BIAS", "BIAS", "GELU", "DEFAULT"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLASLt through nvmath-python needs a CUDA GPU")

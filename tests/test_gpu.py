@@ -87,8 +87,7 @@ def test_the_fused_norm_kernel_keeps_the_sums_exact_and_the_layer_norm_within_a_
 def test_fused_norm_applies_to_half_precision_inference_and_the_training_candidate_only():
     from sifar.models.fused_norm import fused_norm_applies
 
-    model = create_model("SIFAR-N-6", 10)
-    stage = model.cuda().eval().backbone.layers[0]
+    stage = create_model("SIFAR-N-6", 10).cuda().eval().backbone.layers[0]
     half = torch.empty(1, 16, 16, 32, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         assert fused_norm_applies(stage, half) and fused_norm_applies(stage, half.half())

@@ -21,15 +21,21 @@ from sifar.models.mlp import GeluEpilogueMlp, rows_in_compute_dtype, set_gelu_ep
 from sifar.precision import HALF_DTYPES, compute_dtype
 
 
+def epilog_name(gelu: bool, bias: bool) -> str:
+    """nvmath's ``MatmulEpilog`` name for a GEMM with a tanh GELU and a bias, or not: GELU_BIAS, BIAS, GELU, DEFAULT."""
+    return "_".join(["GELU"] * gelu + ["BIAS"] * bias) or "DEFAULT"
+
+
 @torch.library.custom_op("sifar_tools::autotuned_linear", mutates_args=())
-def autotuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool) -> torch.Tensor:
-    """(rows, out) ``x @ weight.T + bias``, tanh-GELU'd with ``gelu``: on CUDA one cuBLASLt GEMM planned and
-    autotuned for this layout (its bias added along the (out, rows) result's rows, read back transposed)."""
+def autotuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    """(rows, out) ``x @ weight.T (+ bias)``, tanh-GELU'd with ``gelu``: on CUDA one cuBLASLt GEMM with the
+    matching epilogue, planned and autotuned for this layout (the bias added along the (out, rows) result's rows,
+    read back transposed)."""
     if not x.is_cuda:
         out = F.linear(x, weight, bias)
         return F.gelu(out, approximate="tanh") if gelu else out
-    out_t, _ = planned_matmul(weight, x.t(), "GELU_BIAS" if gelu else "BIAS", {"bias": bias})
-    return out_t.t()
+    epilog = epilog_name(gelu, bias is not None)
+    return planned_matmul(weight, x.t(), epilog, {"bias": bias} if bias is not None else {})[0].t()
 
 
 @autotuned_linear.register_fake
@@ -45,10 +51,11 @@ class AutotunedLinear(nn.Linear):
     """``nn.Linear`` (same parameters) whose half-precision inference on CUDA runs :func:`autotuned_linear`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is None or not _inference_in_half_precision(self, x):
+        if not _inference_in_half_precision(self, x):
             return super().forward(x)
         rows, dtype = rows_in_compute_dtype(x)
-        out = autotuned_linear(rows, self.weight.to(dtype), self.bias.to(dtype), False)
+        bias = self.bias.to(dtype) if self.bias is not None else None
+        out = autotuned_linear(rows, self.weight.to(dtype), bias, False)
         return out.view(*x.shape[:-1], self.out_features)
 
 

@@ -8,13 +8,13 @@ half-precision inference runs through cuBLASLt's GELU epilogue, :mod:`sifar.mode
 the CPU from forward hooks on one super image; on the GPU each shape is timed in bf16 (GPU us a call, between CUDA
 events over back-to-back calls) two ways:
 
-- torch: ``F.linear`` or ``torch._addmm_activation``, cuBLAS's heuristic pick, as the model's forward calls them;
+- torch: ``nn.Linear`` or ``sifar.models.mlp.linear_gelu``, cuBLAS's heuristic pick, as the model calls them;
 - nvmath: the same product and epilogue through nvmath-python's ``Matmul``, planned and autotuned over
-  cuBLASLt's algorithms (``sifar.models.gelu_epilogue_training.planned_matmul``, as ``--gelu-epilogue`` plans).
+  cuBLASLt's algorithms (``tools.autotuned_linears.autotuned_linear``, the candidate's op).
 
-Why: session 27's inference profile had fc1 with its GELU epilogue at ~470 TFLOP/s against ~710 for fc2 at the
-same FLOPs, about its compute plus its 4x wider output's store, unoverlapped. Whether another cuBLASLt algorithm
-overlaps them is what this measures before any model path changes.
+Why: in session 27's inference profile fc1 with its GELU epilogue ran at ~470 TFLOP/s and qkv at ~530, against ~705
+for fc2 and proj at stage 2: about their compute plus their 3-4x wider outputs' stores, unoverlapped. Whether
+another cuBLASLt algorithm overlaps them is what this measures before any model path changes.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sifar.models import create_model, get_config
-from sifar.models.mlp import GeluEpilogueMlp
+from sifar.models.mlp import GeluEpilogueMlp, linear_gelu
+from tools.autotuned_linears import autotuned_linear, epilog_name
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,17 @@ class GemmShape:
     rows: int
     in_features: int
     out_features: int
-    epilogue: str  # nvmath's MatmulEpilog name: "BIAS", "GELU_BIAS" (fc1), "DEFAULT" (no bias)
+    bias: bool
+    gelu: bool  # the tanh GELU in the GEMM's epilogue (fc1 in half-precision inference)
     calls: int
 
     @property
     def flops(self) -> int:
         return 2 * self.rows * self.in_features * self.out_features
+
+    @property
+    def epilogue(self) -> str:
+        return epilog_name(self.gelu, self.bias)
 
 
 def _gelu_fc1s(model: nn.Module) -> set[nn.Module]:
@@ -66,8 +71,8 @@ def inference_gemms(model_name: str, super_images: int) -> list[GemmShape]:
     def record(name: str):
         def hook(module: nn.Linear, args: tuple) -> None:
             rows = args[0].numel() // module.in_features * super_images
-            epilogue = "GELU_BIAS" if module in gelu else "BIAS" if module.bias is not None else "DEFAULT"
-            key = (re.sub(r"blocks\.\d+", "blocks.*", name), rows, module.in_features, module.out_features, epilogue)
+            key = (re.sub(r"blocks\.\d+", "blocks.*", name), rows, module.in_features, module.out_features,
+                   module.bias is not None, module in gelu)
             seen.setdefault(key, [0])[0] += 1
         return hook
 
@@ -94,25 +99,19 @@ def _gpu_us(fn, iterations: int) -> float:
     return start.elapsed_time(end) / iterations * 1e3
 
 
+@torch.no_grad()
 def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
-    """``shape`` in bf16 on the GPU: GPU us a call through torch and through nvmath (autotuned), and the two
-    results' relative difference."""
-    from sifar.models.gelu_epilogue_training import planned_matmul
-
+    """``shape`` in bf16 on the GPU: GPU us a call through torch (as the model calls it: ``nn.Linear``, or
+    :func:`sifar.models.mlp.linear_gelu` for fc1) and through nvmath (:func:`autotuned_linear`), and the two results'
+    relative difference."""
     x = torch.randn(shape.rows, shape.in_features, device="cuda", dtype=torch.bfloat16)
-    weight = torch.randn(shape.out_features, shape.in_features, device="cuda", dtype=torch.bfloat16)
-    weight /= shape.in_features ** 0.5
-    bias = torch.randn(shape.out_features, device="cuda", dtype=torch.bfloat16)
-    if shape.epilogue == "GELU_BIAS":
-        def through_torch():
-            return torch._addmm_activation(bias, x, weight.t(), use_gelu=True)
-    else:
-        def through_torch():
-            return F.linear(x, weight, bias if shape.epilogue == "BIAS" else None)
-    inputs = {"bias": bias} if shape.epilogue != "DEFAULT" else {}
+    linear = nn.Linear(shape.in_features, shape.out_features, bias=shape.bias, device="cuda", dtype=torch.bfloat16)
 
-    def through_nvmath():  # cuBLASLt adds the bias along the result's rows: (out, rows), read back transposed
-        return planned_matmul(weight, x.t(), shape.epilogue, inputs)[0].t()
+    def through_torch():
+        return linear_gelu(x, linear) if shape.gelu else linear(x)
+
+    def through_nvmath():
+        return autotuned_linear(x, linear.weight, linear.bias, shape.gelu)
 
     expected = through_torch().float()
     difference = ((through_nvmath().float() - expected).norm() / expected.norm()).item()
@@ -131,7 +130,7 @@ def main(model_name: str, clips: int, crops: int, json_path: Path | None) -> Non
     rows, totals = [], {"torch_ms": 0.0, "nvmath_ms": 0.0}
     for shape in inference_gemms(model_name, clips * crops):
         timed = time_gemm(shape)
-        rows.append(asdict(shape) | timed)
+        rows.append(asdict(shape) | {"epilogue": shape.epilogue} | timed)
         for way in ("torch", "nvmath"):
             totals[f"{way}_ms"] += shape.calls * timed[f"{way}_us"] / 1e3
         print(f"{shape.layers:32s} x{shape.calls:<2d} {shape.rows:8d} x {shape.in_features:4d} -> "
