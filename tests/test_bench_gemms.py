@@ -44,4 +44,4 @@ def test_torch_and_nvmath_compute_the_same_product(bias, gelu):
     pytest.importorskip("nvmath", reason="the autotuned way calls cuBLASLt through nvmath-python")
     shape = GemmShape("fc", rows=4096, in_features=256, out_features=1024, bias=bias, gelu=gelu, calls=1)
     timed = time_gemm(shape, iterations=2)
-    assert timed["relative_difference"] < 1e-2 and timed["torch_us"] > 0 and timed["nvmath_us"] > 0
+    assert timed["relative_difference"] < 1e-2 and min(timed["torch_us"], timed["nvmath_us"], timed["product_us"]) > 0

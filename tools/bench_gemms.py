@@ -10,7 +10,10 @@ events over back-to-back calls) two ways:
 
 - torch: ``nn.Linear`` or ``sifar.models.mlp.linear_gelu``, cuBLAS's heuristic pick, as the model calls them;
 - nvmath: the same product and epilogue through nvmath-python's ``Matmul``, planned and autotuned over
-  cuBLASLt's algorithms (``tools.autotuned_linears.autotuned_linear``, the candidate's op).
+  cuBLASLt's algorithms (``tools.autotuned_linears.autotuned_linear``, the candidate's op);
+
+and, to tell a slow epilogue from slow stores, the product alone (``x @ weight.T``, no bias or GELU: the same
+bytes written, nothing computed on them).
 
 Why: in session 27's inference profile fc1 with its GELU epilogue ran at ~470 TFLOP/s and qkv at ~530, against ~705
 for fc2 and proj at stage 2: about their compute plus their 3-4x wider outputs' stores, unoverlapped. Whether
@@ -102,8 +105,8 @@ def _gpu_us(fn, iterations: int) -> float:
 @torch.no_grad()
 def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
     """``shape`` in bf16 on the GPU: GPU us a call through torch (as the model calls it: ``nn.Linear``, or
-    :func:`sifar.models.mlp.linear_gelu` for fc1) and through nvmath (:func:`autotuned_linear`), and the two results'
-    relative difference."""
+    :func:`sifar.models.mlp.linear_gelu` for fc1), through nvmath (:func:`autotuned_linear`) and as the product
+    alone, and the first two results' relative difference."""
     x = torch.randn(shape.rows, shape.in_features, device="cuda", dtype=torch.bfloat16)
     linear = nn.Linear(shape.in_features, shape.out_features, bias=shape.bias, device="cuda", dtype=torch.bfloat16)
 
@@ -113,10 +116,13 @@ def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
     def through_nvmath():
         return autotuned_linear(x, linear.weight, linear.bias, shape.gelu)
 
+    def product_alone():
+        return x @ linear.weight.t()
+
     expected = through_torch().float()
     difference = ((through_nvmath().float() - expected).norm() / expected.norm()).item()
     return {"torch_us": _gpu_us(through_torch, iterations), "nvmath_us": _gpu_us(through_nvmath, iterations),
-            "relative_difference": difference}
+            "product_us": _gpu_us(product_alone, iterations), "relative_difference": difference}
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -136,7 +142,8 @@ def main(model_name: str, clips: int, crops: int, json_path: Path | None) -> Non
         print(f"{shape.layers:32s} x{shape.calls:<2d} {shape.rows:8d} x {shape.in_features:4d} -> "
               f"{shape.out_features:4d} {shape.epilogue:9s} torch {timed['torch_us']:7.1f} us "
               f"({shape.flops / timed['torch_us'] / 1e6:4.0f} TFLOP/s)  nvmath {timed['nvmath_us']:7.1f} us "
-              f"({shape.flops / timed['nvmath_us'] / 1e6:4.0f})  difference {timed['relative_difference']:.1e}",
+              f"({shape.flops / timed['nvmath_us'] / 1e6:4.0f})  product alone {timed['product_us']:7.1f} us "
+              f"({shape.flops / timed['product_us'] / 1e6:4.0f})  difference {timed['relative_difference']:.1e}",
               flush=True)
     print(f"a step's GEMMs: torch {totals['torch_ms']:.2f} ms, nvmath autotuned {totals['nvmath_ms']:.2f} ms")
     if json_path is not None:
