@@ -31,6 +31,12 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def half_precision_on_cuda(x: torch.Tensor) -> bool:
+    """Whether an autocast op such as a linear layer computes ``x`` in bf16 or fp16 on a CUDA device: where the
+    GEMMs with cuBLASLt's fused epilogues may stand in for torch's."""
+    return x.is_cuda and compute_dtype(x) in HALF_DTYPES
+
+
 def resolve_precision(device: torch.device, precision: str, bf16_supported: bool | None = None) -> ResolvedPrecision:
     """What ``precision`` means on ``device``: "auto" is bf16 on CUDA where ``bf16_supported`` (default: asked
     of the current GPU), else fp16 there, and fp32 elsewhere; the others are themselves."""

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from sifar.precision import autocast_for, compute_dtype, describe_precision, grad_scaler, resolve_precision
+from sifar.precision import (autocast_for, compute_dtype, describe_precision, grad_scaler, half_precision_on_cuda,
+                            resolve_precision)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -45,3 +46,15 @@ def test_compute_dtype_is_autocasts_when_it_is_on_and_the_tensors_otherwise():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert compute_dtype(x) == torch.bfloat16
         assert compute_dtype(x.to("meta")) == torch.float32  # no autocast for meta tensors
+
+
+def test_half_precision_on_cuda_needs_both_a_cuda_tensor_and_a_half_compute_dtype():
+    x = torch.randn(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compute_dtype(x) == torch.bfloat16 and not half_precision_on_cuda(x)  # half, but not on CUDA
+    assert not half_precision_on_cuda(x.half())
+    if torch.cuda.is_available():
+        on_gpu = x.cuda()
+        assert not half_precision_on_cuda(on_gpu) and half_precision_on_cuda(on_gpu.bfloat16())
+        with torch.autocast("cuda", dtype=torch.float16):
+            assert half_precision_on_cuda(on_gpu)

@@ -18,7 +18,7 @@ from torch import nn
 
 from sifar.models.gelu_epilogue_training import planned_matmul
 from sifar.models.mlp import GeluEpilogueMlp, rows_in_compute_dtype, set_gelu_epilogue
-from sifar.precision import HALF_DTYPES, compute_dtype
+from sifar.precision import half_precision_on_cuda
 
 
 def epilog_name(gelu: bool, bias: bool) -> str:
@@ -44,7 +44,7 @@ def _(x, weight, bias, gelu):
 
 
 def _inference_in_half_precision(module: nn.Module, x: torch.Tensor) -> bool:
-    return not module.training and not torch.is_grad_enabled() and x.is_cuda and compute_dtype(x) in HALF_DTYPES
+    return not module.training and not torch.is_grad_enabled() and half_precision_on_cuda(x)
 
 
 class AutotunedLinear(nn.Linear):

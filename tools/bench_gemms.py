@@ -34,6 +34,7 @@ from torch import nn
 from sifar.models import create_model, get_config
 from sifar.models.mlp import GeluEpilogueMlp, linear_gelu
 from tools.autotuned_linears import autotuned_linear, epilog_name
+from tools.bench_train import back_to_back_ms
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,7 @@ def inference_gemms(model_name: str, super_images: int) -> list[GemmShape]:
 
 def _gpu_us(fn, iterations: int) -> float:
     """GPU microseconds a call of ``fn``, ``iterations`` calls back to back between two CUDA events."""
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(iterations):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iterations * 1e3
+    return back_to_back_ms(fn, warmup=3, steps=iterations) * 1e3
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from timm.layers import Mlp
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
-from sifar.precision import HALF_DTYPES, compute_dtype
+from sifar.precision import compute_dtype, half_precision_on_cuda
 
 MLP_LAYERS = ("fc1", "act", "drop1", "norm", "fc2", "drop2")
 
@@ -57,8 +57,7 @@ class GeluEpilogueMlp(Mlp):
         """Whether cuBLASLt's GELU epilogue may stand in for ``fc1`` and GELU on ``x``: enabled, on CUDA, in half
         precision. A subclass of ``nn.Linear`` in ``fc1`` (torchao's ``Float8Linear`` in an fp8 run's validation)
         keeps its own forward."""
-        return (self.gelu_epilogue and type(self.fc1) is nn.Linear and x.is_cuda
-                and compute_dtype(x) in HALF_DTYPES)
+        return self.gelu_epilogue and type(self.fc1) is nn.Linear and half_precision_on_cuda(x)
 
 
 def gelu_epilogue_mlp(mlp: Mlp, mlp_class: type[GeluEpilogueMlp] = GeluEpilogueMlp) -> GeluEpilogueMlp:
