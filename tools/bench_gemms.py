@@ -37,6 +37,9 @@ from tools.autotuned_linears import autotuned_linear, epilog_name
 from tools.bench_train import back_to_back_ms
 
 
+WAYS = ("torch", "nvmath", "product")  # as the model calls it, autotuned, the product alone
+
+
 @dataclass(frozen=True)
 class GemmShape:
     """One kind of ``nn.Linear`` call: ``layers`` names its modules (a stage's blocks as ``blocks.*``); ``calls`` a
@@ -113,8 +116,8 @@ def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
 
     expected = through_torch().float()
     difference = ((through_nvmath().float() - expected).norm() / expected.norm()).item()
-    return {"torch_us": _gpu_us(through_torch, iterations), "nvmath_us": _gpu_us(through_nvmath, iterations),
-            "product_us": _gpu_us(product_alone, iterations), "relative_difference": difference}
+    ways = dict(zip(WAYS, (through_torch, through_nvmath, product_alone)))
+    return {f"{way}_us": _gpu_us(fn, iterations) for way, fn in ways.items()} | {"relative_difference": difference}
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -125,19 +128,19 @@ def time_gemm(shape: GemmShape, iterations: int = 20) -> dict:
 def main(model_name: str, clips: int, crops: int, json_path: Path | None) -> None:
     if not torch.cuda.is_available():
         raise click.UsageError("bench_gemms times cuBLAS on a CUDA GPU; this machine has none")
-    rows, totals = [], {"torch_ms": 0.0, "nvmath_ms": 0.0}
+    rows, totals = [], dict.fromkeys((f"{way}_ms" for way in WAYS), 0.0)
     for shape in inference_gemms(model_name, clips * crops):
         timed = time_gemm(shape)
         rows.append(asdict(shape) | {"epilogue": shape.epilogue} | timed)
-        for way in ("torch", "nvmath"):
-            totals[f"{way}_ms"] += shape.calls * timed[f"{way}_us"] / 1e3
+        us_by_way = {way: timed[f"{way}_us"] for way in WAYS}
+        for way, us in us_by_way.items():
+            totals[f"{way}_ms"] += shape.calls * us / 1e3
+        columns = "  ".join(f"{way} {us:7.1f} us ({shape.flops / us / 1e6:4.0f} TFLOP/s)"
+                            for way, us in us_by_way.items())
         print(f"{shape.layers:32s} x{shape.calls:<2d} {shape.rows:8d} x {shape.in_features:4d} -> "
-              f"{shape.out_features:4d} {shape.epilogue:9s} torch {timed['torch_us']:7.1f} us "
-              f"({shape.flops / timed['torch_us'] / 1e6:4.0f} TFLOP/s)  nvmath {timed['nvmath_us']:7.1f} us "
-              f"({shape.flops / timed['nvmath_us'] / 1e6:4.0f})  product alone {timed['product_us']:7.1f} us "
-              f"({shape.flops / timed['product_us'] / 1e6:4.0f})  difference {timed['relative_difference']:.1e}",
+              f"{shape.out_features:4d} {shape.epilogue:9s} {columns}  difference {timed['relative_difference']:.1e}",
               flush=True)
-    print(f"a step's GEMMs: torch {totals['torch_ms']:.2f} ms, nvmath autotuned {totals['nvmath_ms']:.2f} ms")
+    print("a step's GEMMs: " + ", ".join(f"{way} {totals[f'{way}_ms']:.2f} ms" for way in WAYS))
     if json_path is not None:
         json_path.write_text(json.dumps({"model": model_name, "super_images": clips * crops, "gemms": rows,
                                          **totals, "device": torch.cuda.get_device_name()}, indent=1) + "\n")
